@@ -1,0 +1,189 @@
+//! One Socket.IO client: everything that arrives on one Engine.IO session.
+//!
+//! Owns packet decoding at the Socket.IO level, the reassembly of binary packets
+//! from their attachments, the limits on them, and the namespaces this connection
+//! has joined. Dispatches to namespace handlers. Does not own sessions (see
+//! `crate::engine`) or the namespace registry (see `crate::io`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use crate::engine::{ProtocolViolation, SessionHandler};
+use crate::io::IoInner;
+use crate::protocol::engineio::Frame;
+use crate::protocol::socketio::{self, Packet, PacketType};
+use crate::session::{CloseReason, Session};
+use crate::socket::{DisconnectReason, Event, Payload, Socket};
+
+/// A binary packet waiting for its attachments.
+struct Partial {
+    packet: Packet,
+    attachments: Vec<Bytes>,
+}
+
+pub(crate) struct Client {
+    io: Arc<IoInner>,
+    session: Arc<Session>,
+    sockets: Mutex<Vec<Arc<Socket>>>,
+    partial: Mutex<Option<Partial>>,
+}
+
+impl Client {
+    pub(crate) fn new(io: Arc<IoInner>, session: Arc<Session>) -> Self {
+        Client {
+            io,
+            session,
+            sockets: Mutex::new(Vec::new()),
+            partial: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn has_sockets(&self) -> bool {
+        !self.sockets.lock().is_empty()
+    }
+
+    pub(crate) fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    fn socket(&self, namespace: &str) -> Option<Arc<Socket>> {
+        self.sockets
+            .lock()
+            .iter()
+            .find(|s| s.namespace().name() == namespace && s.is_connected())
+            .cloned()
+    }
+
+    fn send_packet(&self, packet: &Packet) {
+        let _ = self.session.send(Frame::Text(packet.encode_message()));
+    }
+
+    fn dispatch(&self, packet: Packet, attachments: Vec<Bytes>) -> Result<(), ProtocolViolation> {
+        match packet.kind {
+            PacketType::Connect => {
+                self.connect(&packet.namespace, packet.data);
+                Ok(())
+            }
+            PacketType::Disconnect => {
+                if let Some(socket) = self.socket(&packet.namespace) {
+                    self.forget(&socket);
+                    socket
+                        .namespace()
+                        .remove_socket(&socket, DisconnectReason::ClientNamespaceDisconnect);
+                }
+                Ok(())
+            }
+            PacketType::Event | PacketType::BinaryEvent => {
+                let Some(socket) = self.socket(&packet.namespace) else {
+                    tracing::debug!(sid = self.session.sid(), namespace = %packet.namespace, "event for a namespace not joined, ignored");
+                    return Ok(());
+                };
+                let Some(Value::Array(mut args)) = packet.data else {
+                    return Err(ProtocolViolation("an event needs an array payload".into()));
+                };
+                let name = match args.remove(0) {
+                    Value::String(name) => name,
+                    other => other.to_string(),
+                };
+                let event = Event {
+                    name,
+                    payload: Payload::with_attachments(args, attachments),
+                    ack: packet.id.map(|id| socket.ack_sender(id)),
+                };
+                socket.namespace().handler().on_event(&socket, event);
+                Ok(())
+            }
+            PacketType::Ack | PacketType::BinaryAck => {
+                if let (Some(socket), Some(id)) = (self.socket(&packet.namespace), packet.id) {
+                    let args = match packet.data {
+                        Some(Value::Array(args)) => args,
+                        _ => Vec::new(),
+                    };
+                    socket.ack_received(id, Payload::with_attachments(args, attachments));
+                }
+                Ok(())
+            }
+            PacketType::ConnectError => Err(ProtocolViolation("a client may not send CONNECT_ERROR".into())),
+        }
+    }
+
+    fn connect(&self, name: &str, auth: Option<Value>) {
+        if self.socket(name).is_some() {
+            tracing::debug!(sid = self.session.sid(), namespace = name, "already connected to namespace");
+            return;
+        }
+        let Some(namespace) = self.io.resolve_namespace(name) else {
+            self.send_packet(&Packet::connect_error(name, "Invalid namespace"));
+            return;
+        };
+        let auth = auth.unwrap_or_else(|| Value::Object(Default::default()));
+        let socket = Arc::new(Socket::new(
+            crate::engine::new_sid().into(),
+            namespace.clone(),
+            self.session.clone(),
+            auth,
+        ));
+        if let Err(message) = namespace.handler().authorize(&socket, socket.auth()) {
+            self.send_packet(&Packet::connect_error(name, &message));
+            return;
+        }
+        self.sockets.lock().push(socket.clone());
+        namespace.add_socket(socket.clone());
+        self.send_packet(&Packet::connect(name, Some(serde_json::json!({ "sid": socket.id() }))));
+        namespace.handler().on_connect(&socket);
+    }
+
+    fn forget(&self, socket: &Arc<Socket>) {
+        self.sockets.lock().retain(|s| !Arc::ptr_eq(s, socket));
+    }
+}
+
+impl SessionHandler for Client {
+    fn on_message(&self, text: Bytes) -> Result<(), ProtocolViolation> {
+        if self.partial.lock().is_some() {
+            return Err(ProtocolViolation("text packet while binary attachments were expected".into()));
+        }
+        let text = std::str::from_utf8(&text).map_err(|_| ProtocolViolation("packet is not UTF-8".into()))?;
+        let packet = socketio::decode(text).map_err(|error| ProtocolViolation(error.to_string()))?;
+        if packet.attachments > self.io.max_attachments {
+            return Err(ProtocolViolation(format!(
+                "{} binary attachments announced, at most {} allowed",
+                packet.attachments, self.io.max_attachments
+            )));
+        }
+        if packet.attachments > 0 {
+            *self.partial.lock() = Some(Partial {
+                attachments: Vec::with_capacity(packet.attachments),
+                packet,
+            });
+            return Ok(());
+        }
+        self.dispatch(packet, Vec::new())
+    }
+
+    fn on_binary(&self, data: Bytes) -> Result<(), ProtocolViolation> {
+        let mut partial = self.partial.lock();
+        let Some(pending) = partial.as_mut() else {
+            return Err(ProtocolViolation("binary message with no packet expecting it".into()));
+        };
+        pending.attachments.push(data);
+        if pending.attachments.len() < pending.packet.attachments {
+            return Ok(());
+        }
+        let Partial { packet, attachments } = partial.take().expect("checked above");
+        drop(partial);
+        self.dispatch(packet, attachments)
+    }
+
+    fn on_close(&self, reason: CloseReason) {
+        let sockets = std::mem::take(&mut *self.sockets.lock());
+        for socket in sockets {
+            socket
+                .namespace()
+                .remove_socket(&socket, DisconnectReason::Transport(reason));
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Every Redis key and pub/sub channel name, in one place (DESIGN.md §4–5).
+//!
+//! Owns naming only: the prefix and the hash tags that keep the keys one Lua
+//! script touches on one Redis Cluster slot. Does not talk to Redis.
+
+/// Builds prefixed names for one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Keys { prefix: prefix.into() }
+    }
+
+    /// Hash of one node's registration (address, start, components, stats); has a TTL.
+    pub fn node(&self, node_id: &str) -> String {
+        format!("{}node:{node_id}", self.prefix)
+    }
+
+    /// Sorted set of node ids by last heartbeat.
+    pub fn nodes(&self) -> String {
+        format!("{}nodes", self.prefix)
+    }
+
+    /// Hash of one connected socket (owner node, session, rooms, connected-at).
+    pub fn conn(&self, sid: &str) -> String {
+        format!("{}conn:{sid}", self.prefix)
+    }
+
+    /// Hash of one session's data; sliding TTL.
+    pub fn session(&self, session_id: &str) -> String {
+        format!("{}session:{session_id}", self.prefix)
+    }
+
+    /// The pub/sub channel one node listens on for messages addressed to it.
+    pub fn node_channel(&self, node_id: &str) -> String {
+        format!("{}node:{node_id}", self.prefix)
+    }
+
+    /// The pub/sub channel of a room's broadcasts.
+    pub fn room_channel(&self, namespace: &str, room: &str) -> String {
+        format!("{}room:{namespace}:{room}", self.prefix)
+    }
+
+    /// The pub/sub channel of a namespace's broadcasts.
+    pub fn namespace_channel(&self, namespace: &str) -> String {
+        format!("{}ns:{namespace}", self.prefix)
+    }
+
+    /// The channel every node listens on (node up/down, deploys, map changes).
+    pub fn control_channel(&self) -> String {
+        format!("{}control", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_prefix() {
+        let keys = Keys::new("rain:");
+        assert_eq!(keys.conn("abc"), "rain:conn:abc");
+        assert_eq!(keys.room_channel("/chat", "lobby"), "rain:room:/chat:lobby");
+        assert_eq!(keys.namespace_channel("/"), "rain:ns:/");
+        assert_eq!(keys.control_channel(), "rain:control");
+    }
+}

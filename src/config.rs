@@ -1,0 +1,1106 @@
+//! Node settings: what they are, their defaults, and how they are read.
+//!
+//! Layers, lowest first: built-in defaults < an optional TOML file (`--config`,
+//! else `RAIN_CONFIG`, else `./rain.toml` when present) < environment variables <
+//! command-line flags. The merge is done with the `config` crate; environment
+//! variables and flags are parsed here, per setting, so a bad value is reported
+//! under the setting's environment name (`SERVER_PORT`), whichever layer it
+//! came from. Only the known names are read from the environment (plus
+//! `RAIN_CONFIG`, and `RUST_LOG` as a fallback for `LOG`).
+//!
+//! Owns validation too: a bad value stops the node with a message naming the
+//! setting (exit code 2 at the binary's edge, see [`Settings::load_or_exit`]).
+//! Does not own logging set-up or the listening socket.
+
+use std::ffi::OsString;
+use std::num::{IntErrorKind, ParseIntError};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+use config::{Source, Value, ValueKind};
+use serde::{Deserialize, Serialize};
+
+/// Every setting of a node. Field names are the TOML keys; the environment
+/// variable is the upper-case name (`server_port` → `SERVER_PORT`); the flag is
+/// the kebab-case name (`--server-port`). [`Settings::env_table`] lists them all
+/// with their defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// `redis://host:port/db` (or `rediss://`, `unix://`); unset or empty → the
+    /// embedded in-process backend (one node).
+    pub redis_server: Option<String>,
+    /// Address to listen on: an IP address or a host name.
+    pub server_host: String,
+    /// Port to listen on; 0 → a free port, printed at start.
+    pub server_port: u16,
+    /// This node's id in the cluster (no whitespace); default: a fresh UUID v4.
+    pub node_id: String,
+    /// The HTTP path Socket.IO is served under; starts and ends with `/`.
+    pub socketio_path: String,
+    /// Engine.IO heartbeat: how often the server pings (ms, ≥ 1).
+    pub ping_interval_ms: u64,
+    /// Engine.IO heartbeat: how long a pong may take before the session is closed (ms, ≥ 1).
+    pub ping_timeout_ms: u64,
+    /// How long a new Engine.IO session may go without joining a namespace (ms, ≥ 1).
+    pub connect_timeout_ms: u64,
+    /// The largest Engine.IO message or polling body accepted, in bytes (≥ 1).
+    pub max_payload: u64,
+    /// The most binary attachments one Socket.IO packet may announce.
+    pub max_attachments: usize,
+    /// Frames queued for one client before it is judged too slow and disconnected (≥ 1).
+    pub outbound_queue: usize,
+    /// Origins allowed by CORS; empty → any origin (the request's origin is echoed).
+    /// In the environment and on the command line: a comma-separated list.
+    pub cors_origins: Vec<String>,
+    /// How long a graceful shutdown may take before the process exits anyway (ms, ≥ 1).
+    pub shutdown_timeout_ms: u64,
+    /// Prefix of every Redis key and channel.
+    pub key_prefix: String,
+    /// `tracing` filter, e.g. `info` or `rain_node=debug`; `RUST_LOG` is used
+    /// when `LOG` is not set.
+    pub log: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            redis_server: None,
+            server_host: "127.0.0.1".to_string(),
+            server_port: 0,
+            node_id: uuid::Uuid::new_v4().to_string(),
+            socketio_path: "/socket.io/".to_string(),
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+            connect_timeout_ms: 45_000,
+            max_payload: 1_000_000,
+            max_attachments: 16,
+            outbound_queue: 1024,
+            cors_origins: Vec::new(),
+            shutdown_timeout_ms: 10_000,
+            key_prefix: "rain:".to_string(),
+            log: "info".to_string(),
+        }
+    }
+}
+
+/// Why the settings could not be loaded. Every variant about a value names the
+/// setting by its environment name.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The command line could not be parsed, or `--help` / `--version` was
+    /// asked for: see [`clap::Error::kind`] (`DisplayHelp`, `DisplayVersion`).
+    /// Its `Display` is clap's rendered message (or the help text).
+    #[error("{0}")]
+    Cli(#[from] clap::Error),
+    /// A value (from the environment, a flag, or after merging) is malformed or
+    /// out of range. `value` is as given (strings quoted).
+    #[error("invalid setting {name}={value}: {reason}")]
+    Invalid {
+        /// Environment name of the setting, e.g. `SERVER_PORT`.
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// A value in the TOML file has the wrong type or is out of range.
+    #[error("invalid setting {name}={value} in config file {}: {reason}", path.display())]
+    FileValue {
+        /// Environment name of the setting, e.g. `SERVER_PORT`.
+        name: &'static str,
+        path: PathBuf,
+        value: String,
+        reason: String,
+    },
+    /// The TOML file has a key that is not a setting.
+    #[error(
+        "config file {}: unknown key `{key}` (known keys: {})",
+        path.display(),
+        known_keys()
+    )]
+    UnknownKey { path: PathBuf, key: String },
+    /// The TOML file is missing (when named explicitly), unreadable, or not TOML.
+    #[error("config file {}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+    /// The layers could not be merged (not expected once every value was checked).
+    #[error("merging settings: {0}")]
+    Merge(#[source] config::ConfigError),
+}
+
+/// How a setting's text (environment or flag) is parsed.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// Optional string; empty → unset.
+    OptString,
+    String,
+    U16,
+    U64,
+    Usize,
+    /// Comma-separated list; blanks dropped.
+    List,
+}
+
+/// One setting: TOML key, environment name, how to parse it, the default as
+/// shown to people, what it means, and the `--help` line built from those.
+struct Field {
+    key: &'static str,
+    env: &'static str,
+    kind: Kind,
+    default: &'static str,
+    meaning: &'static str,
+    help: &'static str,
+}
+
+macro_rules! field {
+    ($key:literal, $env:literal, $kind:ident, $default:literal, $meaning:literal) => {
+        Field {
+            key: $key,
+            env: $env,
+            kind: Kind::$kind,
+            default: $default,
+            meaning: $meaning,
+            help: concat!($meaning, " [env: ", $env, "] [default: ", $default, "]"),
+        }
+    };
+}
+
+const REDIS_SERVER: Field = field!(
+    "redis_server",
+    "REDIS_SERVER",
+    OptString,
+    "unset",
+    "Redis URL (redis://, rediss:// or unix://); unset or empty runs alone on the embedded backend"
+);
+const SERVER_HOST: Field = field!(
+    "server_host",
+    "SERVER_HOST",
+    String,
+    "127.0.0.1",
+    "Address to listen on (IP address or host name)"
+);
+const SERVER_PORT: Field = field!(
+    "server_port",
+    "SERVER_PORT",
+    U16,
+    "0",
+    "Port to listen on; 0 picks a free port"
+);
+const NODE_ID: Field = field!(
+    "node_id",
+    "NODE_ID",
+    String,
+    "a fresh UUID v4",
+    "This node's id in the cluster (no whitespace)"
+);
+const SOCKETIO_PATH: Field = field!(
+    "socketio_path",
+    "SOCKETIO_PATH",
+    String,
+    "/socket.io/",
+    "HTTP path Socket.IO is served under (starts and ends with /)"
+);
+const PING_INTERVAL_MS: Field = field!(
+    "ping_interval_ms",
+    "PING_INTERVAL_MS",
+    U64,
+    "25000",
+    "Engine.IO heartbeat: how often the server pings, in ms"
+);
+const PING_TIMEOUT_MS: Field = field!(
+    "ping_timeout_ms",
+    "PING_TIMEOUT_MS",
+    U64,
+    "20000",
+    "Engine.IO heartbeat: how long a pong may take before the session is closed, in ms"
+);
+const CONNECT_TIMEOUT_MS: Field = field!(
+    "connect_timeout_ms",
+    "CONNECT_TIMEOUT_MS",
+    U64,
+    "45000",
+    "How long a new Engine.IO session may go without joining a namespace, in ms"
+);
+const MAX_PAYLOAD: Field = field!(
+    "max_payload",
+    "MAX_PAYLOAD",
+    U64,
+    "1000000",
+    "Largest Engine.IO message or polling body accepted, in bytes"
+);
+const MAX_ATTACHMENTS: Field = field!(
+    "max_attachments",
+    "MAX_ATTACHMENTS",
+    Usize,
+    "16",
+    "Most binary attachments one Socket.IO packet may announce"
+);
+const OUTBOUND_QUEUE: Field = field!(
+    "outbound_queue",
+    "OUTBOUND_QUEUE",
+    Usize,
+    "1024",
+    "Frames queued for one client before it is judged too slow and disconnected"
+);
+const CORS_ORIGINS: Field = field!(
+    "cors_origins",
+    "CORS_ORIGINS",
+    List,
+    "empty",
+    "Comma-separated origins allowed by CORS; empty allows any origin"
+);
+const SHUTDOWN_TIMEOUT_MS: Field = field!(
+    "shutdown_timeout_ms",
+    "SHUTDOWN_TIMEOUT_MS",
+    U64,
+    "10000",
+    "How long a graceful shutdown may take before the process exits anyway, in ms"
+);
+const KEY_PREFIX: Field = field!(
+    "key_prefix",
+    "KEY_PREFIX",
+    String,
+    "rain:",
+    "Prefix of every Redis key and channel"
+);
+const LOG: Field = field!(
+    "log",
+    "LOG",
+    String,
+    "info",
+    "tracing filter, e.g. info or rain_node=debug (RUST_LOG is used if LOG is unset)"
+);
+
+/// Every setting, in `--help` order.
+const FIELDS: [&Field; 15] = [
+    &REDIS_SERVER,
+    &SERVER_HOST,
+    &SERVER_PORT,
+    &NODE_ID,
+    &SOCKETIO_PATH,
+    &PING_INTERVAL_MS,
+    &PING_TIMEOUT_MS,
+    &CONNECT_TIMEOUT_MS,
+    &MAX_PAYLOAD,
+    &MAX_ATTACHMENTS,
+    &OUTBOUND_QUEUE,
+    &CORS_ORIGINS,
+    &SHUTDOWN_TIMEOUT_MS,
+    &KEY_PREFIX,
+    &LOG,
+];
+
+fn known_keys() -> String {
+    FIELDS.iter().map(|f| f.key).collect::<Vec<_>>().join(", ")
+}
+
+const LONG_ABOUT: &str = "rain-node: one node of a horizontally scalable Socket.IO cluster. \
+With no REDIS_SERVER it runs alone on an embedded backend.
+
+Settings are layered, lowest first: built-in defaults < TOML file (--config, else \
+RAIN_CONFIG, else ./rain.toml if present) < environment variables < command-line flags.";
+
+/// The command line. Values are kept as text and parsed by [`parse_text`], so
+/// that errors name the setting and the layering stays in one place; clap
+/// never reads the environment itself (the `[env: …]` notes are only help text).
+#[derive(Debug, Parser)]
+#[command(
+    name = "rain-node",
+    version,
+    about = "rain-node: one node of a horizontally scalable Socket.IO cluster.",
+    long_about = LONG_ABOUT
+)]
+struct Cli {
+    /// TOML file of settings (same as RAIN_CONFIG) [default: ./rain.toml if present]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[arg(long, value_name = "URL", help = REDIS_SERVER.help)]
+    redis_server: Option<String>,
+    #[arg(long, value_name = "HOST", help = SERVER_HOST.help)]
+    server_host: Option<String>,
+    #[arg(long, value_name = "PORT", help = SERVER_PORT.help)]
+    server_port: Option<String>,
+    #[arg(long, value_name = "ID", help = NODE_ID.help)]
+    node_id: Option<String>,
+    #[arg(long, value_name = "PATH", help = SOCKETIO_PATH.help)]
+    socketio_path: Option<String>,
+    #[arg(long, value_name = "MS", help = PING_INTERVAL_MS.help)]
+    ping_interval_ms: Option<String>,
+    #[arg(long, value_name = "MS", help = PING_TIMEOUT_MS.help)]
+    ping_timeout_ms: Option<String>,
+    #[arg(long, value_name = "MS", help = CONNECT_TIMEOUT_MS.help)]
+    connect_timeout_ms: Option<String>,
+    #[arg(long, value_name = "BYTES", help = MAX_PAYLOAD.help)]
+    max_payload: Option<String>,
+    #[arg(long, value_name = "N", help = MAX_ATTACHMENTS.help)]
+    max_attachments: Option<String>,
+    #[arg(long, value_name = "FRAMES", help = OUTBOUND_QUEUE.help)]
+    outbound_queue: Option<String>,
+    #[arg(long, value_name = "ORIGINS", help = CORS_ORIGINS.help)]
+    cors_origins: Option<String>,
+    #[arg(long, value_name = "MS", help = SHUTDOWN_TIMEOUT_MS.help)]
+    shutdown_timeout_ms: Option<String>,
+    #[arg(long, value_name = "PREFIX", help = KEY_PREFIX.help)]
+    key_prefix: Option<String>,
+    #[arg(long, value_name = "FILTER", help = LOG.help)]
+    log: Option<String>,
+}
+
+impl Cli {
+    /// The value given on the command line for each setting, in [`FIELDS`] order.
+    fn values(&self) -> [Option<&String>; 15] {
+        [
+            self.redis_server.as_ref(),
+            self.server_host.as_ref(),
+            self.server_port.as_ref(),
+            self.node_id.as_ref(),
+            self.socketio_path.as_ref(),
+            self.ping_interval_ms.as_ref(),
+            self.ping_timeout_ms.as_ref(),
+            self.connect_timeout_ms.as_ref(),
+            self.max_payload.as_ref(),
+            self.max_attachments.as_ref(),
+            self.outbound_queue.as_ref(),
+            self.cors_origins.as_ref(),
+            self.shutdown_timeout_ms.as_ref(),
+            self.key_prefix.as_ref(),
+            self.log.as_ref(),
+        ]
+    }
+}
+
+/// Parses an unsigned integer, saying what range is allowed when it overflows.
+fn parse_uint<T: FromStr<Err = ParseIntError>>(text: &str, max: u64) -> Result<T, String> {
+    text.parse::<T>().map_err(|e| match e.kind() {
+        IntErrorKind::Empty => "expected a whole number, got an empty value".to_string(),
+        IntErrorKind::PosOverflow => format!("number too large (at most {max})"),
+        _ => e.to_string(),
+    })
+}
+
+/// Parses the text of a setting (from the environment or a flag) into a
+/// `config` value; `name` is what the error calls it.
+fn parse_text(field: &Field, name: &'static str, text: &str) -> Result<Value, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        name,
+        value: format!("{text:?}"),
+        reason,
+    };
+    let kind: ValueKind = match field.kind {
+        Kind::OptString if text.is_empty() => ValueKind::Nil,
+        Kind::OptString | Kind::String => text.into(),
+        Kind::U16 => parse_uint::<u16>(text, u16::MAX.into())
+            .map_err(invalid)?
+            .into(),
+        Kind::U64 => parse_uint::<u64>(text, u64::MAX).map_err(invalid)?.into(),
+        Kind::Usize => {
+            let n = parse_uint::<usize>(text, usize::MAX as u64).map_err(invalid)?;
+            (n as u64).into()
+        }
+        Kind::List => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect::<Vec<_>>()
+            .into(),
+    };
+    Ok(Value::new(None, kind))
+}
+
+/// Checks that a value from the TOML file has the setting's type, strictly
+/// (the `config` crate alone would turn `1.5` into `2` or `5` into `"5"`).
+fn check_file_value(field: &Field, path: &Path, value: &Value) -> Result<(), ConfigError> {
+    let integer: Option<i128> = match value.kind {
+        ValueKind::I64(n) => Some(n.into()),
+        ValueKind::U64(n) => Some(n.into()),
+        ValueKind::I128(n) => Some(n),
+        ValueKind::U128(n) => Some(i128::try_from(n).unwrap_or(i128::MAX)),
+        _ => None,
+    };
+    let max: u64 = match field.kind {
+        Kind::U16 => u16::MAX.into(),
+        Kind::Usize => usize::MAX as u64,
+        _ => u64::MAX,
+    };
+    let checked = match field.kind {
+        Kind::OptString | Kind::String => match value.kind {
+            ValueKind::String(_) => Ok(()),
+            _ => Err("expected a string".to_string()),
+        },
+        Kind::U16 | Kind::U64 | Kind::Usize => match integer {
+            Some(n) if (0..=i128::from(max)).contains(&n) => Ok(()),
+            Some(_) => Err(format!("out of range (0 to {max})")),
+            None => Err("expected a whole number".to_string()),
+        },
+        Kind::List => match &value.kind {
+            ValueKind::Array(items)
+                if items.iter().all(|i| matches!(i.kind, ValueKind::String(_))) =>
+            {
+                Ok(())
+            }
+            _ => Err("expected an array of strings".to_string()),
+        },
+    };
+    checked.map_err(|reason| ConfigError::FileValue {
+        name: field.env,
+        path: path.to_path_buf(),
+        value: render(value),
+        reason,
+    })
+}
+
+/// A TOML value as it would be written (strings quoted).
+fn render(value: &Value) -> String {
+    match &value.kind {
+        ValueKind::String(s) => format!("{s:?}"),
+        ValueKind::Array(items) => {
+            let items: Vec<String> = items.iter().map(render).collect();
+            format!("[{}]", items.join(", "))
+        }
+        _ => value.to_string(),
+    }
+}
+
+/// Reads the TOML file, rejecting unknown keys and ill-typed values.
+fn read_file(path: &Path) -> Result<config::Config, ConfigError> {
+    let file_error = |message: String| ConfigError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let cfg = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .build()
+        .map_err(|e| file_error(e.to_string()))?;
+    let map = cfg.collect().map_err(|e| file_error(e.to_string()))?;
+    let mut keys: Vec<_> = map.keys().collect();
+    keys.sort();
+    for key in keys {
+        let Some(field) = FIELDS.iter().find(|f| f.key == key) else {
+            return Err(ConfigError::UnknownKey {
+                path: path.to_path_buf(),
+                key: key.clone(),
+            });
+        };
+        check_file_value(field, path, &map[key])?;
+    }
+    Ok(cfg)
+}
+
+fn invalid(name: &'static str, value: impl std::fmt::Display, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+impl Settings {
+    /// Loads the settings from this process's command line and environment.
+    pub fn load() -> Result<Settings, ConfigError> {
+        Settings::from_sources(std::env::args_os(), |name| {
+            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+        })
+    }
+
+    /// [`Settings::load`], for `main`: on `--help` / `--version` prints it and
+    /// exits 0; on a command-line usage error prints clap's message and exits 2;
+    /// on any other error prints `rain-node: <error>` to stderr and exits 2.
+    pub fn load_or_exit() -> Settings {
+        match Settings::load() {
+            Ok(settings) => settings,
+            Err(ConfigError::Cli(e)) => e.exit(),
+            Err(e) => {
+                eprintln!("rain-node: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// Loads the settings from the given command line (`args[0]` is the
+    /// program name) and environment lookup, and from the TOML file they name
+    /// (or `./rain.toml` if present). Does not read the process environment.
+    pub fn from_sources(
+        args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        Settings::from_sources_with_fallback(args, env, Path::new("rain.toml"))
+    }
+
+    /// [`Settings::from_sources`] with the file used when none is named.
+    fn from_sources_with_fallback(
+        args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+        env: impl Fn(&str) -> Option<String>,
+        fallback_file: &Path,
+    ) -> Result<Settings, ConfigError> {
+        let cli = Cli::try_parse_from(args)?;
+
+        let named_file = cli.config.clone().or_else(|| {
+            env("RAIN_CONFIG")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        });
+        let file = match named_file {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError::File {
+                    path,
+                    message: "not found (named by --config or RAIN_CONFIG)".to_string(),
+                });
+            }
+            Some(path) => Some(path),
+            None => fallback_file.is_file().then(|| fallback_file.to_path_buf()),
+        };
+
+        let defaults =
+            config::Config::try_from(&Settings::default()).map_err(ConfigError::Merge)?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(path) = &file {
+            builder = builder.add_source(read_file(path)?);
+        }
+
+        // Environment, then flags: a later override of the same key wins.
+        for field in FIELDS {
+            let from_env = match env(field.env) {
+                Some(text) if field.env == "LOG" && text.is_empty() => None,
+                Some(text) => Some((field.env, text)),
+                None => None,
+            };
+            let from_env = from_env.or_else(|| {
+                (field.env == "LOG")
+                    .then(|| env("RUST_LOG"))
+                    .flatten()
+                    .filter(|t| !t.is_empty())
+                    .map(|t| ("RUST_LOG", t))
+            });
+            if let Some((name, text)) = from_env {
+                if name == "RUST_LOG" {
+                    check_log(name, &text)?;
+                }
+                builder = builder
+                    .set_override(field.key, parse_text(field, name, &text)?)
+                    .map_err(ConfigError::Merge)?;
+            }
+        }
+        for (field, text) in FIELDS.iter().zip(cli.values()) {
+            if let Some(text) = text {
+                builder = builder
+                    .set_override(field.key, parse_text(field, field.env, text)?)
+                    .map_err(ConfigError::Merge)?;
+            }
+        }
+
+        let mut settings: Settings = builder
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(ConfigError::Merge)?;
+        if settings.redis_server.as_deref() == Some("") {
+            settings.redis_server = None;
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every rule; the error names the first setting that breaks one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let at_least_one = [
+            (PING_INTERVAL_MS.env, self.ping_interval_ms),
+            (PING_TIMEOUT_MS.env, self.ping_timeout_ms),
+            (CONNECT_TIMEOUT_MS.env, self.connect_timeout_ms),
+            (MAX_PAYLOAD.env, self.max_payload),
+            (OUTBOUND_QUEUE.env, self.outbound_queue as u64),
+            (SHUTDOWN_TIMEOUT_MS.env, self.shutdown_timeout_ms),
+        ];
+        for (name, value) in at_least_one {
+            if value < 1 {
+                return Err(invalid(name, value, "must be at least 1"));
+            }
+        }
+        if let Some(url) = &self.redis_server
+            && !["redis://", "rediss://", "unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(invalid(
+                REDIS_SERVER.env,
+                format!("{url:?}"),
+                "must start with redis://, rediss:// or unix://",
+            ));
+        }
+        let host = &self.server_host;
+        let is_host_name = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+        if host.parse::<std::net::IpAddr>().is_err() && !is_host_name {
+            return Err(invalid(
+                SERVER_HOST.env,
+                format!("{host:?}"),
+                "must be an IP address or a host name (letters, digits, '-', '.', '_')",
+            ));
+        }
+        if self.node_id.is_empty() || self.node_id.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                NODE_ID.env,
+                format!("{:?}", self.node_id),
+                "must be non-empty and contain no whitespace",
+            ));
+        }
+        let path = &self.socketio_path;
+        if !path.starts_with('/') || !path.ends_with('/') {
+            return Err(invalid(
+                SOCKETIO_PATH.env,
+                format!("{path:?}"),
+                "must start and end with '/'",
+            ));
+        }
+        check_log(LOG.env, &self.log)
+    }
+
+    /// How often the server pings.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    /// How long a pong may take.
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    /// How long a new session may go without joining a namespace.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// How long a graceful shutdown may take.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// Every setting as (environment name, default as shown to people, meaning),
+    /// in `--help` order: the README's settings table.
+    pub fn env_table() -> Vec<(&'static str, String, &'static str)> {
+        FIELDS
+            .iter()
+            .map(|f| (f.env, f.default.to_string(), f.meaning))
+            .collect()
+    }
+}
+
+/// Checks that `text` is a valid `tracing` filter.
+fn check_log(name: &'static str, text: &str) -> Result<(), ConfigError> {
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(drop)
+        .map_err(|e| invalid(name, format!("{text:?}"), &e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A temporary file removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(contents: &str) -> TempFile {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "rain-config-test-{}-{}.toml",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    const NO_FILE: &str = "/nonexistent/rain-config-test/rain.toml";
+
+    fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let args = std::iter::once("rain-node").chain(args.iter().copied());
+        Settings::from_sources_with_fallback(args, |k| env.get(k).cloned(), Path::new(NO_FILE))
+    }
+
+    fn err(args: &[&str], env: &[(&str, &str)]) -> String {
+        load(args, env).unwrap_err().to_string()
+    }
+
+    fn same_but_node_id(a: &Settings, b: &Settings) -> bool {
+        Settings {
+            node_id: String::new(),
+            ..a.clone()
+        } == Settings {
+            node_id: String::new(),
+            ..b.clone()
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let s = load(&[], &[]).unwrap();
+        assert!(same_but_node_id(&s, &Settings::default()));
+        assert!(uuid::Uuid::parse_str(&s.node_id).is_ok());
+        assert_eq!(s.redis_server, None);
+        assert_eq!(s.server_host, "127.0.0.1");
+        assert_eq!(s.server_port, 0);
+        assert_eq!(s.ping_interval(), Duration::from_secs(25));
+        assert_eq!(s.ping_timeout(), Duration::from_secs(20));
+        assert_eq!(s.connect_timeout(), Duration::from_secs(45));
+        assert_eq!(s.shutdown_timeout(), Duration::from_secs(10));
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let f = TempFile::new(
+            "server_port = 4000\nserver_host = \"0.0.0.0\"\nkey_prefix = \"file:\"\n\
+             cors_origins = [\"http://a\", \"http://b\"]\nredis_server = \"redis://file\"\n",
+        );
+        let s = load(&[], &[("RAIN_CONFIG", f.path())]).unwrap();
+        assert_eq!(s.server_port, 4000);
+        assert_eq!(s.server_host, "0.0.0.0");
+        assert_eq!(s.key_prefix, "file:");
+        assert_eq!(s.cors_origins, ["http://a", "http://b"]);
+        assert_eq!(s.redis_server.as_deref(), Some("redis://file"));
+        assert_eq!(s.ping_interval_ms, 25_000);
+
+        let s = load(
+            &[],
+            &[
+                ("RAIN_CONFIG", f.path()),
+                ("SERVER_PORT", "5000"),
+                ("CORS_ORIGINS", "http://c"),
+                ("REDIS_SERVER", ""),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.server_port, 5000);
+        assert_eq!(s.server_host, "0.0.0.0");
+        assert_eq!(s.cors_origins, ["http://c"]);
+        assert_eq!(s.redis_server, None);
+
+        // --config wins over RAIN_CONFIG; the fallback file is used when none is named.
+        let g = TempFile::new("server_port = 4001\n");
+        let s = load(&["--config", g.path()], &[("RAIN_CONFIG", f.path())]).unwrap();
+        assert_eq!(s.server_port, 4001);
+        let args = ["rain-node"];
+        let s = Settings::from_sources_with_fallback(args, |_| None, &g.0).unwrap();
+        assert_eq!(s.server_port, 4001);
+    }
+
+    #[test]
+    fn cli_overrides_env() {
+        let f = TempFile::new("server_port = 4000\nlog = \"warn\"\n");
+        let s = load(
+            &[
+                "--server-port",
+                "6000",
+                "--node-id=n1",
+                "--redis-server",
+                "redis://cli:6379/0",
+                "--cors-origins",
+                "a,b",
+            ],
+            &[
+                ("RAIN_CONFIG", f.path()),
+                ("SERVER_PORT", "5000"),
+                ("NODE_ID", "env-node"),
+                ("REDIS_SERVER", "redis://env"),
+                ("CORS_ORIGINS", "x"),
+                ("LOG", "debug"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.server_port, 6000);
+        assert_eq!(s.node_id, "n1");
+        assert_eq!(s.redis_server.as_deref(), Some("redis://cli:6379/0"));
+        assert_eq!(s.cors_origins, ["a", "b"]);
+        assert_eq!(s.log, "debug");
+        // An empty flag unsets REDIS_SERVER too.
+        let s = load(&["--redis-server="], &[("REDIS_SERVER", "redis://env")]).unwrap();
+        assert_eq!(s.redis_server, None);
+    }
+
+    #[test]
+    fn every_setting_from_env_and_cli() {
+        let values = [
+            ("REDIS_SERVER", "unix:///tmp/redis.sock"),
+            ("SERVER_HOST", "::1"),
+            ("SERVER_PORT", "65535"),
+            ("NODE_ID", "node-7"),
+            ("SOCKETIO_PATH", "/io/"),
+            ("PING_INTERVAL_MS", "1"),
+            ("PING_TIMEOUT_MS", "2"),
+            ("CONNECT_TIMEOUT_MS", "3"),
+            ("MAX_PAYLOAD", "4"),
+            ("MAX_ATTACHMENTS", "0"),
+            ("OUTBOUND_QUEUE", "6"),
+            ("CORS_ORIGINS", "http://a"),
+            ("SHUTDOWN_TIMEOUT_MS", "7"),
+            ("KEY_PREFIX", ""),
+            ("LOG", "rain_node=debug,warn"),
+        ];
+        let expected = Settings {
+            redis_server: Some("unix:///tmp/redis.sock".into()),
+            server_host: "::1".into(),
+            server_port: 65535,
+            node_id: "node-7".into(),
+            socketio_path: "/io/".into(),
+            ping_interval_ms: 1,
+            ping_timeout_ms: 2,
+            connect_timeout_ms: 3,
+            max_payload: 4,
+            max_attachments: 0,
+            outbound_queue: 6,
+            cors_origins: vec!["http://a".into()],
+            shutdown_timeout_ms: 7,
+            key_prefix: String::new(),
+            log: "rain_node=debug,warn".into(),
+        };
+        assert_eq!(load(&[], &values).unwrap(), expected);
+        let flags: Vec<String> = values
+            .iter()
+            .map(|(env, v)| format!("--{}={v}", env.to_lowercase().replace('_', "-")))
+            .collect();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        assert_eq!(load(&flags, &[]).unwrap(), expected);
+    }
+
+    #[test]
+    fn cors_origins_list() {
+        let s = load(&[], &[("CORS_ORIGINS", " http://a , ,http://b,")]).unwrap();
+        assert_eq!(s.cors_origins, ["http://a", "http://b"]);
+        let s = load(&[], &[("CORS_ORIGINS", "")]).unwrap();
+        assert!(s.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn empty_redis_server_is_none() {
+        assert_eq!(
+            load(&[], &[("REDIS_SERVER", "")]).unwrap().redis_server,
+            None
+        );
+        let f = TempFile::new("redis_server = \"\"\n");
+        let s = load(&[], &[("RAIN_CONFIG", f.path())]).unwrap();
+        assert_eq!(s.redis_server, None);
+    }
+
+    #[test]
+    fn rust_log_is_a_fallback_for_log() {
+        assert_eq!(load(&[], &[("RUST_LOG", "trace")]).unwrap().log, "trace");
+        let s = load(&[], &[("RUST_LOG", "trace"), ("LOG", "warn")]).unwrap();
+        assert_eq!(s.log, "warn");
+        let s = load(&["--log", "error"], &[("RUST_LOG", "trace")]).unwrap();
+        assert_eq!(s.log, "error");
+        let e = err(&[], &[("RUST_LOG", "=[")]);
+        assert!(e.contains("RUST_LOG"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_name_the_setting() {
+        assert_eq!(
+            err(&[], &[("SERVER_PORT", "abc")]),
+            r#"invalid setting SERVER_PORT="abc": invalid digit found in string"#
+        );
+        let e = err(&[], &[("SERVER_PORT", "70000")]);
+        assert!(
+            e.starts_with(r#"invalid setting SERVER_PORT="70000": "#),
+            "{e}"
+        );
+        assert!(e.contains("65535"), "{e}");
+        let e = err(&["--server-port", "70000"], &[]);
+        assert!(e.starts_with("invalid setting SERVER_PORT="), "{e}");
+        let e = err(&[], &[("MAX_ATTACHMENTS", "-1")]);
+        assert!(e.starts_with("invalid setting MAX_ATTACHMENTS="), "{e}");
+        let e = err(&[], &[("PING_INTERVAL_MS", "")]);
+        assert!(e.starts_with("invalid setting PING_INTERVAL_MS="), "{e}");
+
+        let f = TempFile::new("server_port = 70000\n");
+        let e = err(&[], &[("RAIN_CONFIG", f.path())]);
+        assert!(
+            e.starts_with("invalid setting SERVER_PORT=70000 in config file"),
+            "{e}"
+        );
+        assert!(e.contains(f.path()), "{e}");
+        let f = TempFile::new("max_payload = \"lots\"\n");
+        let e = err(&[], &[("RAIN_CONFIG", f.path())]);
+        assert!(e.starts_with("invalid setting MAX_PAYLOAD="), "{e}");
+        for (toml, name) in [
+            ("cors_origins = 3", "CORS_ORIGINS"),
+            ("cors_origins = [\"a\", 1]", "CORS_ORIGINS"),
+            ("max_payload = 1.5", "MAX_PAYLOAD"),
+            ("max_payload = -5", "MAX_PAYLOAD"),
+            ("server_port = true", "SERVER_PORT"),
+            ("key_prefix = 5", "KEY_PREFIX"),
+            ("redis_server = 5", "REDIS_SERVER"),
+        ] {
+            let f = TempFile::new(toml);
+            let e = err(&[], &[("RAIN_CONFIG", f.path())]);
+            assert!(
+                e.starts_with(&format!("invalid setting {name}=")),
+                "{toml}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn validation_errors_name_the_setting() {
+        for name in [
+            "PING_INTERVAL_MS",
+            "PING_TIMEOUT_MS",
+            "CONNECT_TIMEOUT_MS",
+            "MAX_PAYLOAD",
+            "OUTBOUND_QUEUE",
+            "SHUTDOWN_TIMEOUT_MS",
+        ] {
+            assert_eq!(
+                err(&[], &[(name, "0")]),
+                format!("invalid setting {name}=0: must be at least 1")
+            );
+        }
+        let cases = [
+            ("SOCKETIO_PATH", "socket.io/"),
+            ("SOCKETIO_PATH", "/socket.io"),
+            ("REDIS_SERVER", "http://localhost:6379"),
+            ("REDIS_SERVER", "localhost:6379"),
+            ("SERVER_HOST", ""),
+            ("SERVER_HOST", "my host"),
+            ("SERVER_HOST", "localhost:80"),
+            ("NODE_ID", ""),
+            ("NODE_ID", "node 1"),
+            ("LOG", "=["),
+        ];
+        for (name, value) in cases {
+            let e = err(&[], &[(name, value)]);
+            assert!(
+                e.starts_with(&format!("invalid setting {name}={value:?}: ")),
+                "{name}={value:?}: {e}"
+            );
+        }
+        // Rules apply to values from the file too.
+        let f = TempFile::new("ping_timeout_ms = 0\n");
+        assert_eq!(
+            err(&[], &[("RAIN_CONFIG", f.path())]),
+            "invalid setting PING_TIMEOUT_MS=0: must be at least 1"
+        );
+        // The accepted forms.
+        for (name, value) in [
+            ("SOCKETIO_PATH", "/"),
+            ("REDIS_SERVER", "rediss://h:1/2"),
+            ("SERVER_HOST", "localhost"),
+            ("SERVER_HOST", "::"),
+            ("SERVER_HOST", "node-1.example.com"),
+        ] {
+            load(&[], &[(name, value)]).unwrap();
+        }
+    }
+
+    #[test]
+    fn file_errors() {
+        let f = TempFile::new("server_port = 1\nlisten_port = 2\n");
+        let e = load(&[], &[("RAIN_CONFIG", f.path())]).unwrap_err();
+        assert!(matches!(&e, ConfigError::UnknownKey { key, .. } if key == "listen_port"));
+        let e = e.to_string();
+        assert!(e.contains(f.path()) && e.contains("listen_port"), "{e}");
+
+        let f = TempFile::new("server_port = \n");
+        let e = load(&[], &[("RAIN_CONFIG", f.path())]).unwrap_err();
+        assert!(matches!(e, ConfigError::File { .. }), "{e}");
+        assert!(e.to_string().contains(f.path()), "{e}");
+
+        let e = err(&[], &[("RAIN_CONFIG", NO_FILE)]);
+        assert!(e.contains(NO_FILE) && e.contains("not found"), "{e}");
+        let e = err(&["--config", NO_FILE], &[]);
+        assert!(e.contains(NO_FILE), "{e}");
+    }
+
+    #[test]
+    fn only_known_env_names_are_read() {
+        let s = load(
+            &[],
+            &[
+                ("PATH", "/usr/bin:/bin"),
+                ("HOME", "/root"),
+                ("server_port", "1"),
+                ("RAIN_SERVER_PORT", "2"),
+                ("PORT", "3"),
+            ],
+        )
+        .unwrap();
+        assert!(same_but_node_id(&s, &Settings::default()));
+    }
+
+    #[test]
+    fn help_and_version_are_errors_of_their_kind() {
+        let Err(ConfigError::Cli(e)) = load(&["--help"], &[]) else {
+            panic!("no help")
+        };
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        let help = e.to_string();
+        for (env, default, _) in Settings::env_table() {
+            assert!(help.contains(&format!("[env: {env}]")), "{env} missing");
+            assert!(help.contains(&format!("[default: {default}]")), "{env}");
+        }
+        assert!(help.contains("--config <FILE>"));
+        assert!(help.contains("--cors-origins <ORIGINS>"));
+        let Err(ConfigError::Cli(e)) = load(&["--version"], &[]) else {
+            panic!("no version")
+        };
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+        assert!(e.to_string().contains(env!("CARGO_PKG_VERSION")));
+        let Err(ConfigError::Cli(e)) = load(&["--no-such-flag"], &[]) else {
+            panic!("unknown flag accepted")
+        };
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn env_table_has_every_field_once_with_its_default() {
+        use clap::CommandFactory;
+        let serde_json::Value::Object(defaults) =
+            serde_json::to_value(Settings::default()).unwrap()
+        else {
+            panic!("Settings is not an object")
+        };
+        let table = Settings::env_table();
+        assert_eq!(table.len(), defaults.len());
+        for (key, value) in &defaults {
+            let env = key.to_uppercase();
+            let rows: Vec<_> = table.iter().filter(|(e, ..)| *e == env).collect();
+            assert_eq!(rows.len(), 1, "{env} appears {} times", rows.len());
+            let shown = &rows[0].1;
+            match value {
+                serde_json::Value::String(s) if key != "node_id" => assert_eq!(shown, s),
+                serde_json::Value::Number(n) => assert_eq!(shown, &n.to_string()),
+                _ => assert!(!shown.is_empty(), "{env}"),
+            }
+        }
+        // Each setting has a flag named after it, whose help is built from the table.
+        let cmd = Cli::command();
+        for field in FIELDS {
+            let flag = field.key.replace('_', "-");
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(&flag))
+                .unwrap_or_else(|| panic!("no --{flag}"));
+            assert_eq!(arg.get_help().unwrap().to_string(), field.help);
+        }
+        cmd.debug_assert();
+    }
+}

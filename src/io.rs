@@ -1,0 +1,127 @@
+//! The Socket.IO server: the namespace registry and the bridge from Engine.IO
+//! sessions to Socket.IO clients.
+//!
+//! Owns which namespaces exist (fixed names, and dynamic ones created on first
+//! connect when a pattern accepts the name), the per-connection connect timeout,
+//! and the limits the Socket.IO layer enforces. Does not own transports or
+//! sessions (see `crate::engine`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use crate::broadcast::Broadcast;
+use crate::client::Client;
+use crate::cluster::Cluster;
+use crate::config::Settings;
+use crate::engine::{EngineHandler, SessionHandler};
+use crate::namespace::{Namespace, NamespaceHandler};
+use crate::session::{CloseReason, Session};
+
+type NamePattern = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// The Socket.IO server of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct SocketIo {
+    inner: Arc<IoInner>,
+}
+
+pub(crate) struct IoInner {
+    pub(crate) max_attachments: usize,
+    connect_timeout: Duration,
+    cluster: Arc<dyn Cluster>,
+    namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
+    patterns: RwLock<Vec<(NamePattern, Arc<dyn NamespaceHandler>)>>,
+}
+
+impl SocketIo {
+    pub fn new(settings: &Settings, cluster: Arc<dyn Cluster>) -> Self {
+        SocketIo {
+            inner: Arc::new(IoInner {
+                max_attachments: settings.max_attachments,
+                connect_timeout: settings.connect_timeout(),
+                cluster,
+                namespaces: RwLock::new(HashMap::new()),
+                patterns: RwLock::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Serves a namespace with a handler (replacing any earlier one).
+    pub fn namespace(&self, name: &str, handler: impl NamespaceHandler) -> Arc<Namespace> {
+        let namespace = Arc::new(Namespace::new(name, Arc::new(handler), self.inner.cluster.clone()));
+        self.inner.namespaces.write().insert(name.to_string(), namespace.clone());
+        namespace
+    }
+
+    /// Serves every namespace whose name `pattern` accepts, created on first connect.
+    pub fn dynamic_namespace(
+        &self,
+        pattern: impl Fn(&str) -> bool + Send + Sync + 'static,
+        handler: impl NamespaceHandler,
+    ) {
+        self.inner.patterns.write().push((Box::new(pattern), Arc::new(handler)));
+    }
+
+    /// A namespace that exists on this node.
+    pub fn of(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.inner.namespaces.read().get(name).cloned()
+    }
+
+    /// A broadcast to a whole namespace (on every node).
+    pub fn broadcast(&self, namespace: &str) -> Option<Broadcast> {
+        self.of(namespace).map(Broadcast::new)
+    }
+
+    pub fn cluster(&self) -> &Arc<dyn Cluster> {
+        &self.inner.cluster
+    }
+
+    pub(crate) fn engine_handler(&self) -> Arc<dyn EngineHandler> {
+        Arc::new(ClientFactory(self.inner.clone()))
+    }
+}
+
+impl IoInner {
+    pub(crate) fn resolve_namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        if let Some(namespace) = self.namespaces.read().get(name) {
+            return Some(namespace.clone());
+        }
+        let handler = {
+            let patterns = self.patterns.read();
+            patterns
+                .iter()
+                .find(|(pattern, _)| pattern(name))
+                .map(|(_, handler)| handler.clone())?
+        };
+        let mut namespaces = self.namespaces.write();
+        let namespace = namespaces
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Namespace::new(name, handler, self.cluster.clone())));
+        Some(namespace.clone())
+    }
+}
+
+/// Turns each new Engine.IO session into a Socket.IO client.
+struct ClientFactory(Arc<IoInner>);
+
+impl EngineHandler for ClientFactory {
+    fn on_open(&self, session: &Arc<Session>) -> Arc<dyn SessionHandler> {
+        let client = Arc::new(Client::new(self.0.clone(), session.clone()));
+        tokio::spawn(connect_timeout(Arc::downgrade(&client), self.0.connect_timeout));
+        client
+    }
+}
+
+/// Closes a session that joined no namespace in time.
+async fn connect_timeout(client: Weak<Client>, timeout: Duration) {
+    tokio::time::sleep(timeout).await;
+    if let Some(client) = client.upgrade()
+        && !client.has_sockets()
+    {
+        tracing::debug!(sid = client.session().sid(), "no namespace joined in time, closing");
+        client.session().close(CloseReason::ConnectTimeout);
+    }
+}

@@ -1,0 +1,63 @@
+//! rain-node: one node of a horizontally scalable Socket.IO server.
+//!
+//! Identical, stateless nodes terminate Socket.IO connections; shared state and
+//! messages go through a [`cluster::Cluster`] backend (embedded in-process today,
+//! Redis to come). The crate is both the `rain-node` binary and a library for
+//! embedding a node with your own namespace handlers.
+//!
+//! The map, from the wire up:
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`config`] | settings: defaults < `rain.toml` < environment < flags; validation |
+//! | [`protocol`] | pure Engine.IO v4 / Socket.IO v5 codecs (no I/O; fuzzed) |
+//! | [`session`] | one Engine.IO session: bounded outbound queue, upgrade state, close |
+//! | [`engine`] | the Engine.IO server: session table, handshake, packet rules |
+//! | [`transport`] | HTTP entry, long-polling and websocket transports, heartbeats |
+//! | [`client`] | one Socket.IO connection: packet dispatch, binary reassembly, limits |
+//! | [`io`] | the Socket.IO server: namespace registry (fixed and dynamic) |
+//! | [`namespace`] | a namespace's handler trait, local sockets and room index |
+//! | [`socket`] | a socket: emit, acks both ways, rooms, disconnect |
+//! | [`broadcast`] | audiences (rooms, except) and encode-once broadcasts |
+//! | [`cluster`] | the cluster trait, the embedded backend, key and channel names |
+//! | [`server`] | binding, routes (`/socket.io/`, `/healthz`, `/readyz`), CORS, shutdown |
+//!
+//! A minimal embedding:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use rain_node::{config::Settings, io::SocketIo, namespace::NamespaceHandler, server::Server};
+//! use rain_node::socket::{Event, Socket};
+//!
+//! struct Echo;
+//! impl NamespaceHandler for Echo {
+//!     fn on_event(&self, socket: &Arc<Socket>, event: Event) {
+//!         match event.ack {
+//!             Some(ack) => { let _ = ack.send(event.payload); }
+//!             None => { let _ = socket.emit(&event.name, event.payload); }
+//!         }
+//!     }
+//! }
+//!
+//! # async fn run() -> anyhow::Result<()> {
+//! let settings = Settings::default();
+//! let io = SocketIo::new(&settings, rain_node::cluster::from_settings(&settings)?);
+//! io.namespace("/", Echo);
+//! let server = Server::bind(&settings, io).await?;
+//! println!("rain-node listening on http://{}", server.local_addr());
+//! server.run(rain_node::server::shutdown_signal()).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod broadcast;
+pub mod client;
+pub mod cluster;
+pub mod config;
+pub mod engine;
+pub mod io;
+pub mod namespace;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod socket;
+pub mod transport;

@@ -1,0 +1,179 @@
+//! A namespace: its handler, its local sockets and its local room index.
+//!
+//! Owns which sockets of this node are in the namespace and in which rooms, and
+//! the handler trait applications implement. Keeps the cluster told of sockets
+//! and rooms so other nodes can route to them. Does not own the wire (see
+//! `crate::client`) or broadcasts' encoding (see `crate::broadcast`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::RwLock;
+use serde_json::Value;
+
+use crate::cluster::{Cluster, SocketRecord};
+use crate::protocol::engineio::Frame;
+use crate::socket::{DisconnectReason, Event, Socket};
+
+/// What an application does in a namespace. Handlers run on the connection's own
+/// task, in packet order; anything slow belongs in a spawned task.
+pub trait NamespaceHandler: Send + Sync + 'static {
+    /// Decides on a CONNECT before the client is told it is connected; an `Err`
+    /// becomes a CONNECT_ERROR with that message.
+    fn authorize(&self, _socket: &Arc<Socket>, _auth: &Value) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The socket is connected and the client knows it.
+    fn on_connect(&self, _socket: &Arc<Socket>) {}
+
+    /// The client emitted an event.
+    fn on_event(&self, socket: &Arc<Socket>, event: Event);
+
+    /// The socket left the namespace.
+    fn on_disconnect(&self, _socket: &Arc<Socket>, _reason: DisconnectReason) {}
+}
+
+/// One namespace on this node.
+pub struct Namespace {
+    name: Box<str>,
+    handler: Arc<dyn NamespaceHandler>,
+    cluster: Arc<dyn Cluster>,
+    sockets: RwLock<HashMap<Arc<str>, Arc<Socket>>>,
+    rooms: RwLock<HashMap<Arc<str>, HashSet<Arc<str>>>>,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Namespace {
+    pub(crate) fn new(name: &str, handler: Arc<dyn NamespaceHandler>, cluster: Arc<dyn Cluster>) -> Self {
+        Namespace {
+            name: name.into(),
+            handler,
+            cluster,
+            sockets: RwLock::new(HashMap::new()),
+            rooms: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn handler(&self) -> &Arc<dyn NamespaceHandler> {
+        &self.handler
+    }
+
+    pub(crate) fn cluster(&self) -> &Arc<dyn Cluster> {
+        &self.cluster
+    }
+
+    /// A socket of this node, by id.
+    pub fn socket(&self, sid: &str) -> Option<Arc<Socket>> {
+        self.sockets.read().get(sid).cloned()
+    }
+
+    /// How many sockets this node has in the namespace.
+    pub fn local_socket_count(&self) -> usize {
+        self.sockets.read().len()
+    }
+
+    pub(crate) fn add_socket(&self, socket: Arc<Socket>) {
+        self.cluster.socket_connected(SocketRecord {
+            namespace: self.name.to_string(),
+            sid: socket.id().to_string(),
+            node_id: self.cluster.node_id().to_string(),
+            connected_at: now_millis(),
+        });
+        self.sockets.write().insert(socket.id_arc().clone(), socket);
+    }
+
+    /// Removes a socket and runs the disconnect handler; false if it was already gone.
+    pub(crate) fn remove_socket(&self, socket: &Arc<Socket>, reason: DisconnectReason) -> bool {
+        if self.sockets.write().remove(socket.id()).is_none() {
+            return false;
+        }
+        for room in socket.mark_disconnected() {
+            self.remove_from_room(&room, socket.id_arc());
+        }
+        self.cluster.socket_disconnected(&self.name, socket.id());
+        self.handler.on_disconnect(socket, reason);
+        true
+    }
+
+    pub(crate) fn add_to_room(&self, room: &Arc<str>, sid: &Arc<str>) {
+        self.rooms.write().entry(room.clone()).or_default().insert(sid.clone());
+        self.cluster.room_joined(&self.name, room, sid);
+    }
+
+    pub(crate) fn remove_from_room(&self, room: &Arc<str>, sid: &Arc<str>) {
+        let mut rooms = self.rooms.write();
+        if let Some(members) = rooms.get_mut(room) {
+            members.remove(sid);
+            if members.is_empty() {
+                rooms.remove(room);
+            }
+        }
+        drop(rooms);
+        self.cluster.room_left(&self.name, room, sid);
+    }
+
+    /// Writes already-encoded frames to every local socket in `rooms` (all sockets
+    /// when empty), skipping those in `except`. A socket's own id works as a room.
+    pub(crate) fn deliver_local(&self, rooms: &[String], except: &[String], frames: &[Frame]) -> usize {
+        let targets = self.local_targets(rooms, except);
+        let mut delivered = 0;
+        for socket in targets {
+            if socket.session().send_frames(frames.iter().cloned()).is_ok() {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    fn local_targets(&self, rooms: &[String], except: &[String]) -> Vec<Arc<Socket>> {
+        let sockets = self.sockets.read();
+        let room_index = self.rooms.read();
+        let excluded: HashSet<&str> = except
+            .iter()
+            .flat_map(|name| {
+                let members = room_index.get(name.as_str()).into_iter().flatten().map(|sid| &**sid);
+                members.chain(sockets.contains_key(name.as_str()).then_some(name.as_str()))
+            })
+            .collect();
+        let keep = |sid: &str| !excluded.contains(sid);
+        if rooms.is_empty() {
+            return sockets
+                .iter()
+                .filter(|(sid, _)| keep(sid))
+                .map(|(_, socket)| socket.clone())
+                .collect();
+        }
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut targets = Vec::new();
+        for name in rooms {
+            let members = room_index.get(name.as_str()).into_iter().flatten().map(|sid| &**sid);
+            let direct = sockets.contains_key(name.as_str()).then_some(name.as_str());
+            for sid in members.chain(direct) {
+                if keep(sid) && (rooms.len() == 1 || seen.insert(sid)) {
+                    if let Some(socket) = sockets.get(sid) {
+                        targets.push(socket.clone());
+                    }
+                }
+            }
+        }
+        targets
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,272 @@
+//! A Socket.IO socket: one client's membership of one namespace.
+//!
+//! Owns what a handler does with a socket: emit (with or without an ack), answer an
+//! ack, join and leave rooms, start a broadcast from it, disconnect it. Does not own
+//! packet parsing (see `crate::client`) or room indexes (see `crate::namespace`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::Value;
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use crate::broadcast::Broadcast;
+use crate::namespace::Namespace;
+use crate::protocol::engineio::Frame;
+use crate::protocol::socketio::Packet;
+use crate::session::{CloseReason, ConnectInfo, SendError, Session};
+
+/// Why a socket left its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client sent a DISCONNECT for this namespace.
+    ClientNamespaceDisconnect,
+    /// A handler disconnected the socket.
+    ServerNamespaceDisconnect,
+    /// The whole connection ended.
+    Transport(CloseReason),
+}
+
+impl DisconnectReason {
+    /// The reason as the reference server names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::ClientNamespaceDisconnect => "client namespace disconnect",
+            DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",
+            DisconnectReason::Transport(reason) => reason.as_str(),
+        }
+    }
+}
+
+/// Arguments of an event or an ack: the JSON values (binary parts stay as
+/// `{"_placeholder":true,"num":N}` markers) and the attachments they point to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Payload {
+    pub args: Vec<Value>,
+    pub attachments: Vec<Bytes>,
+}
+
+impl Payload {
+    pub fn new(args: Vec<Value>) -> Self {
+        Payload {
+            args,
+            attachments: Vec::new(),
+        }
+    }
+
+    pub fn with_attachments(args: Vec<Value>, attachments: Vec<Bytes>) -> Self {
+        Payload { args, attachments }
+    }
+}
+
+/// An event a client sent.
+#[derive(Debug)]
+pub struct Event {
+    pub name: String,
+    pub payload: Payload,
+    /// Present when the client asked for an ack.
+    pub ack: Option<AckSender>,
+}
+
+/// Answers one client ack request, once.
+#[derive(Debug)]
+pub struct AckSender {
+    socket: Arc<Socket>,
+    id: u64,
+}
+
+impl AckSender {
+    pub fn send(self, payload: Payload) -> Result<(), SendError> {
+        let packet = Packet::ack(
+            self.socket.namespace.name(),
+            Value::Array(payload.args),
+            self.id,
+            payload.attachments.len(),
+        );
+        self.socket.session.send_frames(frames(&packet, payload.attachments))
+    }
+}
+
+/// Why an ack from the client did not arrive.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum AckError {
+    #[error("the client did not acknowledge in time")]
+    Timeout,
+    #[error("the socket disconnected before acknowledging")]
+    Disconnected,
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+/// One client in one namespace.
+#[derive(Debug)]
+pub struct Socket {
+    id: Arc<str>,
+    namespace: Arc<Namespace>,
+    session: Arc<Session>,
+    auth: Value,
+    rooms: Mutex<Vec<Arc<str>>>,
+    pending_acks: Mutex<HashMap<u64, oneshot::Sender<Payload>>>,
+    next_ack: AtomicU64,
+    connected: AtomicBool,
+}
+
+impl Socket {
+    pub(crate) fn new(id: Arc<str>, namespace: Arc<Namespace>, session: Arc<Session>, auth: Value) -> Self {
+        Socket {
+            id,
+            namespace,
+            session,
+            auth,
+            rooms: Mutex::new(Vec::new()),
+            pending_acks: Mutex::new(HashMap::new()),
+            next_ack: AtomicU64::new(0),
+            connected: AtomicBool::new(true),
+        }
+    }
+
+    /// The socket id (distinct from the Engine.IO session id).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(crate) fn id_arc(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    pub fn namespace(&self) -> &Arc<Namespace> {
+        &self.namespace
+    }
+
+    /// The auth payload of the CONNECT packet (`{}` when none was sent).
+    pub fn auth(&self) -> &Value {
+        &self.auth
+    }
+
+    pub fn connect_info(&self) -> &ConnectInfo {
+        self.session.connect_info()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// Emits an event to this client.
+    pub fn emit(&self, event: &str, payload: Payload) -> Result<(), SendError> {
+        let packet = event_packet(self.namespace.name(), event, payload.args, None, payload.attachments.len());
+        self.session.send_frames(frames(&packet, payload.attachments))
+    }
+
+    /// Emits an event and waits for the client's ack, at most `timeout`.
+    pub async fn emit_with_ack(&self, event: &str, payload: Payload, timeout: Duration) -> Result<Payload, AckError> {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = oneshot::channel();
+        self.pending_acks.lock().insert(id, sender);
+        let packet = event_packet(self.namespace.name(), event, payload.args, Some(id), payload.attachments.len());
+        if let Err(error) = self.session.send_frames(frames(&packet, payload.attachments)) {
+            self.pending_acks.lock().remove(&id);
+            return Err(error.into());
+        }
+        let outcome = tokio::time::timeout(timeout, receiver).await;
+        self.pending_acks.lock().remove(&id);
+        match outcome {
+            Ok(Ok(payload)) => Ok(payload),
+            Ok(Err(_)) => Err(AckError::Disconnected),
+            Err(_) => Err(AckError::Timeout),
+        }
+    }
+
+    /// An ack arrived from the client; unknown or late ids are ignored, as the
+    /// reference server does.
+    pub(crate) fn ack_received(&self, id: u64, payload: Payload) {
+        if let Some(sender) = self.pending_acks.lock().remove(&id) {
+            let _ = sender.send(payload);
+        }
+    }
+
+    pub(crate) fn ack_sender(self: &Arc<Self>, id: u64) -> AckSender {
+        AckSender { socket: self.clone(), id }
+    }
+
+    /// Joins a room (idempotent).
+    pub fn join(&self, room: &str) {
+        let mut rooms = self.rooms.lock();
+        if rooms.iter().any(|r| &**r == room) {
+            return;
+        }
+        let room: Arc<str> = room.into();
+        rooms.push(room.clone());
+        drop(rooms);
+        self.namespace.add_to_room(&room, &self.id);
+    }
+
+    /// Leaves a room (idempotent).
+    pub fn leave(&self, room: &str) {
+        let mut rooms = self.rooms.lock();
+        let Some(index) = rooms.iter().position(|r| &**r == room) else {
+            return;
+        };
+        let room = rooms.swap_remove(index);
+        drop(rooms);
+        self.namespace.remove_from_room(&room, &self.id);
+    }
+
+    /// The rooms this socket has joined (its own id is not listed).
+    pub fn rooms(&self) -> Vec<String> {
+        self.rooms.lock().iter().map(|r| r.to_string()).collect()
+    }
+
+    /// A broadcast to a room, from this socket: everyone in it but this socket.
+    pub fn to(&self, room: &str) -> Broadcast {
+        self.broadcast().to(room)
+    }
+
+    /// A broadcast to the whole namespace except this socket.
+    pub fn broadcast(&self) -> Broadcast {
+        Broadcast::new(self.namespace.clone()).except(&self.id)
+    }
+
+    /// Disconnects this socket from its namespace; the client is told and does not
+    /// reconnect by itself.
+    pub fn disconnect(self: &Arc<Self>) {
+        if self.namespace.remove_socket(self, DisconnectReason::ServerNamespaceDisconnect) {
+            let _ = self.session.send(Frame::Text(Packet::disconnect(self.namespace.name()).encode_message()));
+        }
+    }
+
+    /// Closes the whole underlying connection, every namespace on it included.
+    pub fn close_connection(&self) {
+        self.session.close(CloseReason::ServerClose);
+    }
+
+    /// Leaves every room and fails pending acks; called once when it disconnects.
+    pub(crate) fn mark_disconnected(&self) -> Vec<Arc<str>> {
+        self.connected.store(false, Ordering::Release);
+        self.pending_acks.lock().clear();
+        std::mem::take(&mut *self.rooms.lock())
+    }
+}
+
+pub(crate) fn event_packet(namespace: &str, event: &str, args: Vec<Value>, id: Option<u64>, attachments: usize) -> Packet {
+    let mut data = Vec::with_capacity(args.len() + 1);
+    data.push(Value::String(event.to_string()));
+    data.extend(args);
+    Packet::event(namespace, Value::Array(data), id, attachments)
+}
+
+/// A packet and its attachments as the frames a transport writes.
+pub(crate) fn frames(packet: &Packet, attachments: Vec<Bytes>) -> Vec<Frame> {
+    let mut frames = Vec::with_capacity(1 + attachments.len());
+    frames.push(Frame::Text(packet.encode_message()));
+    frames.extend(attachments.into_iter().map(Frame::Binary));
+    frames
+}

@@ -1,0 +1,131 @@
+//! HTTP long-polling: the handshake GET, the waiting GET that drains the outbound
+//! queue, the POST that carries client packets, and the heartbeat task that owns a
+//! session opened over polling for its whole life (it keeps running after an
+//! upgrade to websocket, which forwards pongs to it).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::time::{Instant, sleep_until};
+
+use super::EngineError;
+use crate::engine::{Engine, SessionHandler};
+use crate::protocol::engineio::{self, Packet};
+use crate::session::{CloseReason, ConnectInfo, Session, TransportState};
+
+const TEXT_PLAIN: &str = "text/plain; charset=UTF-8";
+/// How long a session closed by its client still answers a late GET.
+const CLOSE_RACE_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A new session over polling: answers the handshake and starts its heartbeat.
+pub fn open(engine: &Engine, info: ConnectInfo) -> Response {
+    let (session, _handler) = engine.open(info, TransportState::Polling);
+    let handshake = engine.handshake(&session, &["websocket"]);
+    // The heartbeat clock starts now, not when its task first runs, so the session
+    // ends when the client expects it to (pingInterval + pingTimeout from here).
+    tokio::spawn(heartbeat(engine.clone(), session.clone(), Instant::now()));
+    let mut body = Vec::new();
+    engineio::encode_payload([&handshake.encode()], &mut body);
+    ([(header::CONTENT_TYPE, TEXT_PLAIN)], body).into_response()
+}
+
+/// A waiting GET: answers with everything queued, as soon as there is something.
+pub async fn poll(engine: &Engine, session: &Arc<Session>) -> Response {
+    if session.transport() == TransportState::Websocket {
+        return EngineError::BadRequest.into_response();
+    }
+    let Some(writer) = session.claim_writer() else {
+        // Two GETs at once: the reference server treats this as a broken client.
+        tracing::info!(sid = session.sid(), "duplicate polling request, closing session");
+        session.close(CloseReason::TransportError);
+        return EngineError::BadRequest.into_response();
+    };
+    let batch = writer.next_batch().await;
+    drop(writer);
+    let mut body = Vec::new();
+    if batch.is_empty() && !session.is_closed() {
+        // An upgrade is under way: a noop ends this request so the client can pause
+        // polling; anything queued meanwhile goes out over the websocket.
+        engineio::encode_payload([&Packet::Noop.encode()], &mut body);
+    } else if batch.is_empty() {
+        // Closed while waiting: a client that closed gets a noop to end its request
+        // cleanly; any other end is announced with a close packet.
+        let last = match session.close_reason() {
+            Some(CloseReason::ClientClose) => Packet::Noop,
+            _ => Packet::Close,
+        };
+        engineio::encode_payload([&last.encode()], &mut body);
+        engine.finish(session);
+    } else {
+        engineio::encode_payload(batch.iter(), &mut body);
+    }
+    ([(header::CONTENT_TYPE, TEXT_PLAIN)], body).into_response()
+}
+
+/// A POST of client packets.
+pub async fn post(engine: &Engine, session: &Arc<Session>, handler: &dyn SessionHandler, body: Body) -> Response {
+    if session.is_closed() {
+        return EngineError::UnknownSid.into_response();
+    }
+    if session.transport() == TransportState::Websocket {
+        return EngineError::BadRequest.into_response();
+    }
+    let limit = usize::try_from(engine.config().max_payload).unwrap_or(usize::MAX);
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            tracing::info!(sid = session.sid(), limit, "polling body over max payload refused");
+            return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
+        }
+    };
+    let packets = match engineio::decode_payload(bytes) {
+        Ok(packets) => packets,
+        Err(error) => {
+            tracing::info!(sid = session.sid(), %error, "malformed polling payload, closing session");
+            session.close(CloseReason::ProtocolError);
+            return EngineError::BadRequest.into_response();
+        }
+    };
+    for packet in packets {
+        if engine.handle_packet(session, handler, packet).is_err() {
+            return EngineError::BadRequest.into_response();
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/html")], "ok").into_response()
+}
+
+/// Pings every interval, closes on a missing pong, and finishes the session once it
+/// is closed, whatever closed it.
+async fn heartbeat(engine: Engine, session: Arc<Session>, start: Instant) {
+    let config = engine.config().clone();
+    let mut next_ping = start + config.ping_interval;
+    loop {
+        tokio::select! {
+            _ = session.closed() => break,
+            _ = sleep_until(next_ping) => {}
+        }
+        let pong_deadline = next_ping + config.ping_timeout;
+        if session.send(Packet::Ping(None).encode()).is_err() {
+            break;
+        }
+        tokio::select! {
+            _ = session.closed() => break,
+            _ = session.pong() => next_ping = Instant::now() + config.ping_interval,
+            _ = sleep_until(pong_deadline) => {
+                tracing::debug!(sid = session.sid(), "ping timeout");
+                session.close(CloseReason::PingTimeout);
+                break;
+            }
+        }
+    }
+    // A client that closes over polling may have its last GET racing its close
+    // POST on another connection; that GET is answered with a noop rather than an
+    // unknown-sid error if it comes within a moment. A pending GET learns of the
+    // close at once and finishes the session itself.
+    if session.close_reason() == Some(CloseReason::ClientClose) && session.transport() != TransportState::Websocket {
+        tokio::time::sleep(CLOSE_RACE_GRACE).await;
+    }
+    engine.finish(&session);
+}

@@ -1,0 +1,237 @@
+//! The websocket transport: a session opened directly over websocket, or the
+//! upgrade of a polling session (`2probe` → `3probe`, a noop to the pending GET,
+//! then `5`).
+//!
+//! One task per websocket does everything for it: reads frames, writes queued
+//! frames in batches, and (for a session it opened) runs the heartbeat with a timer
+//! in the same loop, so an idle client costs one task and no extra timers.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::{Instant, sleep_until};
+
+use super::EngineError;
+use crate::engine::{Engine, SessionHandler};
+use crate::protocol::engineio::{self, Frame, Packet};
+use crate::session::{CloseReason, ConnectInfo, QueueWriter, Session, TransportState};
+
+/// The websocket read buffer. Small on purpose: it is held by every idle client,
+/// and larger messages grow it only while they are read.
+const READ_BUFFER: usize = 1024;
+/// Frames are gathered up to this size before a write; the buffer is kept per
+/// connection once grown, so it stays small.
+const WRITE_BUFFER: usize = 8 * 1024;
+/// How long closing a websocket may take before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Answers a websocket request: a new session, or an upgrade of `sid`.
+pub fn accept(engine: Engine, upgrade: WebSocketUpgrade, sid: Option<String>, info: ConnectInfo) -> Response {
+    let upgrading = match sid {
+        None => None,
+        Some(sid) => match engine.get(&sid) {
+            Some(found) => Some(found),
+            None => return EngineError::UnknownSid.into_response(),
+        },
+    };
+    let max = usize::try_from(engine.config().max_payload).unwrap_or(usize::MAX);
+    upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| async move {
+            match upgrading {
+                None => serve_new(engine, socket, info).await,
+                Some((session, handler)) if session.transport() == TransportState::Polling => {
+                    serve_upgrade(engine, socket, session, handler).await
+                }
+                // A second websocket for a session that already has one: the
+                // reference server accepts and then closes it, leaving the first alone.
+                Some(_) => {
+                    let mut socket = socket;
+                    let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(None))).await;
+                }
+            }
+        })
+}
+
+async fn serve_new(engine: Engine, mut socket: WebSocket, info: ConnectInfo) {
+    let (session, handler) = engine.open(info, TransportState::Websocket);
+    let writer = session.claim_writer().expect("a new session has no other writer");
+    let handshake = engine.handshake(&session, &[]).encode();
+    if write_frames(&mut socket, [handshake]).await.is_err() {
+        session.close(CloseReason::TransportError);
+    } else {
+        run(&engine, &mut socket, &session, handler.as_ref(), &writer, true).await;
+    }
+    drop(writer);
+    close_socket(socket, &session).await;
+    engine.finish(&session);
+}
+
+async fn serve_upgrade(engine: Engine, mut socket: WebSocket, session: Arc<Session>, handler: Arc<dyn SessionHandler>) {
+    match probe(&engine, &mut socket, &session).await {
+        Some(writer) => {
+            run(&engine, &mut socket, &session, handler.as_ref(), &writer, false).await;
+            drop(writer);
+            close_socket(socket, &session).await;
+        }
+        None => {
+            // A failed probe leaves the session on polling, as the client expects.
+            if !session.is_closed() {
+                session.set_transport(TransportState::Polling);
+            }
+        }
+    }
+    // The polling heartbeat task owns the session and finishes it.
+}
+
+/// Runs the upgrade handshake; on success the websocket holds the queue.
+async fn probe(engine: &Engine, socket: &mut WebSocket, session: &Arc<Session>) -> Option<QueueWriter> {
+    let deadline = Instant::now() + engine.config().upgrade_timeout;
+    loop {
+        let message = tokio::select! {
+            message = socket.next() => message,
+            _ = sleep_until(deadline) => return None,
+            _ = session.closed() => return None,
+        };
+        let packet = match message {
+            Some(Ok(Message::Text(text))) => engineio::decode_text(text.into()).ok()?,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            _ => return None,
+        };
+        match packet {
+            Packet::Ping(Some(data)) if data == "probe" => {
+                write_frames(socket, [Packet::Pong(Some(data)).encode()]).await.ok()?;
+                // Also ends the client's pending GET (with a noop) so it can pause polling.
+                session.set_transport(TransportState::Upgrading);
+            }
+            Packet::Upgrade if session.transport() == TransportState::Upgrading => {
+                session.set_transport(TransportState::Websocket);
+                // The last GET may still be answering; it lets go of the queue at once.
+                for _ in 0..200 {
+                    if let Some(writer) = session.claim_writer() {
+                        return Some(writer);
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                session.close(CloseReason::TransportError);
+                return None;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The websocket's loop, until the session closes.
+async fn run(
+    engine: &Engine,
+    socket: &mut WebSocket,
+    session: &Session,
+    handler: &dyn SessionHandler,
+    writer: &QueueWriter,
+    heartbeat: bool,
+) {
+    let config = engine.config();
+    // The heartbeat: when `awaiting_pong` is false the timer fires the next ping,
+    // otherwise it is the pong deadline.
+    let mut awaiting_pong = false;
+    let timer = tokio::time::sleep(if heartbeat { config.ping_interval } else { Duration::MAX / 4 });
+    let mut timer = pin!(timer);
+    loop {
+        tokio::select! {
+            biased;
+            _ = session.closed() => return,
+            batch = writer.next_batch() => {
+                if batch.is_empty() {
+                    continue;
+                }
+                let written = tokio::select! {
+                    written = write_frames(socket, batch) => written,
+                    _ = session.closed() => return,
+                };
+                if written.is_err() {
+                    session.close(CloseReason::TransportError);
+                    return;
+                }
+            }
+            message = socket.next() => {
+                let packet = match message {
+                    Some(Ok(Message::Text(text))) => engineio::decode_text(text.into()),
+                    Some(Ok(Message::Binary(data))) => Ok(engineio::decode_binary(data)),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None => {
+                        session.close(CloseReason::ClientClose);
+                        return;
+                    }
+                    Some(Err(error)) => {
+                        tracing::info!(sid = session.sid(), %error, "websocket error, closing session");
+                        session.close(CloseReason::TransportError);
+                        return;
+                    }
+                };
+                let packet = match packet {
+                    Ok(packet) => packet,
+                    Err(error) => {
+                        tracing::info!(sid = session.sid(), %error, "malformed packet, closing session");
+                        session.close(CloseReason::ProtocolError);
+                        return;
+                    }
+                };
+                if heartbeat && matches!(packet, Packet::Pong(_)) {
+                    awaiting_pong = false;
+                    timer.as_mut().reset(Instant::now() + config.ping_interval);
+                    continue;
+                }
+                if engine.handle_packet(session, handler, packet).is_err() {
+                    return;
+                }
+            }
+            _ = timer.as_mut() => {
+                if awaiting_pong {
+                    tracing::debug!(sid = session.sid(), "ping timeout");
+                    session.close(CloseReason::PingTimeout);
+                    return;
+                }
+                if session.send(Packet::Ping(None).encode()).is_err() {
+                    return;
+                }
+                awaiting_pong = true;
+                timer.as_mut().reset(Instant::now() + config.ping_timeout);
+            }
+        }
+    }
+}
+
+async fn write_frames(socket: &mut WebSocket, frames: impl IntoIterator<Item = Frame>) -> Result<(), axum::Error> {
+    for frame in frames {
+        let message = match frame {
+            // Frames are built from UTF-8 text by the codec; the check is a cheap scan.
+            Frame::Text(text) => Message::Text(Utf8Bytes::try_from(text).map_err(axum::Error::new)?),
+            Frame::Binary(data) => Message::Binary(data),
+        };
+        socket.feed(message).await?;
+    }
+    socket.flush().await
+}
+
+/// Ends the websocket: a server-side close is announced with an Engine.IO close
+/// packet first, so clients reconnect (possibly to another node) at once.
+async fn close_socket(mut socket: WebSocket, session: &Session) {
+    let announce = matches!(
+        session.close_reason(),
+        Some(CloseReason::ServerClose | CloseReason::Shutdown | CloseReason::PingTimeout | CloseReason::ConnectTimeout)
+    );
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if announce {
+            let _ = write_frames(&mut socket, [Packet::Close.encode()]).await;
+        }
+        let _ = socket.send(Message::Close(None)).await;
+    })
+    .await;
+}

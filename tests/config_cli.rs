@@ -1,0 +1,116 @@
+//! The real binary's command line: `--help`, `--version`, and bad settings
+//! stopping it with exit code 2 and a message naming the setting. Every run
+//! starts from an empty environment (plus PATH) and a fresh empty working
+//! directory, so neither the host's variables (a REDIS_SERVER, say) nor a
+//! `./rain.toml` can leak in.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rain_node::config::Settings;
+
+/// An empty directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "rain-config-cli-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `rain-node` with `args` and only `env` (plus PATH) in its environment.
+/// Only for runs that exit by themselves (help, version, bad settings).
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let dir = TempDir::new();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rain-node"));
+    cmd.args(args).env_clear().current_dir(&dir.0);
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run rain-node")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts the run failed with exit code 2 and a stderr naming `name`.
+fn assert_rejected(out: &Output, name: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains(name),
+        "stderr does not name {name}: {stderr}"
+    );
+    assert!(stderr.starts_with("rain-node: "), "stderr: {stderr}");
+}
+
+#[test]
+fn help_lists_every_setting() {
+    let out = run(&["--help"], &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    for (env, default, _) in Settings::env_table() {
+        assert!(
+            stdout.contains(env),
+            "--help does not mention {env}:\n{stdout}"
+        );
+        let flag = format!("--{}", env.to_lowercase().replace('_', "-"));
+        assert!(stdout.contains(&flag), "--help has no {flag}:\n{stdout}");
+        assert!(stdout.contains(&format!("[default: {default}]")), "{env}");
+    }
+    assert!(stdout.contains("--config <FILE>"), "{stdout}");
+    assert!(stdout.contains("Socket.IO cluster"), "{stdout}");
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = run(&["--version"], &[]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn non_numeric_port_in_env_exits_2() {
+    assert_rejected(&run(&[], &[("SERVER_PORT", "abc")]), "SERVER_PORT");
+}
+
+#[test]
+fn zero_ping_timeout_in_env_exits_2() {
+    let out = run(&[], &[("PING_TIMEOUT_MS", "0")]);
+    assert_rejected(&out, "PING_TIMEOUT_MS");
+    assert!(text(&out.stderr).contains("at least 1"));
+}
+
+#[test]
+fn out_of_range_port_flag_exits_2() {
+    assert_rejected(&run(&["--server-port", "70000"], &[]), "SERVER_PORT");
+}
+
+#[test]
+fn missing_config_file_exits_2() {
+    let out = run(&[], &[("RAIN_CONFIG", "/nonexistent/rain.toml")]);
+    assert_rejected(&out, "/nonexistent/rain.toml");
+}
+
+#[test]
+fn unknown_flag_exits_2() {
+    let out = run(&["--no-such-flag"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--no-such-flag"));
+}
