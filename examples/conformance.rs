@@ -95,9 +95,11 @@ async fn main() -> anyhow::Result<()> {
         upgrade_timeout: Duration::from_secs(10),
         ..EngineConfig::from(&settings)
     };
-    let server = Server::bind(&settings, io)
-        .await?
-        .with_engine_route("/engine.io/", engine_config, Arc::new(EngineEcho));
+    let server = Server::bind(&settings, io).await?.with_engine_route(
+        "/engine.io/",
+        engine_config,
+        Arc::new(EngineEcho),
+    );
     println!("rain-node listening on http://{}", server.local_addr());
     server.run(shutdown_signal()).await?;
     Ok(())

@@ -43,15 +43,25 @@ impl Broadcast {
 
     /// Sends an event to the audience; returns how many local sockets got it.
     pub fn emit(self, event: &str, payload: Payload) -> usize {
-        let packet = event_packet(self.namespace.name(), event, payload.args, None, payload.attachments.len());
+        let packet = event_packet(
+            self.namespace.name(),
+            event,
+            payload.args,
+            None,
+            payload.attachments.len(),
+        );
         let frames = frames(&packet, payload.attachments);
-        let delivered = self.namespace.deliver_local(&self.rooms, &self.except, &frames);
-        self.namespace.cluster().publish_broadcast(BroadcastMessage {
-            namespace: self.namespace.name().to_string(),
-            rooms: self.rooms,
-            except: self.except,
-            frames,
-        });
+        let delivered = self
+            .namespace
+            .deliver_local(&self.rooms, &self.except, &frames);
+        self.namespace
+            .cluster()
+            .publish_broadcast(BroadcastMessage {
+                namespace: self.namespace.name().to_string(),
+                rooms: self.rooms,
+                except: self.except,
+                frames,
+            });
         delivered
     }
 }

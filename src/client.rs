@@ -29,6 +29,9 @@ pub(crate) struct Client {
     session: Arc<Session>,
     sockets: Mutex<Vec<Arc<Socket>>>,
     partial: Mutex<Option<Partial>>,
+    /// The connect timeout's task, cancelled by the first namespace joined so an
+    /// idle client does not keep a timer alive.
+    connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Client {
@@ -38,7 +41,12 @@ impl Client {
             session,
             sockets: Mutex::new(Vec::new()),
             partial: Mutex::new(None),
+            connect_timer: Mutex::new(None),
         }
+    }
+
+    pub(crate) fn set_connect_timer(&self, timer: tokio::task::AbortHandle) {
+        *self.connect_timer.lock() = Some(timer);
     }
 
     pub(crate) fn has_sockets(&self) -> bool {
@@ -106,13 +114,19 @@ impl Client {
                 }
                 Ok(())
             }
-            PacketType::ConnectError => Err(ProtocolViolation("a client may not send CONNECT_ERROR".into())),
+            PacketType::ConnectError => Err(ProtocolViolation(
+                "a client may not send CONNECT_ERROR".into(),
+            )),
         }
     }
 
     fn connect(&self, name: &str, auth: Option<Value>) {
         if self.socket(name).is_some() {
-            tracing::debug!(sid = self.session.sid(), namespace = name, "already connected to namespace");
+            tracing::debug!(
+                sid = self.session.sid(),
+                namespace = name,
+                "already connected to namespace"
+            );
             return;
         }
         let Some(namespace) = self.io.resolve_namespace(name) else {
@@ -131,8 +145,14 @@ impl Client {
             return;
         }
         self.sockets.lock().push(socket.clone());
+        if let Some(timer) = self.connect_timer.lock().take() {
+            timer.abort();
+        }
         namespace.add_socket(socket.clone());
-        self.send_packet(&Packet::connect(name, Some(serde_json::json!({ "sid": socket.id() }))));
+        self.send_packet(&Packet::connect(
+            name,
+            Some(serde_json::json!({ "sid": socket.id() })),
+        ));
         namespace.handler().on_connect(&socket);
     }
 
@@ -144,10 +164,14 @@ impl Client {
 impl SessionHandler for Client {
     fn on_message(&self, text: Bytes) -> Result<(), ProtocolViolation> {
         if self.partial.lock().is_some() {
-            return Err(ProtocolViolation("text packet while binary attachments were expected".into()));
+            return Err(ProtocolViolation(
+                "text packet while binary attachments were expected".into(),
+            ));
         }
-        let text = std::str::from_utf8(&text).map_err(|_| ProtocolViolation("packet is not UTF-8".into()))?;
-        let packet = socketio::decode(text).map_err(|error| ProtocolViolation(error.to_string()))?;
+        let text = std::str::from_utf8(&text)
+            .map_err(|_| ProtocolViolation("packet is not UTF-8".into()))?;
+        let packet =
+            socketio::decode(text).map_err(|error| ProtocolViolation(error.to_string()))?;
         if packet.attachments > self.io.max_attachments {
             return Err(ProtocolViolation(format!(
                 "{} binary attachments announced, at most {} allowed",
@@ -167,18 +191,26 @@ impl SessionHandler for Client {
     fn on_binary(&self, data: Bytes) -> Result<(), ProtocolViolation> {
         let mut partial = self.partial.lock();
         let Some(pending) = partial.as_mut() else {
-            return Err(ProtocolViolation("binary message with no packet expecting it".into()));
+            return Err(ProtocolViolation(
+                "binary message with no packet expecting it".into(),
+            ));
         };
         pending.attachments.push(data);
         if pending.attachments.len() < pending.packet.attachments {
             return Ok(());
         }
-        let Partial { packet, attachments } = partial.take().expect("checked above");
+        let Partial {
+            packet,
+            attachments,
+        } = partial.take().expect("checked above");
         drop(partial);
         self.dispatch(packet, attachments)
     }
 
     fn on_close(&self, reason: CloseReason) {
+        if let Some(timer) = self.connect_timer.lock().take() {
+            timer.abort();
+        }
         let sockets = std::mem::take(&mut *self.sockets.lock());
         for socket in sockets {
             socket

@@ -97,8 +97,17 @@ impl Engine {
     }
 
     /// Opens a session and announces it to the upper layer.
-    pub fn open(&self, info: ConnectInfo, transport: TransportState) -> (Arc<Session>, Arc<dyn SessionHandler>) {
-        let session = Arc::new(Session::new(new_sid(), info, transport, self.inner.config.queue_limit));
+    pub fn open(
+        &self,
+        info: ConnectInfo,
+        transport: TransportState,
+    ) -> (Arc<Session>, Arc<dyn SessionHandler>) {
+        let session = Arc::new(Session::new(
+            new_sid(),
+            info,
+            transport,
+            self.inner.config.queue_limit,
+        ));
         let handler = self.inner.handler.on_open(&session);
         self.inner.sessions.write().insert(
             session.sid().into(),
@@ -136,8 +145,14 @@ impl Engine {
     pub fn finish(&self, session: &Session) {
         let entry = self.inner.sessions.write().remove(session.sid());
         if let Some(entry) = entry {
-            let reason = session.close_reason().unwrap_or(CloseReason::TransportError);
-            tracing::debug!(sid = session.sid(), reason = reason.as_str(), "engine.io session finished");
+            let reason = session
+                .close_reason()
+                .unwrap_or(CloseReason::TransportError);
+            tracing::debug!(
+                sid = session.sid(),
+                reason = reason.as_str(),
+                "engine.io session finished"
+            );
             entry.handler.on_close(reason);
         }
     }
@@ -167,7 +182,9 @@ impl Engine {
                 Ok(())
             }
             Packet::Noop | Packet::Upgrade => Ok(()),
-            Packet::Open(_) => Err(ProtocolViolation("a client may not send an open packet".into())),
+            Packet::Open(_) => Err(ProtocolViolation(
+                "a client may not send an open packet".into(),
+            )),
         };
         if let Err(violation) = &result {
             tracing::info!(sid = session.sid(), error = %violation, "closing session on a protocol violation");
@@ -178,7 +195,13 @@ impl Engine {
 
     /// Closes every session (graceful shutdown).
     pub fn close_all(&self, reason: CloseReason) {
-        let sessions: Vec<Arc<Session>> = self.inner.sessions.read().values().map(|e| e.session.clone()).collect();
+        let sessions: Vec<Arc<Session>> = self
+            .inner
+            .sessions
+            .read()
+            .values()
+            .map(|e| e.session.clone())
+            .collect();
         for session in sessions {
             session.close(reason);
         }
@@ -193,7 +216,9 @@ impl Engine {
 pub(crate) fn new_sid() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut rng = rand::rng();
-    (0..20).map(|_| ALPHABET[rng.random_range(0..64)] as char).collect()
+    (0..20)
+        .map(|_| ALPHABET[rng.random_range(0..64)] as char)
+        .collect()
 }
 
 #[cfg(test)]
@@ -206,6 +231,9 @@ mod tests {
         let b = new_sid();
         assert_ne!(a, b);
         assert_eq!(a.len(), 20);
-        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
     }
 }

@@ -51,8 +51,15 @@ impl SocketIo {
 
     /// Serves a namespace with a handler (replacing any earlier one).
     pub fn namespace(&self, name: &str, handler: impl NamespaceHandler) -> Arc<Namespace> {
-        let namespace = Arc::new(Namespace::new(name, Arc::new(handler), self.inner.cluster.clone()));
-        self.inner.namespaces.write().insert(name.to_string(), namespace.clone());
+        let namespace = Arc::new(Namespace::new(
+            name,
+            Arc::new(handler),
+            self.inner.cluster.clone(),
+        ));
+        self.inner
+            .namespaces
+            .write()
+            .insert(name.to_string(), namespace.clone());
         namespace
     }
 
@@ -62,7 +69,10 @@ impl SocketIo {
         pattern: impl Fn(&str) -> bool + Send + Sync + 'static,
         handler: impl NamespaceHandler,
     ) {
-        self.inner.patterns.write().push((Box::new(pattern), Arc::new(handler)));
+        self.inner
+            .patterns
+            .write()
+            .push((Box::new(pattern), Arc::new(handler)));
     }
 
     /// A namespace that exists on this node.
@@ -110,7 +120,11 @@ struct ClientFactory(Arc<IoInner>);
 impl EngineHandler for ClientFactory {
     fn on_open(&self, session: &Arc<Session>) -> Arc<dyn SessionHandler> {
         let client = Arc::new(Client::new(self.0.clone(), session.clone()));
-        tokio::spawn(connect_timeout(Arc::downgrade(&client), self.0.connect_timeout));
+        let timer = tokio::spawn(connect_timeout(
+            Arc::downgrade(&client),
+            self.0.connect_timeout,
+        ));
+        client.set_connect_timer(timer.abort_handle());
         client
     }
 }
@@ -121,7 +135,10 @@ async fn connect_timeout(client: Weak<Client>, timeout: Duration) {
     if let Some(client) = client.upgrade()
         && !client.has_sockets()
     {
-        tracing::debug!(sid = client.session().sid(), "no namespace joined in time, closing");
+        tracing::debug!(
+            sid = client.session().sid(),
+            "no namespace joined in time, closing"
+        );
         client.session().close(CloseReason::ConnectTimeout);
     }
 }

@@ -28,7 +28,10 @@ impl NamespaceHandler for MainNamespace {
 fn main() -> ExitCode {
     let settings = Settings::load_or_exit();
     init_tracing(&settings);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("rain-node: cannot start the runtime: {error}");
@@ -45,13 +48,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let cluster = rain_node::cluster::from_settings(&settings).context("cannot start the cluster backend")?;
+    let cluster =
+        rain_node::cluster::from_settings(&settings).context("cannot start the cluster backend")?;
     let io = SocketIo::new(&settings, cluster.clone());
     io.namespace("/", MainNamespace);
     let server = Server::bind(&settings, io).await?;
     // Scripts wait for this exact line (stdout); everything else goes to stderr.
     println!("rain-node listening on http://{}", server.local_addr());
-    tracing::info!(node_id = cluster.node_id(), backend = cluster.backend(), "node started");
+    tracing::info!(
+        node_id = cluster.node_id(),
+        backend = cluster.backend(),
+        "node started"
+    );
     server.run(shutdown_signal()).await?;
     tracing::info!("node stopped");
     Ok(())

@@ -46,12 +46,18 @@ pub struct Namespace {
 
 impl std::fmt::Debug for Namespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Namespace").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Namespace")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
 impl Namespace {
-    pub(crate) fn new(name: &str, handler: Arc<dyn NamespaceHandler>, cluster: Arc<dyn Cluster>) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        handler: Arc<dyn NamespaceHandler>,
+        cluster: Arc<dyn Cluster>,
+    ) -> Self {
         Namespace {
             name: name.into(),
             handler,
@@ -107,7 +113,11 @@ impl Namespace {
     }
 
     pub(crate) fn add_to_room(&self, room: &Arc<str>, sid: &Arc<str>) {
-        self.rooms.write().entry(room.clone()).or_default().insert(sid.clone());
+        self.rooms
+            .write()
+            .entry(room.clone())
+            .or_default()
+            .insert(sid.clone());
         self.cluster.room_joined(&self.name, room, sid);
     }
 
@@ -125,7 +135,12 @@ impl Namespace {
 
     /// Writes already-encoded frames to every local socket in `rooms` (all sockets
     /// when empty), skipping those in `except`. A socket's own id works as a room.
-    pub(crate) fn deliver_local(&self, rooms: &[String], except: &[String], frames: &[Frame]) -> usize {
+    pub(crate) fn deliver_local(
+        &self,
+        rooms: &[String],
+        except: &[String],
+        frames: &[Frame],
+    ) -> usize {
         let targets = self.local_targets(rooms, except);
         let mut delivered = 0;
         for socket in targets {
@@ -142,7 +157,11 @@ impl Namespace {
         let excluded: HashSet<&str> = except
             .iter()
             .flat_map(|name| {
-                let members = room_index.get(name.as_str()).into_iter().flatten().map(|sid| &**sid);
+                let members = room_index
+                    .get(name.as_str())
+                    .into_iter()
+                    .flatten()
+                    .map(|sid| &**sid);
                 members.chain(sockets.contains_key(name.as_str()).then_some(name.as_str()))
             })
             .collect();
@@ -157,7 +176,11 @@ impl Namespace {
         let mut seen: HashSet<&str> = HashSet::new();
         let mut targets = Vec::new();
         for name in rooms {
-            let members = room_index.get(name.as_str()).into_iter().flatten().map(|sid| &**sid);
+            let members = room_index
+                .get(name.as_str())
+                .into_iter()
+                .flatten()
+                .map(|sid| &**sid);
             let direct = sockets.contains_key(name.as_str()).then_some(name.as_str());
             for sid in members.chain(direct) {
                 if keep(sid) && (rooms.len() == 1 || seen.insert(sid)) {

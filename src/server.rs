@@ -66,7 +66,9 @@ impl Server {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn engine(&self) -> &Engine {
@@ -75,9 +77,16 @@ impl Server {
 
     /// Also serves bare Engine.IO (no Socket.IO on top) at `path`, with its own
     /// sessions, handled by `handler`.
-    pub fn with_engine_route(mut self, path: &str, config: EngineConfig, handler: Arc<dyn EngineHandler>) -> Self {
+    pub fn with_engine_route(
+        mut self,
+        path: &str,
+        config: EngineConfig,
+        handler: Arc<dyn EngineHandler>,
+    ) -> Self {
         let engine = Engine::new(config, handler);
-        let route = Router::new().route(path, any(transport::handle)).with_state(engine);
+        let route = Router::new()
+            .route(path, any(transport::handle))
+            .with_state(engine);
         self.router = self.router.merge(route);
         self
     }
@@ -85,16 +94,23 @@ impl Server {
     /// Serves until `shutdown` resolves, then shuts down gracefully: new
     /// connections are refused, every client gets an Engine.IO close, and the call
     /// returns once they are gone or the shutdown timeout has passed.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let engine = self.engine.clone();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let serve = axum::serve(
             self.listener,
-            self.router.into_make_service_with_connect_info::<SocketAddr>(),
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move {
             shutdown.await;
-            tracing::info!(sessions = engine.session_count(), "shutting down: closing every client");
+            tracing::info!(
+                sessions = engine.session_count(),
+                "shutting down: closing every client"
+            );
             engine.close_all(CloseReason::Shutdown);
             let _ = stopping_tx.send(());
         });
@@ -108,7 +124,10 @@ impl Server {
             }
         };
         if tokio::time::timeout_at(deadline, drained).await.is_err() {
-            tracing::warn!(sessions = self.engine.session_count(), "shutdown timeout: sessions still open");
+            tracing::warn!(
+                sessions = self.engine.session_count(),
+                "shutdown timeout: sessions still open"
+            );
             return Ok(());
         }
         match tokio::time::timeout_at(deadline, serve).await {
@@ -157,7 +176,9 @@ fn cors(origins: &[String]) -> Result<CorsLayer, ServerError> {
     } else {
         let values = origins
             .iter()
-            .map(|origin| HeaderValue::from_str(origin).map_err(|_| ServerError::CorsOrigin(origin.clone())))
+            .map(|origin| {
+                HeaderValue::from_str(origin).map_err(|_| ServerError::CorsOrigin(origin.clone()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         AllowOrigin::list(values)
     };
@@ -173,14 +194,15 @@ pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

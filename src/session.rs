@@ -180,7 +180,9 @@ impl Session {
         self.draining
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .ok()
-            .map(|_| QueueWriter { session: self.clone() })
+            .map(|_| QueueWriter {
+                session: self.clone(),
+            })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -247,7 +249,10 @@ impl QueueWriter {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let batch = self.take_batch();
-            if !batch.is_empty() || self.session.is_closed() || self.session.transport() == TransportState::Upgrading {
+            if !batch.is_empty()
+                || self.session.is_closed()
+                || self.session.transport() == TransportState::Upgrading
+            {
                 return batch;
             }
             notified.await;
@@ -272,8 +277,16 @@ mod tests {
     use bytes::Bytes;
 
     fn session(limit: usize) -> Arc<Session> {
-        let info = ConnectInfo { query: String::new(), remote_addr: None };
-        Arc::new(Session::new("s".into(), info, TransportState::Polling, limit))
+        let info = ConnectInfo {
+            query: String::new(),
+            remote_addr: None,
+        };
+        Arc::new(Session::new(
+            "s".into(),
+            info,
+            TransportState::Polling,
+            limit,
+        ))
     }
 
     #[tokio::test]
@@ -281,7 +294,10 @@ mod tests {
         let s = session(2);
         s.send(Frame::Text(Bytes::from_static(b"4a"))).unwrap();
         s.send(Frame::Text(Bytes::from_static(b"4b"))).unwrap();
-        assert_eq!(s.send(Frame::Text(Bytes::from_static(b"4c"))), Err(SendError::QueueFull));
+        assert_eq!(
+            s.send(Frame::Text(Bytes::from_static(b"4c"))),
+            Err(SendError::QueueFull)
+        );
         let writer = s.claim_writer().unwrap();
         assert!(s.claim_writer().is_none(), "only one writer at a time");
         let batch: Vec<_> = writer.next_batch().await.into_iter().collect();
@@ -301,7 +317,10 @@ mod tests {
         assert!(s2.mark_closed(CloseReason::ServerClose));
         assert!(!s2.mark_closed(CloseReason::PingTimeout), "closes once");
         assert_eq!(waiter.await.unwrap(), 0);
-        assert_eq!(s2.send(Frame::Text(Bytes::from_static(b"4x"))), Err(SendError::Closed));
+        assert_eq!(
+            s2.send(Frame::Text(Bytes::from_static(b"4x"))),
+            Err(SendError::Closed)
+        );
         assert_eq!(s2.close_reason(), Some(CloseReason::ServerClose));
         s2.closed().await;
     }

@@ -88,7 +88,9 @@ impl AckSender {
             self.id,
             payload.attachments.len(),
         );
-        self.socket.session.send_frames(frames(&packet, payload.attachments))
+        self.socket
+            .session
+            .send_frames(frames(&packet, payload.attachments))
     }
 }
 
@@ -117,7 +119,12 @@ pub struct Socket {
 }
 
 impl Socket {
-    pub(crate) fn new(id: Arc<str>, namespace: Arc<Namespace>, session: Arc<Session>, auth: Value) -> Self {
+    pub(crate) fn new(
+        id: Arc<str>,
+        namespace: Arc<Namespace>,
+        session: Arc<Session>,
+        auth: Value,
+    ) -> Self {
         Socket {
             id,
             namespace,
@@ -162,17 +169,38 @@ impl Socket {
 
     /// Emits an event to this client.
     pub fn emit(&self, event: &str, payload: Payload) -> Result<(), SendError> {
-        let packet = event_packet(self.namespace.name(), event, payload.args, None, payload.attachments.len());
-        self.session.send_frames(frames(&packet, payload.attachments))
+        let packet = event_packet(
+            self.namespace.name(),
+            event,
+            payload.args,
+            None,
+            payload.attachments.len(),
+        );
+        self.session
+            .send_frames(frames(&packet, payload.attachments))
     }
 
     /// Emits an event and waits for the client's ack, at most `timeout`.
-    pub async fn emit_with_ack(&self, event: &str, payload: Payload, timeout: Duration) -> Result<Payload, AckError> {
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        payload: Payload,
+        timeout: Duration,
+    ) -> Result<Payload, AckError> {
         let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         self.pending_acks.lock().insert(id, sender);
-        let packet = event_packet(self.namespace.name(), event, payload.args, Some(id), payload.attachments.len());
-        if let Err(error) = self.session.send_frames(frames(&packet, payload.attachments)) {
+        let packet = event_packet(
+            self.namespace.name(),
+            event,
+            payload.args,
+            Some(id),
+            payload.attachments.len(),
+        );
+        if let Err(error) = self
+            .session
+            .send_frames(frames(&packet, payload.attachments))
+        {
             self.pending_acks.lock().remove(&id);
             return Err(error.into());
         }
@@ -194,7 +222,10 @@ impl Socket {
     }
 
     pub(crate) fn ack_sender(self: &Arc<Self>, id: u64) -> AckSender {
-        AckSender { socket: self.clone(), id }
+        AckSender {
+            socket: self.clone(),
+            id,
+        }
     }
 
     /// Joins a room (idempotent).
@@ -238,8 +269,13 @@ impl Socket {
     /// Disconnects this socket from its namespace; the client is told and does not
     /// reconnect by itself.
     pub fn disconnect(self: &Arc<Self>) {
-        if self.namespace.remove_socket(self, DisconnectReason::ServerNamespaceDisconnect) {
-            let _ = self.session.send(Frame::Text(Packet::disconnect(self.namespace.name()).encode_message()));
+        if self
+            .namespace
+            .remove_socket(self, DisconnectReason::ServerNamespaceDisconnect)
+        {
+            let _ = self.session.send(Frame::Text(
+                Packet::disconnect(self.namespace.name()).encode_message(),
+            ));
         }
     }
 
@@ -256,7 +292,13 @@ impl Socket {
     }
 }
 
-pub(crate) fn event_packet(namespace: &str, event: &str, args: Vec<Value>, id: Option<u64>, attachments: usize) -> Packet {
+pub(crate) fn event_packet(
+    namespace: &str,
+    event: &str,
+    args: Vec<Value>,
+    id: Option<u64>,
+    attachments: usize,
+) -> Packet {
     let mut data = Vec::with_capacity(args.len() + 1);
     data.push(Value::String(event.to_string()));
     data.extend(args);

@@ -71,7 +71,9 @@ pub trait Cluster: Send + Sync + 'static {
 /// The backend the settings ask for.
 pub fn from_settings(settings: &Settings) -> Result<Arc<dyn Cluster>, ClusterError> {
     match &settings.redis_server {
-        None => Ok(Arc::new(memory::MemoryCluster::new(settings.node_id.clone()))),
+        None => Ok(Arc::new(memory::MemoryCluster::new(
+            settings.node_id.clone(),
+        ))),
         Some(url) => Err(ClusterError::Unsupported(url.clone())),
     }
 }

@@ -47,7 +47,12 @@ impl EngineError {
 impl IntoResponse for EngineError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "code": self as u8, "message": self.message() }).to_string();
-        (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
     }
 }
 

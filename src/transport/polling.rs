@@ -38,7 +38,10 @@ pub async fn poll(engine: &Engine, session: &Arc<Session>) -> Response {
     }
     let Some(writer) = session.claim_writer() else {
         // Two GETs at once: the reference server treats this as a broken client.
-        tracing::info!(sid = session.sid(), "duplicate polling request, closing session");
+        tracing::info!(
+            sid = session.sid(),
+            "duplicate polling request, closing session"
+        );
         session.close(CloseReason::TransportError);
         return EngineError::BadRequest.into_response();
     };
@@ -50,11 +53,13 @@ pub async fn poll(engine: &Engine, session: &Arc<Session>) -> Response {
         // polling; anything queued meanwhile goes out over the websocket.
         engineio::encode_payload([&Packet::Noop.encode()], &mut body);
     } else if batch.is_empty() {
-        // Closed while waiting: a client that closed gets a noop to end its request
-        // cleanly; any other end is announced with a close packet.
+        // Closed while waiting. A broken client gets a close packet; for every
+        // other end a noop finishes the request and the session is gone, so the
+        // client's next request fails and it reconnects. (python-socketio gives up
+        // for good on a close packet from the server, socket.io-client does not.)
         let last = match session.close_reason() {
-            Some(CloseReason::ClientClose) => Packet::Noop,
-            _ => Packet::Close,
+            Some(CloseReason::TransportError | CloseReason::ProtocolError) => Packet::Close,
+            _ => Packet::Noop,
         };
         engineio::encode_payload([&last.encode()], &mut body);
         engine.finish(session);
@@ -65,7 +70,12 @@ pub async fn poll(engine: &Engine, session: &Arc<Session>) -> Response {
 }
 
 /// A POST of client packets.
-pub async fn post(engine: &Engine, session: &Arc<Session>, handler: &dyn SessionHandler, body: Body) -> Response {
+pub async fn post(
+    engine: &Engine,
+    session: &Arc<Session>,
+    handler: &dyn SessionHandler,
+    body: Body,
+) -> Response {
     if session.is_closed() {
         return EngineError::UnknownSid.into_response();
     }
@@ -76,7 +86,11 @@ pub async fn post(engine: &Engine, session: &Arc<Session>, handler: &dyn Session
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
         Err(_) => {
-            tracing::info!(sid = session.sid(), limit, "polling body over max payload refused");
+            tracing::info!(
+                sid = session.sid(),
+                limit,
+                "polling body over max payload refused"
+            );
             return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
         }
     };
@@ -124,7 +138,9 @@ async fn heartbeat(engine: Engine, session: Arc<Session>, start: Instant) {
     // POST on another connection; that GET is answered with a noop rather than an
     // unknown-sid error if it comes within a moment. A pending GET learns of the
     // close at once and finishes the session itself.
-    if session.close_reason() == Some(CloseReason::ClientClose) && session.transport() != TransportState::Websocket {
+    if session.close_reason() == Some(CloseReason::ClientClose)
+        && session.transport() != TransportState::Websocket
+    {
         tokio::time::sleep(CLOSE_RACE_GRACE).await;
     }
     engine.finish(&session);

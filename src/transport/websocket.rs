@@ -10,7 +10,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep_until};
@@ -30,7 +30,12 @@ const WRITE_BUFFER: usize = 8 * 1024;
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Answers a websocket request: a new session, or an upgrade of `sid`.
-pub fn accept(engine: Engine, upgrade: WebSocketUpgrade, sid: Option<String>, info: ConnectInfo) -> Response {
+pub fn accept(
+    engine: Engine,
+    upgrade: WebSocketUpgrade,
+    sid: Option<String>,
+    info: ConnectInfo,
+) -> Response {
     let upgrading = match sid {
         None => None,
         Some(sid) => match engine.get(&sid) {
@@ -54,7 +59,8 @@ pub fn accept(engine: Engine, upgrade: WebSocketUpgrade, sid: Option<String>, in
                 // reference server accepts and then closes it, leaving the first alone.
                 Some(_) => {
                     let mut socket = socket;
-                    let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(None))).await;
+                    let _ =
+                        tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(None))).await;
                 }
             }
         })
@@ -62,22 +68,45 @@ pub fn accept(engine: Engine, upgrade: WebSocketUpgrade, sid: Option<String>, in
 
 async fn serve_new(engine: Engine, mut socket: WebSocket, info: ConnectInfo) {
     let (session, handler) = engine.open(info, TransportState::Websocket);
-    let writer = session.claim_writer().expect("a new session has no other writer");
+    let writer = session
+        .claim_writer()
+        .expect("a new session has no other writer");
     let handshake = engine.handshake(&session, &[]).encode();
     if write_frames(&mut socket, [handshake]).await.is_err() {
         session.close(CloseReason::TransportError);
     } else {
-        run(&engine, &mut socket, &session, handler.as_ref(), &writer, true).await;
+        run(
+            &engine,
+            &mut socket,
+            &session,
+            handler.as_ref(),
+            &writer,
+            true,
+        )
+        .await;
     }
     drop(writer);
     close_socket(socket, &session).await;
     engine.finish(&session);
 }
 
-async fn serve_upgrade(engine: Engine, mut socket: WebSocket, session: Arc<Session>, handler: Arc<dyn SessionHandler>) {
+async fn serve_upgrade(
+    engine: Engine,
+    mut socket: WebSocket,
+    session: Arc<Session>,
+    handler: Arc<dyn SessionHandler>,
+) {
     match probe(&engine, &mut socket, &session).await {
         Some(writer) => {
-            run(&engine, &mut socket, &session, handler.as_ref(), &writer, false).await;
+            run(
+                &engine,
+                &mut socket,
+                &session,
+                handler.as_ref(),
+                &writer,
+                false,
+            )
+            .await;
             drop(writer);
             close_socket(socket, &session).await;
         }
@@ -92,7 +121,11 @@ async fn serve_upgrade(engine: Engine, mut socket: WebSocket, session: Arc<Sessi
 }
 
 /// Runs the upgrade handshake; on success the websocket holds the queue.
-async fn probe(engine: &Engine, socket: &mut WebSocket, session: &Arc<Session>) -> Option<QueueWriter> {
+async fn probe(
+    engine: &Engine,
+    socket: &mut WebSocket,
+    session: &Arc<Session>,
+) -> Option<QueueWriter> {
     let deadline = Instant::now() + engine.config().upgrade_timeout;
     loop {
         let message = tokio::select! {
@@ -107,7 +140,9 @@ async fn probe(engine: &Engine, socket: &mut WebSocket, session: &Arc<Session>) 
         };
         match packet {
             Packet::Ping(Some(data)) if data == "probe" => {
-                write_frames(socket, [Packet::Pong(Some(data)).encode()]).await.ok()?;
+                write_frames(socket, [Packet::Pong(Some(data)).encode()])
+                    .await
+                    .ok()?;
                 // Also ends the client's pending GET (with a noop) so it can pause polling.
                 session.set_transport(TransportState::Upgrading);
             }
@@ -141,7 +176,11 @@ async fn run(
     // The heartbeat: when `awaiting_pong` is false the timer fires the next ping,
     // otherwise it is the pong deadline.
     let mut awaiting_pong = false;
-    let timer = tokio::time::sleep(if heartbeat { config.ping_interval } else { Duration::MAX / 4 });
+    let timer = tokio::time::sleep(if heartbeat {
+        config.ping_interval
+    } else {
+        Duration::MAX / 4
+    });
     let mut timer = pin!(timer);
     loop {
         tokio::select! {
@@ -208,11 +247,16 @@ async fn run(
     }
 }
 
-async fn write_frames(socket: &mut WebSocket, frames: impl IntoIterator<Item = Frame>) -> Result<(), axum::Error> {
+async fn write_frames(
+    socket: &mut WebSocket,
+    frames: impl IntoIterator<Item = Frame>,
+) -> Result<(), axum::Error> {
     for frame in frames {
         let message = match frame {
             // Frames are built from UTF-8 text by the codec; the check is a cheap scan.
-            Frame::Text(text) => Message::Text(Utf8Bytes::try_from(text).map_err(axum::Error::new)?),
+            Frame::Text(text) => {
+                Message::Text(Utf8Bytes::try_from(text).map_err(axum::Error::new)?)
+            }
             Frame::Binary(data) => Message::Binary(data),
         };
         socket.feed(message).await?;
@@ -220,18 +264,20 @@ async fn write_frames(socket: &mut WebSocket, frames: impl IntoIterator<Item = F
     socket.flush().await
 }
 
-/// Ends the websocket: a server-side close is announced with an Engine.IO close
-/// packet first, so clients reconnect (possibly to another node) at once.
+/// Ends the websocket with a close frame and no Engine.IO close packet: both
+/// official clients then reconnect by themselves (python-socketio treats a close
+/// packet from the server as final), through the load balancer to another node
+/// when this one is going away.
 async fn close_socket(mut socket: WebSocket, session: &Session) {
-    let announce = matches!(
-        session.close_reason(),
-        Some(CloseReason::ServerClose | CloseReason::Shutdown | CloseReason::PingTimeout | CloseReason::ConnectTimeout)
-    );
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        if announce {
-            let _ = write_frames(&mut socket, [Packet::Close.encode()]).await;
-        }
-        let _ = socket.send(Message::Close(None)).await;
-    })
-    .await;
+    let code = match session.close_reason() {
+        Some(CloseReason::Shutdown) => close_code::AWAY,
+        Some(CloseReason::ProtocolError) => close_code::PROTOCOL,
+        Some(CloseReason::SlowClient) => close_code::POLICY,
+        _ => close_code::NORMAL,
+    };
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(session.close_reason().map_or("", CloseReason::as_str)),
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(Some(frame)))).await;
 }

@@ -1,0 +1,173 @@
+//! The server the interop tests (`tests/interop.rs`, `tests/js`, `tests/python`)
+//! drive with the official clients. Reads the node's settings from the
+//! environment, prints the node's `listening on` line, and serves `/`, `/custom`
+//! and `/dyn-<alnum>` with the same handlers:
+//!
+//! - connect with auth `{"token":"reject"}` → CONNECT_ERROR `rejected`; otherwise
+//!   `welcome {sid, namespace, auth}` right after connecting;
+//! - `echo(...args, ack?)` → ack with the args, or an `echo` event back;
+//! - `join(room, ack)`, `leave(room, ack)`, `rooms(ack)` → ack(rooms);
+//! - `to-room({room, event, data})`, `to-room-except({room, except, event, data})`,
+//!   `broadcast({event, data})` (everyone but the sender) → ack(true);
+//! - `ask({question}, ack)` → a server-to-client `question` with an ack (2 s);
+//! - `disconnect-me()` → server-side namespace disconnect;
+//! - `drop-transport()` → the whole connection is closed abruptly;
+//! - `flood({count, size}, ack?)` → `count` `flood` events of `size` characters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rain_node::config::Settings;
+use rain_node::io::SocketIo;
+use rain_node::namespace::NamespaceHandler;
+use rain_node::server::{Server, shutdown_signal};
+use rain_node::socket::{AckError, AckSender, Event, Payload, Socket};
+use serde_json::{Value, json};
+
+struct Testbed;
+
+impl NamespaceHandler for Testbed {
+    fn authorize(&self, _socket: &Arc<Socket>, auth: &Value) -> Result<(), String> {
+        if auth.get("token").and_then(Value::as_str) == Some("reject") {
+            return Err("rejected".into());
+        }
+        Ok(())
+    }
+
+    fn on_connect(&self, socket: &Arc<Socket>) {
+        let welcome = json!({
+            "sid": socket.id(),
+            "namespace": socket.namespace().name(),
+            "auth": socket.auth(),
+        });
+        let _ = socket.emit("welcome", Payload::new(vec![welcome]));
+    }
+
+    fn on_event(&self, socket: &Arc<Socket>, event: Event) {
+        let Event { name, payload, ack } = event;
+        let first = payload.args.first().cloned().unwrap_or(Value::Null);
+        let field = |key: &str| first.get(key).cloned().unwrap_or(Value::Null);
+        let text = |key: &str| {
+            first
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        match name.as_str() {
+            "echo" => match ack {
+                Some(ack) => reply(ack, payload),
+                None => {
+                    let _ = socket.emit("echo", payload);
+                }
+            },
+            "join" | "leave" | "rooms" => {
+                if let Some(room) = first.as_str() {
+                    if name == "join" {
+                        socket.join(room);
+                    } else if name == "leave" {
+                        socket.leave(room);
+                    }
+                }
+                if let Some(ack) = ack {
+                    reply(ack, Payload::new(vec![json!(socket.rooms())]));
+                }
+            }
+            "to-room" | "to-room-except" | "broadcast" => {
+                let namespace = socket.namespace().clone();
+                let audience = match name.as_str() {
+                    "broadcast" => socket.broadcast(),
+                    "to-room" => rain_node::broadcast::Broadcast::new(namespace).to(&text("room")),
+                    _ => rain_node::broadcast::Broadcast::new(namespace)
+                        .to(&text("room"))
+                        .except(&text("except")),
+                };
+                // Attachments keep their order, so the placeholders in `data` still
+                // point at the right ones.
+                let data =
+                    Payload::with_attachments(vec![field("data")], payload.attachments.clone());
+                audience.emit(&text("event"), data);
+                if let Some(ack) = ack {
+                    reply(ack, Payload::new(vec![json!(true)]));
+                }
+            }
+            "ask" => {
+                let socket = socket.clone();
+                let question = field("question");
+                tokio::spawn(async move {
+                    let outcome = socket
+                        .emit_with_ack(
+                            "question",
+                            Payload::new(vec![question]),
+                            Duration::from_secs(2),
+                        )
+                        .await;
+                    let answer = match outcome {
+                        Ok(answer) => {
+                            json!({ "answer": answer.args.first().cloned().unwrap_or(Value::Null) })
+                        }
+                        Err(AckError::Timeout) => json!({ "error": "timeout" }),
+                        Err(error) => json!({ "error": error.to_string() }),
+                    };
+                    if let Some(ack) = ack {
+                        reply(ack, Payload::new(vec![answer]));
+                    }
+                });
+            }
+            "disconnect-me" => socket.disconnect(),
+            "drop-transport" => socket.close_connection(),
+            "flood" => {
+                let count = field("count").as_u64().unwrap_or(0);
+                let size = field("size").as_u64().unwrap_or(0) as usize;
+                let body = Value::String("x".repeat(size));
+                for _ in 0..count {
+                    if socket
+                        .emit("flood", Payload::new(vec![body.clone()]))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                if let Some(ack) = ack {
+                    reply(ack, Payload::new(vec![json!(true)]));
+                }
+            }
+            _ => {
+                if let Some(ack) = ack {
+                    reply(
+                        ack,
+                        Payload::new(vec![json!({ "error": format!("unknown event {name}") })]),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn reply(ack: AckSender, payload: Payload) {
+    let _ = ack.send(payload);
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::load_or_exit();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&settings.log)?)
+        .with_writer(std::io::stderr)
+        .init();
+    let io = SocketIo::new(&settings, rain_node::cluster::from_settings(&settings)?);
+    io.namespace("/", Testbed);
+    io.namespace("/custom", Testbed);
+    io.dynamic_namespace(
+        |name| {
+            name.strip_prefix("/dyn-").is_some_and(|rest| {
+                !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+            })
+        },
+        Testbed,
+    );
+    let server = Server::bind(&settings, io).await?;
+    println!("rain-node listening on http://{}", server.local_addr());
+    server.run(shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,354 @@
+//! Bad input and limits, against a real testbed process over real sockets:
+//! over-size payloads, malformed packets, too many attachments, a client that
+//! stops reading, graceful shutdown. Each test checks that the offender alone is
+//! cut off and that another client on the same node keeps being served.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+use support::{Testbed, spawn_testbed};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Opens a websocket Engine.IO session and joins the main namespace.
+async fn connect(testbed: &Testbed) -> Ws {
+    let url = format!(
+        "{}/socket.io/?EIO=4&transport=websocket",
+        testbed.url().replace("http", "ws")
+    );
+    let (mut ws, _) = connect_async(url).await.expect("websocket connects");
+    let open = next_text(&mut ws).await.expect("engine.io handshake");
+    assert!(open.starts_with("0{"), "handshake: {open}");
+    ws.send(Message::text("40")).await.unwrap();
+    let connected = next_text(&mut ws).await.expect("connect reply");
+    assert!(
+        connected.starts_with("40{\"sid\""),
+        "connect reply: {connected}"
+    );
+    let welcome = next_text(&mut ws).await.expect("welcome");
+    assert!(welcome.starts_with("42[\"welcome\""), "welcome: {welcome}");
+    ws
+}
+
+/// The next text frame that is not a ping (answered), or `None` once the
+/// connection is closed.
+async fn next_text(ws: &mut Ws) -> Option<String> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no frame within the wait")
+        {
+            Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
+                ws.send(Message::text("3")).await.ok()?;
+            }
+            Some(Ok(Message::Text(text))) => return Some(text.to_string()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// Whether the server closes the connection within the wait; frames before the
+/// close (an Engine.IO close packet, say) are skipped.
+async fn closes(ws: &mut Ws) -> bool {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A healthy client still gets its echo.
+async fn assert_served(ws: &mut Ws) {
+    ws.send(Message::text(r#"421["echo","still here"]"#))
+        .await
+        .unwrap();
+    assert_eq!(next_text(ws).await.as_deref(), Some(r#"431["still here"]"#));
+}
+
+fn assert_no_panic(testbed: &Testbed) {
+    let logs = testbed.stderr();
+    assert!(!logs.contains("panicked"), "the server panicked:\n{logs}");
+}
+
+#[tokio::test]
+async fn oversize_polling_body_is_refused_with_413() {
+    let testbed = spawn_testbed(&[("MAX_PAYLOAD", "1000")]);
+    let http = reqwest::Client::new();
+    let base = format!("{}/socket.io/?EIO=4&transport=polling", testbed.url());
+    let open = http.get(&base).send().await.unwrap().text().await.unwrap();
+    let handshake: serde_json::Value = serde_json::from_str(&open[1..]).unwrap();
+    assert_eq!(handshake["maxPayload"], 1000);
+    let sid = handshake["sid"].as_str().unwrap();
+    let url = format!("{base}&sid={sid}");
+
+    let big = format!("4{}", "x".repeat(2000));
+    let response = http.post(&url).body(big).send().await.unwrap();
+    assert_eq!(response.status(), 413);
+
+    // A body within the limit is still accepted on the same session.
+    let response = http.post(&url).body("40").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ok");
+    let mut other = connect(&testbed).await;
+    assert_served(&mut other).await;
+    assert_no_panic(&testbed);
+}
+
+#[tokio::test]
+async fn oversize_websocket_message_closes_that_connection_only() {
+    let testbed = spawn_testbed(&[("MAX_PAYLOAD", "1000")]);
+    let mut offender = connect(&testbed).await;
+    let mut bystander = connect(&testbed).await;
+    let big = format!(r#"42["echo","{}"]"#, "x".repeat(2000));
+    offender.send(Message::text(big)).await.unwrap();
+    assert!(
+        closes(&mut offender).await,
+        "an over-size message must close the connection"
+    );
+    assert_served(&mut bystander).await;
+    assert_no_panic(&testbed);
+}
+
+#[tokio::test]
+async fn malformed_packets_close_only_the_sender() {
+    let testbed = spawn_testbed(&[]);
+    let mut bystander = connect(&testbed).await;
+    for garbage in ["4abc", "42{}", r#"42abc["echo"]"#, "9", "4", "49", "44{}"] {
+        let mut offender = connect(&testbed).await;
+        offender.send(Message::text(garbage)).await.unwrap();
+        assert!(
+            closes(&mut offender).await,
+            "{garbage:?} must close the connection"
+        );
+    }
+    // Binary data with no packet expecting it.
+    let mut offender = connect(&testbed).await;
+    offender
+        .send(Message::binary(vec![1u8, 2, 3]))
+        .await
+        .unwrap();
+    assert!(
+        closes(&mut offender).await,
+        "a stray attachment must close the connection"
+    );
+    // Invalid UTF-8 in a text frame is refused by the websocket layer itself.
+    assert_served(&mut bystander).await;
+    assert_no_panic(&testbed);
+}
+
+#[tokio::test]
+async fn too_many_binary_attachments_are_refused() {
+    let testbed = spawn_testbed(&[("MAX_ATTACHMENTS", "2")]);
+    let mut bystander = connect(&testbed).await;
+
+    // Within the limit: two attachments come back with the ack.
+    let mut client = connect(&testbed).await;
+    client
+        .send(Message::text(
+            r#"452-7["echo",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
+        ))
+        .await
+        .unwrap();
+    client.send(Message::binary(vec![1u8])).await.unwrap();
+    client.send(Message::binary(vec![2u8])).await.unwrap();
+    assert_eq!(
+        next_text(&mut client).await.as_deref(),
+        Some(r#"462-7[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#)
+    );
+
+    let mut offender = connect(&testbed).await;
+    offender
+        .send(Message::text(
+            r#"453-["echo",{"_placeholder":true,"num":0}]"#,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        closes(&mut offender).await,
+        "three attachments over a limit of two must close"
+    );
+    assert_served(&mut bystander).await;
+    assert_no_panic(&testbed);
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_disconnected_and_others_keep_receiving() {
+    let testbed = spawn_testbed(&[("OUTBOUND_QUEUE", "64"), ("PING_INTERVAL_MS", "60000")]);
+    let mut stalled = connect(&testbed).await;
+    stalled
+        .send(Message::text(r#"420["join","stalled"]"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&mut stalled).await.as_deref(),
+        Some(r#"430[["stalled"]]"#)
+    );
+    let mut listener = connect(&testbed).await;
+    listener
+        .send(Message::text(r#"420["join","stalled"]"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&mut listener).await.as_deref(),
+        Some(r#"430[["stalled"]]"#)
+    );
+    let mut sender = connect(&testbed).await;
+
+    // From here on `stalled` reads nothing: its socket buffers fill, then its queue.
+    let chunk = "y".repeat(16 * 1024);
+    let message = format!(r#"42["to-room",{{"room":"stalled","event":"chunk","data":"{chunk}"}}]"#);
+    let mut listener_got = 0;
+    for round in 0..4000 {
+        sender.send(Message::text(message.clone())).await.unwrap();
+        // The listener reads everything it is sent, in step.
+        let got = next_text(&mut listener)
+            .await
+            .expect("the listener stays connected");
+        assert!(
+            got.starts_with(r#"42["chunk""#),
+            "round {round}: {}",
+            &got[..20.min(got.len())]
+        );
+        listener_got += 1;
+        if testbed.stderr().contains("outbound queue full") {
+            break;
+        }
+    }
+    assert!(
+        testbed.stderr().contains("outbound queue full"),
+        "the stalled client was never disconnected after {listener_got} messages"
+    );
+    eprintln!("stalled client cut off after {listener_got} messages of 16 KiB");
+    assert_served(&mut listener).await;
+    assert_served(&mut sender).await;
+    // The stalled client, reading at last, finds its connection closed.
+    assert!(closes(&mut stalled).await);
+    assert_no_panic(&testbed);
+}
+
+#[tokio::test]
+async fn sigterm_closes_every_client_so_it_reconnects_and_exits_zero() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(support::testbed_path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("SERVER_PORT", "0")
+        .env("SHUTDOWN_TIMEOUT_MS", "3000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("testbed starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("rain-node listening on ")
+        .expect("listening line")
+        .to_string();
+
+    let ws_url = format!(
+        "{}/socket.io/?EIO=4&transport=websocket",
+        url.replace("http", "ws")
+    );
+    let (mut ws, _) = connect_async(ws_url).await.unwrap();
+    assert!(next_text(&mut ws).await.unwrap().starts_with("0{"));
+    ws.send(Message::text("40")).await.unwrap();
+    assert!(next_text(&mut ws).await.unwrap().starts_with("40{"));
+    assert!(
+        next_text(&mut ws)
+            .await
+            .unwrap()
+            .starts_with("42[\"welcome\"")
+    );
+    // A polling client too: its pending GET must be answered with a close.
+    let http = reqwest::Client::new();
+    let base = format!("{url}/socket.io/?EIO=4&transport=polling");
+    let open = http.get(&base).send().await.unwrap().text().await.unwrap();
+    let sid = serde_json::from_str::<serde_json::Value>(&open[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pending = tokio::spawn({
+        let http = http.clone();
+        let url = format!("{base}&sid={sid}");
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let started = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // No Engine.IO close packet: the websocket just closes ("going away"), which
+    // both official clients answer by reconnecting.
+    match tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("closed in time")
+    {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    assert_eq!(
+        pending.await.unwrap(),
+        "6",
+        "the pending poll ends with a noop"
+    );
+    let after = http.get(format!("{base}&sid={sid}")).send().await;
+    assert!(
+        after.is_err() || after.unwrap().status() == 400,
+        "the session is gone"
+    );
+
+    let exit = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap()
+    .expect("the node exits within the shutdown timeout");
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    // New connections are refused once it is gone.
+    assert!(
+        connect_async(format!(
+            "{}/socket.io/?EIO=4&transport=websocket",
+            url.replace("http", "ws")
+        ))
+        .await
+        .is_err()
+    );
+}

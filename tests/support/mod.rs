@@ -1,0 +1,295 @@
+//! Helpers of the interop tests: start the `testbed` example on a free port and
+//! run an external client program (node, python) against it.
+//!
+//! The testbed starts from an empty environment (`PATH` and `HOME` only, plus the
+//! variables a test gives), so nothing of the developer's environment (a
+//! `REDIS_SERVER`, a `RAIN_CONFIG`, …) leaks into it. Set `RAIN_TESTBED_LOG`
+//! (e.g. `rain_node=debug`) to pass a log filter to it as `LOG`; its stderr is
+//! printed when a test fails.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long the testbed may take to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The line the testbed prints on stdout once it accepts connections.
+const READY_PREFIX: &str = "rain-node listening on ";
+
+/// The crate's root directory.
+pub fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `target/<profile>/examples/testbed`, next to the `deps` directory this test
+/// binary lives in.
+pub fn testbed_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe
+        .parent()
+        .expect("the test binary has a parent directory");
+    let path = deps
+        .join("..")
+        .join("examples")
+        .join(format!("testbed{}", std::env::consts::EXE_SUFFIX));
+    if !path.is_file() {
+        panic!(
+            "the testbed example is not built: {} is missing.\n\
+             `cargo test` builds it; `cargo test --test interop` alone does not — run \
+             `cargo build --example testbed` first (same profile), or just `scripts/test`.",
+            path.display()
+        );
+    }
+    path
+}
+
+/// A running testbed; killed when dropped.
+pub struct Testbed {
+    child: Child,
+    url: String,
+    stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+}
+
+impl Testbed {
+    /// The server's base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The process id of the server.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server wrote to stderr so far (its logs).
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Whatever the server wrote to stdout after its `listening on` line.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// The last `lines` lines of the server's stderr.
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        tail(&self.stderr(), lines)
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            // give the reader thread a moment to collect the last lines
+            thread::sleep(Duration::from_millis(50));
+            eprintln!(
+                "----- testbed {} stderr (last 200 lines) -----\n{}\n----- end of testbed stderr -----",
+                self.url,
+                self.stderr_tail(200)
+            );
+        }
+    }
+}
+
+/// Starts the testbed with `SERVER_HOST=127.0.0.1`, `SERVER_PORT=0` and `envs`
+/// (which may override those two), and waits for its `listening on` line.
+pub fn spawn_testbed(envs: &[(&str, &str)]) -> Testbed {
+    let path = testbed_path();
+    let mut cmd = Command::new(&path);
+    cmd.env_clear();
+    for key in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(key) {
+            cmd.env(key, value);
+        }
+    }
+    cmd.env("SERVER_HOST", "127.0.0.1").env("SERVER_PORT", "0");
+    if let Some(filter) = std::env::var_os("RAIN_TESTBED_LOG") {
+        cmd.env("LOG", filter);
+    }
+    for (key, value) in envs {
+        cmd.env(key, value);
+    }
+    cmd.current_dir(crate_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+
+    let stderr = Arc::new(Mutex::new(String::new()));
+    collect(child.stderr.take().unwrap(), stderr.clone());
+
+    let stdout_rest = Arc::new(Mutex::new(String::new()));
+    let (ready_tx, ready_rx) = mpsc::channel::<String>();
+    {
+        let out = child.stdout.take().unwrap();
+        let rest = stdout_rest.clone();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(out);
+            let mut line = String::new();
+            let mut ready_tx = Some(ready_tx);
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let trimmed = line.trim_end();
+                if let Some(url) = trimmed.strip_prefix(READY_PREFIX) {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(url.trim().to_string());
+                        continue;
+                    }
+                }
+                rest.lock().unwrap().push_str(&line);
+            }
+        });
+    }
+
+    let deadline = Instant::now() + START_TIMEOUT;
+    let url = loop {
+        match ready_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(url) => break url,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            thread::sleep(Duration::from_millis(50));
+            panic!(
+                "the testbed exited ({status}) before printing `{READY_PREFIX}…`.\n\
+                 stdout:\n{}\nstderr:\n{}",
+                stdout_rest.lock().unwrap(),
+                tail(&stderr.lock().unwrap(), 200)
+            );
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the testbed did not print `{READY_PREFIX}…` within {START_TIMEOUT:?}.\n\
+                 stdout:\n{}\nstderr:\n{}",
+                stdout_rest.lock().unwrap(),
+                tail(&stderr.lock().unwrap(), 200)
+            );
+        }
+    };
+    assert!(
+        url.starts_with("http://"),
+        "unexpected listening line: `{READY_PREFIX}{url}`"
+    );
+    let url = url.trim_end_matches('/').to_string();
+    Testbed {
+        child,
+        url,
+        stderr,
+        stdout: stdout_rest,
+    }
+}
+
+/// Appends everything `pipe` yields to `into`, on a thread of its own.
+fn collect(pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => into
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf)),
+            }
+        }
+    })
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The result of a client program run.
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// Runs `program args…` in `dir` with `RAIN_URL` set to the testbed's URL (the
+/// rest of the environment is inherited: node and python need it), prints its
+/// output, and panics unless it exits with status 0 within `timeout`.
+pub fn run_client(
+    testbed: &Testbed,
+    program: &str,
+    args: &[&str],
+    dir: &Path,
+    timeout: Duration,
+) -> Output {
+    let shown = format!("{program} {}", args.join(" "));
+    eprintln!(
+        "running `{shown}` in {} with RAIN_URL={}",
+        dir.display(),
+        testbed.url()
+    );
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env("RAIN_URL", testbed.url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `{shown}`: {e} (is {program} installed?)"));
+    let stdout = Arc::new(Mutex::new(String::new()));
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let out_thread = collect(child.stdout.take().unwrap(), stdout.clone());
+    let err_thread = collect(child.stderr.take().unwrap(), stderr.clone());
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the client") {
+            break Some(status);
+        }
+        if started.elapsed() >= timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let _ = out_thread.join();
+    let _ = err_thread.join();
+    let elapsed = started.elapsed();
+    let stdout = stdout.lock().unwrap().clone();
+    let stderr = stderr.lock().unwrap().clone();
+    // shown by the test harness on failure, or always with `-- --nocapture`
+    println!("----- `{shown}` stdout -----\n{stdout}");
+    println!("----- `{shown}` stderr -----\n{stderr}");
+    println!("----- `{shown}` took {elapsed:.1?} -----");
+    let Some(status) = status else {
+        panic!("`{shown}` did not finish within {timeout:?} and was killed");
+    };
+    assert!(
+        status.success(),
+        "`{shown}` failed ({status}); its output is above, the server's stderr below"
+    );
+    Output {
+        status,
+        stdout,
+        stderr,
+        elapsed,
+    }
+}
