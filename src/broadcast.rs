@@ -65,3 +65,73 @@ impl Broadcast {
         delivered
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::memory::MemoryCluster;
+    use crate::namespace::NamespaceHandler;
+    use crate::protocol::engineio::Frame;
+    use crate::session::{ConnectInfo, Session, TransportState};
+    use crate::socket::{Event, Socket};
+    use serde_json::json;
+
+    struct Ignore;
+    impl NamespaceHandler for Ignore {
+        fn on_event(&self, _socket: &Arc<Socket>, _event: Event) {}
+    }
+
+    fn join(namespace: &Arc<Namespace>, id: &str, room: Option<&str>) -> Arc<Session> {
+        let info = ConnectInfo {
+            query: String::new(),
+            remote_addr: None,
+        };
+        let session = Arc::new(Session::new(id.into(), info, TransportState::Websocket, 16));
+        let socket = Arc::new(Socket::new(
+            id.into(),
+            namespace.clone(),
+            session.clone(),
+            json!({}),
+        ));
+        namespace.add_socket(socket.clone());
+        if let Some(room) = room {
+            socket.join(room);
+        }
+        session
+    }
+
+    fn queued(session: &Arc<Session>) -> Vec<Frame> {
+        session
+            .claim_writer()
+            .unwrap()
+            .take_batch()
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn a_broadcast_is_encoded_once_for_every_receiver() {
+        let cluster = Arc::new(MemoryCluster::new("n".into()));
+        let namespace = Arc::new(Namespace::new("/", Arc::new(Ignore), cluster));
+        let a = join(&namespace, "a", Some("r"));
+        let b = join(&namespace, "b", Some("r"));
+        let c = join(&namespace, "c", Some("r"));
+        let outsider = join(&namespace, "d", None);
+
+        let delivered = Broadcast::new(namespace.clone())
+            .to("r")
+            .except("c")
+            .emit("news", Payload::new(vec![json!(1)]));
+        assert_eq!(delivered, 2);
+        let (from_a, from_b) = (queued(&a), queued(&b));
+        assert!(queued(&c).is_empty() && queued(&outsider).is_empty());
+        match (&from_a[..], &from_b[..]) {
+            ([Frame::Text(x)], [Frame::Text(y)]) => {
+                assert_eq!(&x[..], br#"42["news",1]"#);
+                // The same buffer, not an equal copy.
+                assert_eq!(x.as_ptr(), y.as_ptr());
+            }
+            other => panic!("unexpected frames {other:?}"),
+        }
+    }
+}
