@@ -12,11 +12,27 @@
 //! - `ask({question}, ack)` → a server-to-client `question` with an ack (2 s);
 //! - `disconnect-me()` → server-side namespace disconnect;
 //! - `drop-transport()` → the whole connection is closed abruptly;
-//! - `flood({count, size}, ack?)` → `count` `flood` events of `size` characters.
+//! - `flood({count, size}, ack?)` → `count` `flood` events of `size` characters;
+//!
+//! and, across a cluster (`REDIS_SERVER` set):
+//!
+//! - `whoami(ack)` → `{sid, node}`;
+//! - `emit-all({event, data})` → everyone in the namespace, sender included;
+//! - `emit-to({sid, event, data})` → one socket, on whatever node;
+//! - `fetch-sockets({room?}, ack)` → `[{sid, node, rooms}]` from the shared state;
+//! - `remote-join({sid?|room?, join})`, `remote-leave({sid?|room?, leave})`,
+//!   `remote-disconnect({sid?|room?})` → applied wherever the sockets are;
+//! - `broadcast-with-ack({room?, event, data, timeout}, ack)` → everyone else is
+//!   asked; ack `{responses}` with the answers that came in time.
+//!
+//! Acks of `join`, `leave` and the remote operations, and the `welcome` event,
+//! are sent once the cluster has applied the change.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use rain_node::broadcast::Broadcast;
+use rain_node::cluster::{RemoteOp, Target};
 use rain_node::config::Settings;
 use rain_node::io::SocketIo;
 use rain_node::namespace::NamespaceHandler;
@@ -40,7 +56,13 @@ impl NamespaceHandler for Testbed {
             "namespace": socket.namespace().name(),
             "auth": socket.auth(),
         });
-        let _ = socket.emit("welcome", Payload::new(vec![welcome]));
+        // Once the client is welcomed, the cluster knows of it and this node
+        // hears its namespace's broadcasts.
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            socket.namespace().cluster().flush().await;
+            let _ = socket.emit("welcome", Payload::new(vec![welcome]));
+        });
     }
 
     fn on_event(&self, socket: &Arc<Socket>, event: Event) {
@@ -70,15 +92,100 @@ impl NamespaceHandler for Testbed {
                     }
                 }
                 if let Some(ack) = ack {
-                    reply(ack, Payload::new(vec![json!(socket.rooms())]));
+                    let rooms = json!(socket.rooms());
+                    after_flush(socket, ack, Payload::new(vec![rooms]));
                 }
+            }
+            "whoami" => {
+                if let Some(ack) = ack {
+                    let node = socket.namespace().cluster().node_id().to_string();
+                    reply(
+                        ack,
+                        Payload::new(vec![json!({ "sid": socket.id(), "node": node })]),
+                    );
+                }
+            }
+            "emit-all" => {
+                let data =
+                    Payload::with_attachments(vec![field("data")], payload.attachments.clone());
+                Broadcast::new(socket.namespace().clone()).emit(&text("event"), data);
+                if let Some(ack) = ack {
+                    reply(ack, Payload::new(vec![json!(true)]));
+                }
+            }
+            "emit-to" => {
+                let data =
+                    Payload::with_attachments(vec![field("data")], payload.attachments.clone());
+                socket
+                    .namespace()
+                    .emit_to(&text("sid"), &text("event"), data);
+                if let Some(ack) = ack {
+                    reply(ack, Payload::new(vec![json!(true)]));
+                }
+            }
+            "fetch-sockets" => {
+                let namespace = socket.namespace().clone();
+                let room = first
+                    .get("room")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                tokio::spawn(async move {
+                    let answer = match namespace.fetch_sockets(room.as_deref()).await {
+                        Ok(records) => json!(
+                            records
+                                .iter()
+                                .map(
+                                    |r| json!({ "sid": r.sid, "node": r.node_id, "rooms": r.rooms })
+                                )
+                                .collect::<Vec<_>>()
+                        ),
+                        Err(error) => json!({ "error": error.to_string() }),
+                    };
+                    if let Some(ack) = ack {
+                        reply(ack, Payload::new(vec![answer]));
+                    }
+                });
+            }
+            "remote-join" | "remote-leave" | "remote-disconnect" => {
+                let target = match first.get("sid").and_then(Value::as_str) {
+                    Some(sid) => Target::Socket(sid.to_string()),
+                    None => Target::Room(text("room")),
+                };
+                let op = match name.as_str() {
+                    "remote-join" => RemoteOp::Join(text("join")),
+                    "remote-leave" => RemoteOp::Leave(text("leave")),
+                    _ => RemoteOp::Disconnect,
+                };
+                socket.namespace().apply_everywhere(target, op);
+                if let Some(ack) = ack {
+                    after_flush(socket, ack, Payload::new(vec![json!(true)]));
+                }
+            }
+            "broadcast-with-ack" => {
+                let mut audience = socket.broadcast();
+                if let Some(room) = first.get("room").and_then(Value::as_str) {
+                    audience = audience.to(room);
+                }
+                let event = text("event");
+                let data = Payload::new(vec![field("data")]);
+                let timeout = Duration::from_millis(field("timeout").as_u64().unwrap_or(1000));
+                tokio::spawn(async move {
+                    let answers = audience.emit_with_ack(&event, data, timeout).await;
+                    let responses: Vec<Value> = answers
+                        .into_iter()
+                        .map(|answer| answer.args.into_iter().next().unwrap_or(Value::Null))
+                        .collect();
+                    if let Some(ack) = ack {
+                        reply(ack, Payload::new(vec![json!({ "responses": responses })]));
+                    }
+                });
             }
             "to-room" | "to-room-except" | "broadcast" => {
                 let namespace = socket.namespace().clone();
                 let audience = match name.as_str() {
                     "broadcast" => socket.broadcast(),
-                    "to-room" => rain_node::broadcast::Broadcast::new(namespace).to(&text("room")),
-                    _ => rain_node::broadcast::Broadcast::new(namespace)
+                    "to-room" => Broadcast::new(namespace).to(&text("room")),
+                    _ => Broadcast::new(namespace)
                         .to(&text("room"))
                         .except(&text("except")),
                 };
@@ -146,6 +253,16 @@ impl NamespaceHandler for Testbed {
 
 fn reply(ack: AckSender, payload: Payload) {
     let _ = ack.send(payload);
+}
+
+/// Acks once the cluster has taken in what the handler did (room subscriptions
+/// and records), so the client can count on it when the ack arrives.
+fn after_flush(socket: &Arc<Socket>, ack: AckSender, payload: Payload) {
+    let flushed = socket.namespace().cluster().flush();
+    tokio::spawn(async move {
+        flushed.await;
+        reply(ack, payload);
+    });
 }
 
 #[tokio::main]

@@ -6,8 +6,12 @@
 //! the cluster message. Does not own room indexes (see `crate::namespace`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::cluster::BroadcastMessage;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
+use crate::cluster::{AckBroadcast, BroadcastMessage};
 use crate::namespace::Namespace;
 use crate::socket::{Payload, event_packet, frames};
 
@@ -64,6 +68,56 @@ impl Broadcast {
             });
         delivered
     }
+
+    /// Sends an event to the audience, each receiver asked for an ack, and
+    /// resolves to the answers that came within `timeout` (from every node).
+    pub async fn emit_with_ack(
+        self,
+        event: &str,
+        payload: Payload,
+        timeout: Duration,
+    ) -> Vec<Payload> {
+        let broadcast = AckBroadcast {
+            namespace: self.namespace.name().to_string(),
+            rooms: self.rooms,
+            except: self.except,
+            event: event.to_string(),
+            payload,
+            timeout,
+        };
+        let (_, local) = ask_local(&self.namespace, &broadcast);
+        let remote = self
+            .namespace
+            .cluster()
+            .publish_broadcast_with_ack(broadcast);
+        let (mut answers, mut remote_answers) = futures_util::future::join(local, remote).await;
+        answers.append(&mut remote_answers);
+        answers
+    }
+}
+
+/// Emits with an ack to every local target of an ack broadcast; resolves to the
+/// answers given within its timeout.
+pub(crate) fn ask_local(
+    namespace: &Arc<Namespace>,
+    broadcast: &AckBroadcast,
+) -> (usize, BoxFuture<'static, Vec<Payload>>) {
+    let targets = namespace.local_targets(&broadcast.rooms, &broadcast.except);
+    let count = targets.len();
+    let event = broadcast.event.clone();
+    let payload = broadcast.payload.clone();
+    let timeout = broadcast.timeout;
+    let answers = async move {
+        let asks = targets
+            .iter()
+            .map(|socket| socket.emit_with_ack(&event, payload.clone(), timeout));
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect()
+    };
+    (count, answers.boxed())
 }
 
 #[cfg(test)]

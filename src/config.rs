@@ -59,6 +59,11 @@ pub struct Settings {
     pub shutdown_timeout_ms: u64,
     /// Prefix of every Redis key and channel.
     pub key_prefix: String,
+    /// A node whose last heartbeat is older than this is dead: the others drop it
+    /// and its sockets from the cluster state (ms).
+    pub node_ttl_ms: u64,
+    /// How often a node refreshes its registration in Redis (ms).
+    pub heartbeat_ms: u64,
     /// `tracing` filter, e.g. `info` or `rain_node=debug`; `RUST_LOG` is used
     /// when `LOG` is not set.
     pub log: String,
@@ -81,6 +86,8 @@ impl Default for Settings {
             cors_origins: Vec::new(),
             shutdown_timeout_ms: 10_000,
             key_prefix: "rain:".to_string(),
+            node_ttl_ms: 5_000,
+            heartbeat_ms: 1_000,
             log: "info".to_string(),
         }
     }
@@ -263,6 +270,20 @@ const KEY_PREFIX: Field = field!(
     "rain:",
     "Prefix of every Redis key and channel"
 );
+const NODE_TTL_MS: Field = field!(
+    "node_ttl_ms",
+    "NODE_TTL_MS",
+    U64,
+    "5000",
+    "A node silent for this long is dead: the cluster drops it and its sockets, in ms"
+);
+const HEARTBEAT_MS: Field = field!(
+    "heartbeat_ms",
+    "HEARTBEAT_MS",
+    U64,
+    "1000",
+    "How often a node refreshes its registration in Redis, in ms"
+);
 const LOG: Field = field!(
     "log",
     "LOG",
@@ -272,7 +293,7 @@ const LOG: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 15] = [
+const FIELDS: [&Field; 17] = [
     &REDIS_SERVER,
     &SERVER_HOST,
     &SERVER_PORT,
@@ -287,6 +308,8 @@ const FIELDS: [&Field; 15] = [
     &CORS_ORIGINS,
     &SHUTDOWN_TIMEOUT_MS,
     &KEY_PREFIX,
+    &NODE_TTL_MS,
+    &HEARTBEAT_MS,
     &LOG,
 ];
 
@@ -342,13 +365,17 @@ struct Cli {
     shutdown_timeout_ms: Option<String>,
     #[arg(long, value_name = "PREFIX", help = KEY_PREFIX.help)]
     key_prefix: Option<String>,
+    #[arg(long, value_name = "MS", help = NODE_TTL_MS.help)]
+    node_ttl_ms: Option<String>,
+    #[arg(long, value_name = "MS", help = HEARTBEAT_MS.help)]
+    heartbeat_ms: Option<String>,
     #[arg(long, value_name = "FILTER", help = LOG.help)]
     log: Option<String>,
 }
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 15] {
+    fn values(&self) -> [Option<&String>; 17] {
         [
             self.redis_server.as_ref(),
             self.server_host.as_ref(),
@@ -364,6 +391,8 @@ impl Cli {
             self.cors_origins.as_ref(),
             self.shutdown_timeout_ms.as_ref(),
             self.key_prefix.as_ref(),
+            self.node_ttl_ms.as_ref(),
+            self.heartbeat_ms.as_ref(),
             self.log.as_ref(),
         ]
     }
@@ -610,6 +639,8 @@ impl Settings {
             (MAX_PAYLOAD.env, self.max_payload),
             (OUTBOUND_QUEUE.env, self.outbound_queue as u64),
             (SHUTDOWN_TIMEOUT_MS.env, self.shutdown_timeout_ms),
+            (NODE_TTL_MS.env, self.node_ttl_ms),
+            (HEARTBEAT_MS.env, self.heartbeat_ms),
         ];
         for (name, value) in at_least_one {
             if value < 1 {
@@ -675,6 +706,14 @@ impl Settings {
     /// How long a graceful shutdown may take.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    pub fn node_ttl(&self) -> Duration {
+        Duration::from_millis(self.node_ttl_ms)
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
     }
 
     /// Every setting as (environment name, default as shown to people, meaning),
@@ -853,6 +892,8 @@ mod tests {
             ("CORS_ORIGINS", "http://a"),
             ("SHUTDOWN_TIMEOUT_MS", "7"),
             ("KEY_PREFIX", ""),
+            ("NODE_TTL_MS", "8"),
+            ("HEARTBEAT_MS", "9"),
             ("LOG", "rain_node=debug,warn"),
         ];
         let expected = Settings {
@@ -870,6 +911,8 @@ mod tests {
             cors_origins: vec!["http://a".into()],
             shutdown_timeout_ms: 7,
             key_prefix: String::new(),
+            node_ttl_ms: 8,
+            heartbeat_ms: 9,
             log: "rain_node=debug,warn".into(),
         };
         assert_eq!(load(&[], &values).unwrap(), expected);

@@ -12,13 +12,18 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use crate::broadcast::Broadcast;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
+use crate::broadcast::{Broadcast, ask_local};
 use crate::client::Client;
-use crate::cluster::Cluster;
+use crate::cluster::{AckBroadcast, Cluster, LocalNode, RemoteOp, SocketRecord, Target};
 use crate::config::Settings;
 use crate::engine::{EngineHandler, SessionHandler};
 use crate::namespace::{Namespace, NamespaceHandler};
+use crate::protocol::engineio::Frame;
 use crate::session::{CloseReason, Session};
+use crate::socket::Payload;
 
 type NamePattern = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
@@ -38,15 +43,16 @@ pub(crate) struct IoInner {
 
 impl SocketIo {
     pub fn new(settings: &Settings, cluster: Arc<dyn Cluster>) -> Self {
-        SocketIo {
-            inner: Arc::new(IoInner {
-                max_attachments: settings.max_attachments,
-                connect_timeout: settings.connect_timeout(),
-                cluster,
-                namespaces: RwLock::new(HashMap::new()),
-                patterns: RwLock::new(Vec::new()),
-            }),
-        }
+        let inner = Arc::new(IoInner {
+            max_attachments: settings.max_attachments,
+            connect_timeout: settings.connect_timeout(),
+            cluster: cluster.clone(),
+            namespaces: RwLock::new(HashMap::new()),
+            patterns: RwLock::new(Vec::new()),
+        });
+        let local: Weak<dyn LocalNode> = Arc::downgrade(&inner) as Weak<dyn LocalNode>;
+        cluster.attach(local);
+        SocketIo { inner }
     }
 
     /// Serves a namespace with a handler (replacing any earlier one).
@@ -94,7 +100,57 @@ impl SocketIo {
     }
 }
 
+/// Where the cluster delivers what other nodes send to this one.
+impl LocalNode for IoInner {
+    fn deliver(
+        &self,
+        namespace: &str,
+        rooms: &[String],
+        except: &[String],
+        frames: &[Frame],
+    ) -> usize {
+        match self.existing(namespace) {
+            Some(namespace) => namespace.deliver_local(rooms, except, frames),
+            None => 0,
+        }
+    }
+
+    fn deliver_to_socket(&self, namespace: &str, sid: &str, frames: &[Frame]) -> bool {
+        self.existing(namespace)
+            .and_then(|namespace| namespace.socket(sid))
+            .is_some_and(|socket| socket.session().send_frames(frames.iter().cloned()).is_ok())
+    }
+
+    fn deliver_with_ack(
+        &self,
+        broadcast: &AckBroadcast,
+    ) -> (usize, BoxFuture<'static, Vec<Payload>>) {
+        match self.existing(&broadcast.namespace) {
+            Some(namespace) => ask_local(&namespace, broadcast),
+            None => (0, async { Vec::new() }.boxed()),
+        }
+    }
+
+    fn apply(&self, namespace: &str, target: &Target, op: &RemoteOp) {
+        if let Some(namespace) = self.existing(namespace) {
+            namespace.apply_local(target, op);
+        }
+    }
+
+    fn snapshot(&self) -> Vec<SocketRecord> {
+        let namespaces: Vec<Arc<Namespace>> = self.namespaces.read().values().cloned().collect();
+        namespaces
+            .iter()
+            .flat_map(|namespace| namespace.local_records())
+            .collect()
+    }
+}
+
 impl IoInner {
+    fn existing(&self, namespace: &str) -> Option<Arc<Namespace>> {
+        self.namespaces.read().get(namespace).cloned()
+    }
+
     pub(crate) fn resolve_namespace(&self, name: &str) -> Option<Arc<Namespace>> {
         if let Some(namespace) = self.namespaces.read().get(name) {
             return Some(namespace.clone());

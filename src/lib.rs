@@ -1,8 +1,8 @@
 //! rain-node: one node of a horizontally scalable Socket.IO server.
 //!
 //! Identical, stateless nodes terminate Socket.IO connections; shared state and
-//! messages go through a [`cluster::Cluster`] backend (embedded in-process today,
-//! Redis to come). The crate is both the `rain-node` binary and a library for
+//! messages go through a [`cluster::Cluster`] backend: Redis (state in keys,
+//! messages over pub/sub) when `REDIS_SERVER` is set, else an embedded one. The crate is both the `rain-node` binary and a library for
 //! embedding a node with your own namespace handlers.
 //!
 //! The map, from the wire up:
@@ -19,8 +19,9 @@
 //! | [`namespace`] | a namespace's handler trait, local sockets and room index |
 //! | [`socket`] | a socket: emit, acks both ways, rooms, disconnect |
 //! | [`broadcast`] | audiences (rooms, except) and encode-once broadcasts |
-//! | [`cluster`] | the cluster trait, the embedded backend, key and channel names |
-//! | [`server`] | binding, routes (`/socket.io/`, `/healthz`, `/readyz`), CORS, shutdown |
+//! | [`cluster`] | the cluster trait; embedded and Redis backends; wire format; key and channel names |
+//! | [`metrics`] | the Prometheus recorder and `/metrics` text |
+//! | [`server`] | binding, routes (`/socket.io/`, `/healthz`, `/readyz`, `/metrics`), CORS, shutdown |
 //!
 //! A minimal embedding:
 //!
@@ -55,6 +56,7 @@ pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod io;
+pub mod metrics;
 pub mod namespace;
 pub mod protocol;
 pub mod server;

@@ -7,14 +7,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
 use serde_json::Value;
 
-use crate::cluster::{Cluster, SocketRecord};
+use crate::cluster::{Cluster, ClusterError, RemoteOp, SocketRecord, Target};
 use crate::protocol::engineio::Frame;
-use crate::socket::{DisconnectReason, Event, Socket};
+use crate::socket::{DisconnectReason, Event, Payload, Socket, event_packet, frames};
 
 /// What an application does in a namespace. Handlers run on the connection's own
 /// task, in packet order; anything slow belongs in a spawned task.
@@ -75,7 +74,7 @@ impl Namespace {
         &self.handler
     }
 
-    pub(crate) fn cluster(&self) -> &Arc<dyn Cluster> {
+    pub fn cluster(&self) -> &Arc<dyn Cluster> {
         &self.cluster
     }
 
@@ -94,7 +93,8 @@ impl Namespace {
             namespace: self.name.to_string(),
             sid: socket.id().to_string(),
             node_id: self.cluster.node_id().to_string(),
-            connected_at: now_millis(),
+            rooms: Vec::new(),
+            connected_at: socket.connected_at(),
         });
         self.sockets.write().insert(socket.id_arc().clone(), socket);
     }
@@ -105,23 +105,25 @@ impl Namespace {
             return false;
         }
         for room in socket.mark_disconnected() {
-            self.remove_from_room(&room, socket.id_arc());
+            self.remove_from_room(&room, socket.id_arc(), &[]);
         }
         self.cluster.socket_disconnected(&self.name, socket.id());
         self.handler.on_disconnect(socket, reason);
         true
     }
 
-    pub(crate) fn add_to_room(&self, room: &Arc<str>, sid: &Arc<str>) {
+    /// `rooms_now` are all the socket's rooms after the change, for the cluster's
+    /// record.
+    pub(crate) fn add_to_room(&self, room: &Arc<str>, sid: &Arc<str>, rooms_now: &[String]) {
         self.rooms
             .write()
             .entry(room.clone())
             .or_default()
             .insert(sid.clone());
-        self.cluster.room_joined(&self.name, room, sid);
+        self.cluster.room_joined(&self.name, room, sid, rooms_now);
     }
 
-    pub(crate) fn remove_from_room(&self, room: &Arc<str>, sid: &Arc<str>) {
+    pub(crate) fn remove_from_room(&self, room: &Arc<str>, sid: &Arc<str>, rooms_now: &[String]) {
         let mut rooms = self.rooms.write();
         if let Some(members) = rooms.get_mut(room) {
             members.remove(sid);
@@ -130,7 +132,7 @@ impl Namespace {
             }
         }
         drop(rooms);
-        self.cluster.room_left(&self.name, room, sid);
+        self.cluster.room_left(&self.name, room, sid, rooms_now);
     }
 
     /// Writes already-encoded frames to every local socket in `rooms` (all sockets
@@ -151,7 +153,70 @@ impl Namespace {
         delivered
     }
 
-    fn local_targets(&self, rooms: &[String], except: &[String]) -> Vec<Arc<Socket>> {
+    /// Emits to one socket of this namespace, on whichever node it is.
+    pub fn emit_to(&self, sid: &str, event: &str, payload: Payload) {
+        let packet = event_packet(
+            &self.name,
+            event,
+            payload.args,
+            None,
+            payload.attachments.len(),
+        );
+        let frames = frames(&packet, payload.attachments);
+        match self.socket(sid) {
+            Some(socket) => {
+                let _ = socket.session().send_frames(frames);
+            }
+            None => self.cluster.emit_to_socket(&self.name, sid, frames),
+        }
+    }
+
+    /// Makes one socket, or every member of a room, join or leave a room or
+    /// disconnect, on whichever nodes they are.
+    pub fn apply_everywhere(&self, target: Target, op: RemoteOp) {
+        self.apply_local(&target, &op);
+        self.cluster.remote(&self.name, target, op);
+    }
+
+    pub(crate) fn apply_local(&self, target: &Target, op: &RemoteOp) {
+        let sockets = match target {
+            Target::Socket(sid) => self.socket(sid).into_iter().collect(),
+            Target::Room(room) => self.local_targets(std::slice::from_ref(room), &[]),
+        };
+        for socket in sockets {
+            match op {
+                RemoteOp::Join(room) => socket.join(room),
+                RemoteOp::Leave(room) => socket.leave(room),
+                RemoteOp::Disconnect => socket.disconnect(),
+            }
+        }
+    }
+
+    /// Every socket of this namespace on every node (in `room`, if given), from
+    /// the cluster's shared state.
+    pub async fn fetch_sockets(
+        &self,
+        room: Option<&str>,
+    ) -> Result<Vec<SocketRecord>, ClusterError> {
+        self.cluster.fetch_sockets(&self.name, room).await
+    }
+
+    /// Every local socket, with its rooms, as the cluster records it.
+    pub(crate) fn local_records(&self) -> Vec<SocketRecord> {
+        self.sockets
+            .read()
+            .values()
+            .map(|socket| SocketRecord {
+                namespace: self.name.to_string(),
+                sid: socket.id().to_string(),
+                node_id: self.cluster.node_id().to_string(),
+                rooms: socket.rooms(),
+                connected_at: socket.connected_at(),
+            })
+            .collect()
+    }
+
+    pub(crate) fn local_targets(&self, rooms: &[String], except: &[String]) -> Vec<Arc<Socket>> {
         let sockets = self.sockets.read();
         let room_index = self.rooms.read();
         let excluded: HashSet<&str> = except
@@ -192,11 +257,4 @@ impl Namespace {
         }
         targets
     }
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }

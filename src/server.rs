@@ -19,6 +19,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::engine::{Engine, EngineConfig, EngineHandler};
 use crate::io::SocketIo;
@@ -45,6 +46,7 @@ pub struct Server {
     listener: TcpListener,
     router: Router,
     engine: Engine,
+    cluster: Arc<dyn Cluster>,
     shutdown_timeout: Duration,
 }
 
@@ -55,12 +57,18 @@ impl Server {
         let listener = TcpListener::bind(&address)
             .await
             .map_err(|source| ServerError::Bind { address, source })?;
+        crate::metrics::install();
         let engine = Engine::new(EngineConfig::from(settings), io.engine_handler());
+        let cluster = io.cluster().clone();
+        if let Ok(address) = listener.local_addr() {
+            cluster.set_address(format!("http://{address}"));
+        }
         let router = router(settings, engine.clone(), io)?;
         Ok(Server {
             listener,
             router,
             engine,
+            cluster,
             shutdown_timeout: settings.shutdown_timeout(),
         })
     }
@@ -95,6 +103,17 @@ impl Server {
     /// connections are refused, every client gets an Engine.IO close, and the call
     /// returns once they are gone or the shutdown timeout has passed.
     pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let cluster = self.cluster.clone();
+        let result = self.serve(shutdown).await;
+        // Leave the cluster cleanly: the others need not wait for the TTL.
+        cluster.shutdown().await;
+        result
+    }
+
+    async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
@@ -149,9 +168,29 @@ fn router(settings: &Settings, engine: Engine, io: SocketIo) -> Result<Router, S
     if !bare_path.is_empty() && bare_path != path {
         router = router.route(&bare_path, any(transport::handle));
     }
+    let metrics_engine = engine.clone();
+    let metrics_cluster = cluster.clone();
     let router = router
         .with_state(engine)
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let text = crate::metrics::render(
+                    metrics_engine.session_count(),
+                    metrics_cluster.is_ready(),
+                );
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {

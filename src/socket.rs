@@ -116,6 +116,7 @@ pub struct Socket {
     pending_acks: Mutex<HashMap<u64, oneshot::Sender<Payload>>>,
     next_ack: AtomicU64,
     connected: AtomicBool,
+    connected_at: u64,
 }
 
 impl Socket {
@@ -134,6 +135,7 @@ impl Socket {
             pending_acks: Mutex::new(HashMap::new()),
             next_ack: AtomicU64::new(0),
             connected: AtomicBool::new(true),
+            connected_at: crate::cluster::now_millis(),
         }
     }
 
@@ -157,6 +159,11 @@ impl Socket {
 
     pub fn connect_info(&self) -> &ConnectInfo {
         self.session.connect_info()
+    }
+
+    /// When the socket connected, in milliseconds since the Unix epoch.
+    pub fn connected_at(&self) -> u64 {
+        self.connected_at
     }
 
     pub fn is_connected(&self) -> bool {
@@ -236,8 +243,9 @@ impl Socket {
         }
         let room: Arc<str> = room.into();
         rooms.push(room.clone());
+        let now: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
         drop(rooms);
-        self.namespace.add_to_room(&room, &self.id);
+        self.namespace.add_to_room(&room, &self.id, &now);
     }
 
     /// Leaves a room (idempotent).
@@ -247,8 +255,9 @@ impl Socket {
             return;
         };
         let room = rooms.swap_remove(index);
+        let now: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
         drop(rooms);
-        self.namespace.remove_from_room(&room, &self.id);
+        self.namespace.remove_from_room(&room, &self.id, &now);
     }
 
     /// The rooms this socket has joined (its own id is not listed).

@@ -31,6 +31,27 @@ impl Keys {
         format!("{}conn:{sid}", self.prefix)
     }
 
+    /// Set of the socket ids one node holds (purged with the node).
+    pub fn node_sockets(&self, node_id: &str) -> String {
+        format!("{}node-sockets:{node_id}", self.prefix)
+    }
+
+    /// Set of the socket ids of a namespace, cluster-wide.
+    pub fn namespace_sockets(&self, namespace: &str) -> String {
+        format!("{}ns-sockets:{namespace}", self.prefix)
+    }
+
+    /// Set of the socket ids in a room, cluster-wide.
+    pub fn room_sockets(&self, namespace: &str, room: &str) -> String {
+        format!("{}room-sockets:{namespace}:{room}", self.prefix)
+    }
+
+    /// The prefix itself, for scripts that build names of their own (see
+    /// `purge_node.lua`, which follows the names above).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// Hash of one session's data; sliding TTL.
     pub fn session(&self, session_id: &str) -> String {
         format!("{}session:{session_id}", self.prefix)

@@ -2,13 +2,21 @@
 //!
 //! Owns the socket records a one-node cluster would keep in Redis, so that
 //! cluster-wide queries answer the same way with or without Redis. There are no
-//! other nodes, so a broadcast has nowhere else to go.
+//! other nodes, so a broadcast or a remote operation has nowhere else to go.
 
 use std::collections::HashMap;
+use std::sync::Weak;
 
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
 
-use super::{BroadcastMessage, Cluster, SocketRecord};
+use super::{
+    AckBroadcast, BroadcastMessage, Cluster, ClusterError, LocalNode, RemoteOp, SocketRecord,
+    Target,
+};
+use crate::protocol::engineio::Frame;
+use crate::socket::Payload;
 
 /// The in-process cluster of one node.
 #[derive(Debug)]
@@ -23,6 +31,17 @@ impl MemoryCluster {
         MemoryCluster {
             node_id,
             sockets: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn set_rooms(&self, namespace: &str, sid: &str, rooms: &[String]) {
+        if let Some(record) = self
+            .sockets
+            .write()
+            .get_mut(namespace)
+            .and_then(|n| n.get_mut(sid))
+        {
+            record.rooms = rooms.to_vec();
         }
     }
 }
@@ -40,7 +59,21 @@ impl Cluster for MemoryCluster {
         true
     }
 
+    fn attach(&self, _local: Weak<dyn LocalNode>) {}
+
     fn publish_broadcast(&self, _message: BroadcastMessage) {}
+
+    fn publish_broadcast_with_ack(
+        &self,
+        _broadcast: AckBroadcast,
+    ) -> BoxFuture<'static, Vec<Payload>> {
+        async { Vec::new() }.boxed()
+    }
+
+    // A socket that is not local does not exist.
+    fn emit_to_socket(&self, _namespace: &str, _sid: &str, _frames: Vec<Frame>) {}
+
+    fn remote(&self, _namespace: &str, _target: Target, _op: RemoteOp) {}
 
     fn socket_connected(&self, record: SocketRecord) {
         self.sockets
@@ -60,18 +93,40 @@ impl Cluster for MemoryCluster {
         }
     }
 
-    // Room membership of local sockets is already known to the namespace; with no
-    // other node there is no interest to announce.
-    fn room_joined(&self, _namespace: &str, _room: &str, _sid: &str) {}
+    fn room_joined(&self, namespace: &str, _room: &str, sid: &str, rooms: &[String]) {
+        self.set_rooms(namespace, sid, rooms);
+    }
 
-    fn room_left(&self, _namespace: &str, _room: &str, _sid: &str) {}
+    fn room_left(&self, namespace: &str, _room: &str, sid: &str, rooms: &[String]) {
+        self.set_rooms(namespace, sid, rooms);
+    }
 
-    fn sockets(&self, namespace: &str) -> Vec<SocketRecord> {
-        self.sockets
+    fn fetch_sockets(
+        &self,
+        namespace: &str,
+        room: Option<&str>,
+    ) -> BoxFuture<'static, Result<Vec<SocketRecord>, ClusterError>> {
+        let records: Vec<SocketRecord> = self
+            .sockets
             .read()
             .get(namespace)
-            .map(|in_namespace| in_namespace.values().cloned().collect())
-            .unwrap_or_default()
+            .map(|in_namespace| {
+                in_namespace
+                    .values()
+                    .filter(|r| room.is_none_or(|room| r.rooms.iter().any(|x| x == room)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        async move { Ok(records) }.boxed()
+    }
+
+    fn flush(&self) -> BoxFuture<'static, ()> {
+        async {}.boxed()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        async {}.boxed()
     }
 }
 
@@ -79,18 +134,29 @@ impl Cluster for MemoryCluster {
 mod tests {
     use super::*;
 
-    #[test]
-    fn records_come_and_go() {
+    #[tokio::test]
+    async fn records_come_and_go_with_their_rooms() {
         let cluster = MemoryCluster::new("n1".into());
         let record = SocketRecord {
             namespace: "/".into(),
             sid: "s1".into(),
             node_id: "n1".into(),
+            rooms: vec![],
             connected_at: 1,
         };
         cluster.socket_connected(record.clone());
-        assert_eq!(cluster.sockets("/"), vec![record]);
+        cluster.room_joined("/", "r", "s1", &["r".to_string()]);
+        let found = cluster.fetch_sockets("/", Some("r")).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].rooms, ["r"]);
+        assert!(
+            cluster
+                .fetch_sockets("/", Some("other"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         cluster.socket_disconnected("/", "s1");
-        assert!(cluster.sockets("/").is_empty());
+        assert!(cluster.fetch_sockets("/", None).await.unwrap().is_empty());
     }
 }

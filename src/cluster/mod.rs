@@ -1,24 +1,31 @@
 //! The cluster: the one trait through which a node shares state and messages with
 //! the other nodes, and its backends.
 //!
-//! Owns the contract: what a node tells the cluster (sockets, rooms, broadcasts) and
-//! what must reach other nodes. Local delivery is never the cluster's job: a node
-//! delivers to its own sockets directly and hands the cluster only what other nodes
-//! need, so the embedded backend ([`memory`]) is the Redis one minus the network.
-//! Calls are synchronous and cheap on purpose: a networked backend queues them to
-//! one writer task that pipelines them in order (one PUBLISH per broadcast, no
-//! round trip per delivered message; DESIGN.md §7). Key and channel names live in
-//! [`keys`].
+//! Owns the contract: what a node tells the cluster (sockets, rooms, broadcasts,
+//! operations on remote sockets) and what the cluster hands back to the node
+//! ([`LocalNode`]). Local delivery is never the cluster's job: a node delivers to
+//! its own sockets directly and gives the cluster only what other nodes need, so
+//! the embedded backend ([`memory`]) is the Redis one ([`redis`]) minus the
+//! network. Calls that carry traffic are synchronous and cheap on purpose: a
+//! networked backend queues them to one writer task that pipelines them in order
+//! (one PUBLISH per broadcast and room, no round trip per delivered message;
+//! DESIGN.md §7). Key and channel names live in [`keys`]; the messages nodes
+//! exchange in [`wire`].
 
 pub mod keys;
 pub mod memory;
+pub mod redis;
+pub mod wire;
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use thiserror::Error;
 
 use crate::config::Settings;
 use crate::protocol::engineio::Frame;
+use crate::socket::Payload;
 
 /// A broadcast as it leaves this node: encoded once, with its audience.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,21 +39,79 @@ pub struct BroadcastMessage {
     pub frames: Vec<Frame>,
 }
 
+/// A broadcast whose receivers are asked for an ack: each receiver needs its own
+/// packet (the ack id differs), so the event travels unencoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AckBroadcast {
+    pub namespace: String,
+    pub rooms: Vec<String>,
+    pub except: Vec<String>,
+    pub event: String,
+    pub payload: Payload,
+    pub timeout: Duration,
+}
+
 /// What the cluster keeps about one connected socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketRecord {
     pub namespace: String,
     pub sid: String,
     pub node_id: String,
+    pub rooms: Vec<String>,
     /// Milliseconds since the Unix epoch.
     pub connected_at: u64,
+}
+
+/// Whom a remote operation is for: one socket, or every member of a room.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Target {
+    Socket(String),
+    Room(String),
+}
+
+/// An operation on sockets that may live on other nodes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RemoteOp {
+    Join(String),
+    Leave(String),
+    Disconnect,
 }
 
 /// Errors of the cluster layer.
 #[derive(Debug, Error)]
 pub enum ClusterError {
-    #[error("the cluster backend for {0} is not available in this build")]
-    Unsupported(String),
+    #[error("invalid REDIS_SERVER {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("the cluster backend is not ready (Redis unreachable)")]
+    NotReady,
+}
+
+/// What the cluster needs from the node it serves: delivery to local sockets, and
+/// a picture of local state to re-register after Redis lost it.
+pub trait LocalNode: Send + Sync + 'static {
+    /// Writes frames to local sockets of `namespace` in `rooms` (all when empty),
+    /// skipping members of `except`; returns how many got them.
+    fn deliver(
+        &self,
+        namespace: &str,
+        rooms: &[String],
+        except: &[String],
+        frames: &[Frame],
+    ) -> usize;
+    /// Writes frames to one local socket; false when it is not here.
+    fn deliver_to_socket(&self, namespace: &str, sid: &str, frames: &[Frame]) -> bool;
+    /// Emits to local targets with an ack each; resolves to (how many targets,
+    /// a stream of their answers as they come, until the timeout).
+    fn deliver_with_ack(
+        &self,
+        broadcast: &AckBroadcast,
+    ) -> (usize, BoxFuture<'static, Vec<Payload>>);
+    /// Applies a remote operation to local sockets.
+    fn apply(&self, namespace: &str, target: &Target, op: &RemoteOp);
+    /// Every local socket, with its rooms.
+    fn snapshot(&self) -> Vec<SocketRecord>;
 }
 
 /// Shared state and messaging between nodes.
@@ -56,24 +121,59 @@ pub trait Cluster: Send + Sync + 'static {
     fn node_id(&self) -> &str;
     /// Whether the backend can currently reach the rest of the cluster.
     fn is_ready(&self) -> bool;
+    /// Gives the backend the node it delivers to; called once, at start.
+    fn attach(&self, local: Weak<dyn LocalNode>);
+    /// The address this node serves on, for the node registry.
+    fn set_address(&self, _address: String) {}
     /// Carries a broadcast to the other nodes that have members of its audience.
     fn publish_broadcast(&self, message: BroadcastMessage);
+    /// Carries a broadcast with acks to the other nodes and collects their
+    /// receivers' answers until `timeout`.
+    fn publish_broadcast_with_ack(
+        &self,
+        broadcast: AckBroadcast,
+    ) -> BoxFuture<'static, Vec<Payload>>;
+    /// Carries frames to a socket that is not on this node.
+    fn emit_to_socket(&self, namespace: &str, sid: &str, frames: Vec<Frame>);
+    /// Carries an operation to the other nodes' sockets (the caller applies it
+    /// to its own).
+    fn remote(&self, namespace: &str, target: Target, op: RemoteOp);
     fn socket_connected(&self, record: SocketRecord);
     fn socket_disconnected(&self, namespace: &str, sid: &str);
-    /// A local socket joined a room; the first local member makes this node
-    /// interested in the room's broadcasts.
-    fn room_joined(&self, namespace: &str, room: &str, sid: &str);
-    fn room_left(&self, namespace: &str, room: &str, sid: &str);
-    /// The sockets the cluster knows of in a namespace (all nodes).
-    fn sockets(&self, namespace: &str) -> Vec<SocketRecord>;
+    /// A local socket joined a room; `rooms` are all its rooms now. The first
+    /// local member makes this node interested in the room's broadcasts.
+    fn room_joined(&self, namespace: &str, room: &str, sid: &str, rooms: &[String]);
+    fn room_left(&self, namespace: &str, room: &str, sid: &str, rooms: &[String]);
+    /// Every socket of a namespace on every node (in `room`, if given), from the
+    /// shared state: no node is asked.
+    fn fetch_sockets(
+        &self,
+        namespace: &str,
+        room: Option<&str>,
+    ) -> BoxFuture<'static, Result<Vec<SocketRecord>, ClusterError>>;
+    /// Resolves once everything asked of the cluster so far has taken effect
+    /// (subscriptions made, state written).
+    fn flush(&self) -> BoxFuture<'static, ()>;
+    /// Deregisters this node (clean shutdown).
+    fn shutdown(&self) -> BoxFuture<'static, ()>;
 }
 
-/// The backend the settings ask for.
+/// The backend the settings ask for: Redis when `REDIS_SERVER` is set, else the
+/// embedded one. Must be called inside a tokio runtime (the Redis backend starts
+/// its tasks).
 pub fn from_settings(settings: &Settings) -> Result<Arc<dyn Cluster>, ClusterError> {
     match &settings.redis_server {
         None => Ok(Arc::new(memory::MemoryCluster::new(
             settings.node_id.clone(),
         ))),
-        Some(url) => Err(ClusterError::Unsupported(url.clone())),
+        Some(url) => Ok(Arc::new(redis::RedisCluster::start(url, settings)?)),
     }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }

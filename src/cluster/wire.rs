@@ -1,0 +1,163 @@
+//! The messages nodes send each other over Redis pub/sub, and their encoding
+//! (MessagePack, via `rmp-serde`: compact, and binary frames travel as raw bytes).
+//!
+//! Owns the format only; what a node does with a message is in `super::redis`.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::{RemoteOp, Target};
+use crate::protocol::engineio::Frame;
+use crate::socket::Payload;
+
+/// One Engine.IO frame on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireFrame {
+    pub binary: bool,
+    pub data: Bytes,
+}
+
+impl From<&Frame> for WireFrame {
+    fn from(frame: &Frame) -> Self {
+        match frame {
+            Frame::Text(data) => WireFrame {
+                binary: false,
+                data: data.clone(),
+            },
+            Frame::Binary(data) => WireFrame {
+                binary: true,
+                data: data.clone(),
+            },
+        }
+    }
+}
+
+impl WireFrame {
+    /// Back to a frame; a text frame that is not UTF-8 is refused.
+    pub fn into_frame(self) -> Option<Frame> {
+        if self.binary {
+            Some(Frame::Binary(self.data))
+        } else {
+            std::str::from_utf8(&self.data).ok()?;
+            Some(Frame::Text(self.data))
+        }
+    }
+}
+
+/// Event arguments on the wire: JSON text plus raw attachments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePayload {
+    pub args_json: String,
+    pub attachments: Vec<Bytes>,
+}
+
+impl From<&Payload> for WirePayload {
+    fn from(payload: &Payload) -> Self {
+        WirePayload {
+            args_json: serde_json::to_string(&payload.args).unwrap_or_else(|_| "[]".into()),
+            attachments: payload.attachments.clone(),
+        }
+    }
+}
+
+impl WirePayload {
+    pub fn into_payload(self) -> Option<Payload> {
+        let args = serde_json::from_str(&self.args_json).ok()?;
+        Some(Payload::with_attachments(args, self.attachments))
+    }
+}
+
+/// A message between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Encoded frames for the members of `rooms` (all sockets when empty) minus
+    /// `except`, in a namespace. A broadcast to several rooms travels once per
+    /// room channel, each copy excluding the rooms before it, so a socket in two
+    /// rooms gets it once.
+    Broadcast {
+        origin: String,
+        namespace: String,
+        rooms: Vec<String>,
+        except: Vec<String>,
+        frames: Vec<WireFrame>,
+    },
+    /// A broadcast whose receivers answer; answers go to `origin`'s node channel.
+    AckBroadcast {
+        origin: String,
+        request: u64,
+        namespace: String,
+        rooms: Vec<String>,
+        except: Vec<String>,
+        event: String,
+        payload: WirePayload,
+        timeout_ms: u64,
+    },
+    /// One node's answers to an ack broadcast: every local receiver's that came
+    /// within the timeout. Each node that got the broadcast sends exactly one.
+    AckAnswers {
+        request: u64,
+        answers: Vec<WirePayload>,
+    },
+    /// Frames for one socket, sent to the node that holds it.
+    ToSocket {
+        namespace: String,
+        sid: String,
+        frames: Vec<WireFrame>,
+    },
+    /// Join, leave or disconnect, for one socket (node channel) or a room's
+    /// members (room channel).
+    Remote {
+        origin: String,
+        namespace: String,
+        target: Target,
+        op: RemoteOp,
+    },
+    /// A node was found dead and purged (control channel).
+    NodeDown { node: String },
+}
+
+#[derive(Debug, Error)]
+#[error("malformed cluster message: {0}")]
+pub struct WireError(String);
+
+impl Message {
+    pub fn encode(&self) -> Vec<u8> {
+        // Every field is plainly serialisable; encoding into a Vec cannot fail.
+        rmp_serde::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
+        rmp_serde::from_slice(bytes).map_err(|e| WireError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let message = Message::Broadcast {
+            origin: "a".into(),
+            namespace: "/".into(),
+            rooms: vec!["r".into()],
+            except: vec![],
+            frames: vec![
+                WireFrame::from(&Frame::Text(Bytes::from_static(b"42[\"x\"]"))),
+                WireFrame::from(&Frame::Binary(Bytes::from_static(&[0, 159, 255]))),
+            ],
+        };
+        assert_eq!(Message::decode(&message.encode()).unwrap(), message);
+        assert!(Message::decode(b"\xc1garbage").is_err());
+    }
+
+    #[test]
+    fn a_text_frame_must_be_utf8() {
+        let bad = WireFrame {
+            binary: false,
+            data: Bytes::from_static(&[0xff]),
+        };
+        assert_eq!(bad.into_frame(), None);
+    }
+}
