@@ -16,7 +16,9 @@
 //!
 //! and, across a cluster (`REDIS_SERVER` set):
 //!
-//! - `whoami(ack)` → `{sid, node}`;
+//! - `whoami(ack)` → `{sid, node, sessionId}`;
+//! - `session-get(ack)` → the session's fields; `session-set({field: value}, ack)`
+//!   → stores them (any node reads them back);
 //! - `emit-all({event, data})` → everyone in the namespace, sender included;
 //! - `emit-to({sid, event, data})` → one socket, on whatever node;
 //! - `fetch-sockets({room?}, ack)` → `[{sid, node, rooms}]` from the shared state;
@@ -99,11 +101,47 @@ impl NamespaceHandler for Testbed {
             "whoami" => {
                 if let Some(ack) = ack {
                     let node = socket.namespace().cluster().node_id().to_string();
-                    reply(
-                        ack,
-                        Payload::new(vec![json!({ "sid": socket.id(), "node": node })]),
-                    );
+                    let me = json!({ "sid": socket.id(), "node": node, "sessionId": socket.session_id() });
+                    reply(ack, Payload::new(vec![me]));
                 }
+            }
+            "session-get" => {
+                let session = socket.session();
+                tokio::spawn(async move {
+                    let answer = match session.get_all().await {
+                        Ok(fields) => json!(fields),
+                        Err(error) => json!({ "error": error.to_string() }),
+                    };
+                    if let Some(ack) = ack {
+                        reply(ack, Payload::new(vec![answer]));
+                    }
+                });
+            }
+            "session-set" => {
+                let session = socket.session();
+                let fields: Vec<(String, String)> = first
+                    .as_object()
+                    .map(|object| {
+                        object
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.clone(),
+                                    v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                tokio::spawn(async move {
+                    let answer = match session.set(fields).await {
+                        Ok(()) => json!(true),
+                        Err(error) => json!({ "error": error.to_string() }),
+                    };
+                    if let Some(ack) = ack {
+                        reply(ack, Payload::new(vec![answer]));
+                    }
+                });
             }
             "emit-all" => {
                 let data =

@@ -139,6 +139,7 @@ mod tests {
         let info = ConnectInfo {
             query: String::new(),
             remote_addr: None,
+            session_cookie: None,
         };
         let session = Arc::new(Session::new(id.into(), info, TransportState::Websocket, 16));
         let socket = Arc::new(Socket::new(

@@ -64,6 +64,8 @@ pub struct Settings {
     pub node_ttl_ms: u64,
     /// How often a node refreshes its registration in Redis (ms).
     pub heartbeat_ms: u64,
+    /// How long a session's data lives after its last use (ms).
+    pub session_ttl_ms: u64,
     /// `tracing` filter, e.g. `info` or `rain_node=debug`; `RUST_LOG` is used
     /// when `LOG` is not set.
     pub log: String,
@@ -88,6 +90,7 @@ impl Default for Settings {
             key_prefix: "rain:".to_string(),
             node_ttl_ms: 5_000,
             heartbeat_ms: 1_000,
+            session_ttl_ms: 86_400_000,
             log: "info".to_string(),
         }
     }
@@ -284,6 +287,13 @@ const HEARTBEAT_MS: Field = field!(
     "1000",
     "How often a node refreshes its registration in Redis, in ms"
 );
+const SESSION_TTL_MS: Field = field!(
+    "session_ttl_ms",
+    "SESSION_TTL_MS",
+    U64,
+    "86400000",
+    "How long a session's data lives after its last use, in ms"
+);
 const LOG: Field = field!(
     "log",
     "LOG",
@@ -293,7 +303,7 @@ const LOG: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 17] = [
+const FIELDS: [&Field; 18] = [
     &REDIS_SERVER,
     &SERVER_HOST,
     &SERVER_PORT,
@@ -310,6 +320,7 @@ const FIELDS: [&Field; 17] = [
     &KEY_PREFIX,
     &NODE_TTL_MS,
     &HEARTBEAT_MS,
+    &SESSION_TTL_MS,
     &LOG,
 ];
 
@@ -369,13 +380,15 @@ struct Cli {
     node_ttl_ms: Option<String>,
     #[arg(long, value_name = "MS", help = HEARTBEAT_MS.help)]
     heartbeat_ms: Option<String>,
+    #[arg(long, value_name = "MS", help = SESSION_TTL_MS.help)]
+    session_ttl_ms: Option<String>,
     #[arg(long, value_name = "FILTER", help = LOG.help)]
     log: Option<String>,
 }
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 17] {
+    fn values(&self) -> [Option<&String>; 18] {
         [
             self.redis_server.as_ref(),
             self.server_host.as_ref(),
@@ -393,6 +406,7 @@ impl Cli {
             self.key_prefix.as_ref(),
             self.node_ttl_ms.as_ref(),
             self.heartbeat_ms.as_ref(),
+            self.session_ttl_ms.as_ref(),
             self.log.as_ref(),
         ]
     }
@@ -641,6 +655,7 @@ impl Settings {
             (SHUTDOWN_TIMEOUT_MS.env, self.shutdown_timeout_ms),
             (NODE_TTL_MS.env, self.node_ttl_ms),
             (HEARTBEAT_MS.env, self.heartbeat_ms),
+            (SESSION_TTL_MS.env, self.session_ttl_ms),
         ];
         for (name, value) in at_least_one {
             if value < 1 {
@@ -714,6 +729,10 @@ impl Settings {
 
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms)
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_millis(self.session_ttl_ms)
     }
 
     /// Every setting as (environment name, default as shown to people, meaning),
@@ -894,6 +913,7 @@ mod tests {
             ("KEY_PREFIX", ""),
             ("NODE_TTL_MS", "8"),
             ("HEARTBEAT_MS", "9"),
+            ("SESSION_TTL_MS", "10"),
             ("LOG", "rain_node=debug,warn"),
         ];
         let expected = Settings {
@@ -913,6 +933,7 @@ mod tests {
             key_prefix: String::new(),
             node_ttl_ms: 8,
             heartbeat_ms: 9,
+            session_ttl_ms: 10,
             log: "rain_node=debug,warn".into(),
         };
         assert_eq!(load(&[], &values).unwrap(), expected);

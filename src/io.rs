@@ -118,7 +118,12 @@ impl LocalNode for IoInner {
     fn deliver_to_socket(&self, namespace: &str, sid: &str, frames: &[Frame]) -> bool {
         self.existing(namespace)
             .and_then(|namespace| namespace.socket(sid))
-            .is_some_and(|socket| socket.session().send_frames(frames.iter().cloned()).is_ok())
+            .is_some_and(|socket| {
+                socket
+                    .engine_session()
+                    .send_frames(frames.iter().cloned())
+                    .is_ok()
+            })
     }
 
     fn deliver_with_ack(

@@ -18,6 +18,7 @@
 //! | [`io`] | the Socket.IO server: namespace registry (fixed and dynamic) |
 //! | [`namespace`] | a namespace's handler trait, local sockets and room index |
 //! | [`socket`] | a socket: emit, acks both ways, rooms, disconnect |
+//! | [`app_session`] | a client's session data, shared by every node (sliding TTL) |
 //! | [`broadcast`] | audiences (rooms, except) and encode-once broadcasts |
 //! | [`cluster`] | the cluster trait; embedded and Redis backends; wire format; key and channel names |
 //! | [`metrics`] | the Prometheus recorder and `/metrics` text |
@@ -50,6 +51,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod app_session;
 pub mod broadcast;
 pub mod client;
 pub mod cluster;

@@ -89,10 +89,12 @@ impl Namespace {
     }
 
     pub(crate) fn add_socket(&self, socket: Arc<Socket>) {
+        self.cluster.session_touch(socket.session_id());
         self.cluster.socket_connected(SocketRecord {
             namespace: self.name.to_string(),
             sid: socket.id().to_string(),
             node_id: self.cluster.node_id().to_string(),
+            session_id: socket.session_id().to_string(),
             rooms: Vec::new(),
             connected_at: socket.connected_at(),
         });
@@ -146,7 +148,11 @@ impl Namespace {
         let targets = self.local_targets(rooms, except);
         let mut delivered = 0;
         for socket in targets {
-            if socket.session().send_frames(frames.iter().cloned()).is_ok() {
+            if socket
+                .engine_session()
+                .send_frames(frames.iter().cloned())
+                .is_ok()
+            {
                 delivered += 1;
             }
         }
@@ -165,7 +171,7 @@ impl Namespace {
         let frames = frames(&packet, payload.attachments);
         match self.socket(sid) {
             Some(socket) => {
-                let _ = socket.session().send_frames(frames);
+                let _ = socket.engine_session().send_frames(frames);
             }
             None => self.cluster.emit_to_socket(&self.name, sid, frames),
         }
@@ -210,6 +216,7 @@ impl Namespace {
                 namespace: self.name.to_string(),
                 sid: socket.id().to_string(),
                 node_id: self.cluster.node_id().to_string(),
+                session_id: socket.session_id().to_string(),
                 rooms: socket.rooms(),
                 connected_at: socket.connected_at(),
             })

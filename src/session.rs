@@ -85,6 +85,9 @@ pub struct ConnectInfo {
     /// The query string of the handshake request, without the `?`.
     pub query: String,
     pub remote_addr: Option<SocketAddr>,
+    /// The client's session id from its `rain_session` cookie, or the one the
+    /// handshake just gave it in a `Set-Cookie`.
+    pub session_cookie: Option<String>,
 }
 
 /// One Engine.IO session.
@@ -280,6 +283,7 @@ mod tests {
         let info = ConnectInfo {
             query: String::new(),
             remote_addr: None,
+            session_cookie: None,
         };
         Arc::new(Session::new(
             "s".into(),

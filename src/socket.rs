@@ -15,6 +15,7 @@ use serde_json::Value;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
+use crate::app_session::{AppSession, valid_session_id};
 use crate::broadcast::Broadcast;
 use crate::namespace::Namespace;
 use crate::protocol::engineio::Frame;
@@ -109,6 +110,7 @@ pub enum AckError {
 #[derive(Debug)]
 pub struct Socket {
     id: Arc<str>,
+    session_id: Arc<str>,
     namespace: Arc<Namespace>,
     session: Arc<Session>,
     auth: Value,
@@ -126,8 +128,16 @@ impl Socket {
         session: Arc<Session>,
         auth: Value,
     ) -> Self {
+        let session_id = auth
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .filter(|id| valid_session_id(id))
+            .map(str::to_string)
+            .or_else(|| session.connect_info().session_cookie.clone())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         Socket {
             id,
+            session_id: session_id.into(),
             namespace,
             session,
             auth,
@@ -152,6 +162,17 @@ impl Socket {
         &self.namespace
     }
 
+    /// The client's session id: the CONNECT auth's `sessionId`, else its
+    /// `rain_session` cookie, else a fresh one.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// The client's session data, shared by every node.
+    pub fn session(&self) -> AppSession {
+        AppSession::new(self.session_id.clone(), self.namespace.cluster().clone())
+    }
+
     /// The auth payload of the CONNECT packet (`{}` when none was sent).
     pub fn auth(&self) -> &Value {
         &self.auth
@@ -170,7 +191,7 @@ impl Socket {
         self.connected.load(Ordering::Acquire)
     }
 
-    pub(crate) fn session(&self) -> &Arc<Session> {
+    pub(crate) fn engine_session(&self) -> &Arc<Session> {
         &self.session
     }
 

@@ -9,7 +9,8 @@ use std::sync::Weak;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use super::{
     AckBroadcast, BroadcastMessage, Cluster, ClusterError, LocalNode, RemoteOp, SocketRecord,
@@ -24,13 +25,49 @@ pub struct MemoryCluster {
     node_id: String,
     /// namespace → sid → record
     sockets: RwLock<HashMap<String, HashMap<String, SocketRecord>>>,
+    sessions: Mutex<Sessions>,
+    session_ttl: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Sessions {
+    /// id → (fields, expiry)
+    data: HashMap<String, (HashMap<String, String>, Instant)>,
+    /// Size after the last sweep of expired sessions; the next sweep runs when
+    /// the map has doubled, so sweeping costs O(1) per write on average.
+    swept_at: usize,
+}
+
+impl Sessions {
+    fn live(&mut self, id: &str, ttl: Duration) -> &mut HashMap<String, String> {
+        let now = Instant::now();
+        if self.data.len() >= 2 * self.swept_at.max(64) {
+            self.data.retain(|_, (_, expiry)| *expiry > now);
+            self.swept_at = self.data.len();
+        }
+        let entry = self
+            .data
+            .entry(id.to_string())
+            .or_insert_with(|| (HashMap::new(), now + ttl));
+        if entry.1 <= now {
+            entry.0.clear();
+        }
+        entry.1 = now + ttl;
+        &mut entry.0
+    }
 }
 
 impl MemoryCluster {
     pub fn new(node_id: String) -> Self {
+        Self::with_session_ttl(node_id, Duration::from_secs(86_400))
+    }
+
+    pub fn with_session_ttl(node_id: String, session_ttl: Duration) -> Self {
         MemoryCluster {
             node_id,
             sockets: RwLock::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
+            session_ttl,
         }
     }
 
@@ -121,6 +158,33 @@ impl Cluster for MemoryCluster {
         async move { Ok(records) }.boxed()
     }
 
+    fn session_load(
+        &self,
+        id: &str,
+    ) -> BoxFuture<'static, Result<HashMap<String, String>, ClusterError>> {
+        let fields = self.sessions.lock().live(id, self.session_ttl).clone();
+        async move { Ok(fields) }.boxed()
+    }
+
+    fn session_store(
+        &self,
+        id: &str,
+        fields: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<(), ClusterError>> {
+        self.sessions
+            .lock()
+            .live(id, self.session_ttl)
+            .extend(fields);
+        async { Ok(()) }.boxed()
+    }
+
+    fn session_touch(&self, id: &str) {
+        let mut sessions = self.sessions.lock();
+        if sessions.data.contains_key(id) {
+            sessions.live(id, self.session_ttl);
+        }
+    }
+
     fn flush(&self) -> BoxFuture<'static, ()> {
         async {}.boxed()
     }
@@ -141,6 +205,7 @@ mod tests {
             namespace: "/".into(),
             sid: "s1".into(),
             node_id: "n1".into(),
+            session_id: "x".into(),
             rooms: vec![],
             connected_at: 1,
         };
@@ -158,5 +223,26 @@ mod tests {
         );
         cluster.socket_disconnected("/", "s1");
         assert!(cluster.fetch_sockets("/", None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn sessions_keep_fields_until_they_expire() {
+        let cluster = MemoryCluster::with_session_ttl("n1".into(), Duration::from_millis(50));
+        cluster
+            .session_store("s", vec![("language".into(), "fr".into())])
+            .await
+            .unwrap();
+        cluster
+            .session_store("s", vec![("user".into(), "ann".into())])
+            .await
+            .unwrap();
+        let fields = cluster.session_load("s").await.unwrap();
+        assert_eq!(fields.get("language").map(String::as_str), Some("fr"));
+        assert_eq!(fields.get("user").map(String::as_str), Some("ann"));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(
+            cluster.session_load("s").await.unwrap().is_empty(),
+            "expired"
+        );
     }
 }

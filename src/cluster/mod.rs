@@ -17,6 +17,7 @@ pub mod memory;
 pub mod redis;
 pub mod wire;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ pub struct SocketRecord {
     pub namespace: String,
     pub sid: String,
     pub node_id: String,
+    /// The client's session (see `crate::app_session`).
+    pub session_id: String,
     pub rooms: Vec<String>,
     /// Milliseconds since the Unix epoch.
     pub connected_at: u64,
@@ -151,6 +154,19 @@ pub trait Cluster: Send + Sync + 'static {
         namespace: &str,
         room: Option<&str>,
     ) -> BoxFuture<'static, Result<Vec<SocketRecord>, ClusterError>>;
+    /// A session's fields (empty when it does not exist); extends its TTL.
+    fn session_load(
+        &self,
+        id: &str,
+    ) -> BoxFuture<'static, Result<HashMap<String, String>, ClusterError>>;
+    /// Sets some of a session's fields; extends its TTL.
+    fn session_store(
+        &self,
+        id: &str,
+        fields: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<(), ClusterError>>;
+    /// Extends a session's TTL (a socket using it connected).
+    fn session_touch(&self, id: &str);
     /// Resolves once everything asked of the cluster so far has taken effect
     /// (subscriptions made, state written).
     fn flush(&self) -> BoxFuture<'static, ()>;

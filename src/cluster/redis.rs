@@ -64,6 +64,7 @@ struct Shared {
     client: redis::Client,
     ttl: Duration,
     heartbeat: Duration,
+    session_ttl: Duration,
     started_at: u64,
     address: Mutex<String>,
     writes: mpsc::Sender<Write>,
@@ -142,6 +143,7 @@ impl RedisCluster {
             client,
             ttl: settings.node_ttl(),
             heartbeat: settings.heartbeat(),
+            session_ttl: settings.session_ttl(),
             started_at: now_millis(),
             address: Mutex::new(String::new()),
             writes,
@@ -390,6 +392,8 @@ impl Shared {
                 .arg(&self.node_id)
                 .arg("namespace")
                 .arg(&record.namespace)
+                .arg("session")
+                .arg(&record.session_id)
                 .arg("rooms")
                 .arg(rooms)
                 .arg("connected_at")
@@ -677,6 +681,7 @@ impl Cluster for RedisCluster {
                         namespace: namespace.clone(),
                         sid,
                         node_id: hash.get("node").cloned().unwrap_or_default(),
+                        session_id: hash.get("session").cloned().unwrap_or_default(),
                         rooms: hash
                             .get("rooms")
                             .and_then(|rooms| serde_json::from_str(rooms).ok())
@@ -693,6 +698,78 @@ impl Cluster for RedisCluster {
                 .unwrap_or(Err(ClusterError::NotReady))
         }
         .boxed()
+    }
+
+    fn session_load(
+        &self,
+        id: &str,
+    ) -> BoxFuture<'static, Result<HashMap<String, String>, ClusterError>> {
+        let shared = self.shared.clone();
+        let key = shared.keys.session(id);
+        async move {
+            let load = async {
+                let mut connection = shared
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|e| ClusterError::Redis(e.to_string()))?;
+                let (fields,): (HashMap<String, String>,) = redis::pipe()
+                    .hgetall(&key)
+                    .pexpire(&key, shared.session_ttl.as_millis() as i64)
+                    .ignore()
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(|e| ClusterError::Redis(e.to_string()))?;
+                Ok(fields)
+            };
+            tokio::time::timeout(OP_TIMEOUT, load)
+                .await
+                .unwrap_or(Err(ClusterError::NotReady))
+        }
+        .boxed()
+    }
+
+    fn session_store(
+        &self,
+        id: &str,
+        fields: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<(), ClusterError>> {
+        let shared = self.shared.clone();
+        let key = shared.keys.session(id);
+        async move {
+            if fields.is_empty() {
+                return Ok(());
+            }
+            let store = async {
+                let mut connection = shared
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|e| ClusterError::Redis(e.to_string()))?;
+                redis::pipe()
+                    .hset_multiple(&key, &fields)
+                    .ignore()
+                    .pexpire(&key, shared.session_ttl.as_millis() as i64)
+                    .ignore()
+                    .query_async::<()>(&mut connection)
+                    .await
+                    .map_err(|e| ClusterError::Redis(e.to_string()))
+            };
+            tokio::time::timeout(OP_TIMEOUT, store)
+                .await
+                .unwrap_or(Err(ClusterError::NotReady))
+        }
+        .boxed()
+    }
+
+    fn session_touch(&self, id: &str) {
+        let shared = &self.shared;
+        shared.command(
+            redis::cmd("PEXPIRE")
+                .arg(shared.keys.session(id))
+                .arg(shared.session_ttl.as_millis() as u64)
+                .to_owned(),
+        );
     }
 
     fn flush(&self) -> BoxFuture<'static, ()> {

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo as AxumConnectInfo, FromRequestParts, Query, State};
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -66,7 +66,7 @@ pub struct EngineQuery {
 
 /// The single entry point for `GET|POST {path}?EIO=4&transport=…`.
 pub async fn handle(State(engine): State<Engine>, request: Request<Body>) -> Response {
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let query = match Query::<EngineQuery>::try_from_uri(&parts.uri) {
         Ok(Query(query)) => query,
         Err(_) => return EngineError::BadRequest.into_response(),
@@ -78,10 +78,52 @@ pub async fn handle(State(engine): State<Engine>, request: Request<Body>) -> Res
         .extensions
         .get::<AxumConnectInfo<SocketAddr>>()
         .map(|AxumConnectInfo(addr)| *addr);
+    // A handshake without a session cookie gets one, so a browser keeps its
+    // session across reconnections to any node.
+    let cookie = session_cookie(&parts.headers);
+    let new_cookie = match (&cookie, &query.sid) {
+        (None, None) => Some(uuid::Uuid::new_v4().simple().to_string()),
+        _ => None,
+    };
     let info = ConnectInfo {
         query: parts.uri.query().unwrap_or_default().to_string(),
         remote_addr,
+        session_cookie: cookie.or_else(|| new_cookie.clone()),
     };
+    let mut response = route(engine, query, parts, body, info).await;
+    if let Some(id) = new_cookie
+        && (response.status().is_success() || response.status() == StatusCode::SWITCHING_PROTOCOLS)
+        && let Ok(value) = HeaderValue::from_str(&format!(
+            "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax"
+        ))
+    {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// The cookie that carries a client's session id.
+pub const SESSION_COOKIE: &str = "rain_session";
+
+/// A well-formed session id from the request's cookies.
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+        .find(|id| crate::app_session::valid_session_id(id))
+        .map(str::to_string)
+}
+
+async fn route(
+    engine: Engine,
+    query: EngineQuery,
+    mut parts: axum::http::request::Parts,
+    body: Body,
+    info: ConnectInfo,
+) -> Response {
     match query.transport.as_deref() {
         Some("polling") => match (query.sid, &parts.method) {
             (None, &Method::GET) => polling::open(&engine, info),
