@@ -75,6 +75,8 @@ struct Shared {
     subscription_work: Notify,
     pubsub_up: AtomicBool,
     heartbeat_ok: AtomicBool,
+    /// Wakes the heartbeat early (the node's address became known).
+    beat_now: Notify,
     local: OnceLock<Weak<dyn LocalNode>>,
     owners: Mutex<HashMap<String, String>>,
     acks: Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<Payload>>>>,
@@ -153,6 +155,7 @@ impl RedisCluster {
             subscription_work: Notify::new(),
             pubsub_up: AtomicBool::new(false),
             heartbeat_ok: AtomicBool::new(false),
+            beat_now: Notify::new(),
             local: OnceLock::new(),
             owners: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
@@ -460,6 +463,7 @@ impl Cluster for RedisCluster {
 
     fn set_address(&self, address: String) {
         *self.shared.address.lock() = address;
+        self.shared.beat_now.notify_one();
     }
 
     fn publish_broadcast(&self, message: BroadcastMessage) {
@@ -1020,9 +1024,8 @@ async fn heartbeat(weak: Weak<Shared>) {
         {
             tracing::warn!(%error, "could not purge dead nodes");
         }
-        let period = shared.heartbeat;
-        drop(shared);
-        tokio::time::sleep(period).await;
+        // Beat again after the period, or at once when woken.
+        let _ = tokio::time::timeout(shared.heartbeat, shared.beat_now.notified()).await;
     }
 }
 

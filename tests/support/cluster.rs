@@ -1,0 +1,1039 @@
+//! Helpers of the cluster tests (`tests/cluster.rs`): a private `redis-server` per
+//! test, `testbed` nodes pointed at it, a Prometheus text reader, a raw
+//! Socket.IO-over-websocket client, and a runner for the `tests/js_cluster` scripts.
+//!
+//! Never touches the Redis on port 6379: every test starts its own `redis-server`
+//! on a free port, without persistence, and kills it when done.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{Testbed, collect, spawn_testbed, tail};
+
+// ---------------------------------------------------------------------------
+// redis-server
+// ---------------------------------------------------------------------------
+
+/// A `redis-server` child process of this test, on its own port; killed on drop.
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free port of 127.0.0.1 and waits for `PING`.
+    pub fn start() -> RedisServer {
+        let check = Command::new("redis-server").arg("--version").output();
+        assert!(
+            matches!(&check, Ok(out) if out.status.success()),
+            "`redis-server` is not runnable ({check:?}): install it (`apt-get install redis-server`; \
+             .ci/run does this)"
+        );
+        let mut last_error = String::new();
+        // a free port can be taken by someone else between our probe and redis'
+        // bind: try a few
+        for _ in 0..5 {
+            let port = free_port();
+            assert_ne!(port, 6379, "never the shared Redis port");
+            let log = Arc::new(Mutex::new(String::new()));
+            let child = spawn_redis(port, &log);
+            let mut server = RedisServer {
+                port,
+                child: Some(child),
+                log,
+            };
+            match server.wait_ready(Duration::from_secs(5)) {
+                Ok(()) => return server,
+                Err(e) => {
+                    last_error = format!("{e}\n{}", server.log.lock().unwrap());
+                    server.stop();
+                }
+            }
+        }
+        panic!("could not start redis-server: {last_error}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A client for inspecting keys.
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("redis client")
+    }
+
+    /// An async connection (a fresh one: after a restart the old ones are dead).
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        self.client()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test's redis-server")
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty (no persistence), and waits for `PING`.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let child = spawn_redis(self.port, &self.log);
+            self.child = Some(child);
+            match self.wait_ready(Duration::from_secs(3)) {
+                Ok(()) => return,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!(
+                        "redis-server restart on {} failed ({e}); retrying",
+                        self.port
+                    );
+                    self.stop();
+                    thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!(
+                    "redis-server did not come back on port {}: {e}\n{}",
+                    self.port,
+                    self.log.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("redis-server exited: {status}"));
+                }
+            }
+            if ping(self.port) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("no PONG on port {} within {timeout:?}", self.port));
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_redis(port: u16, log: &Arc<Mutex<String>>) -> Child {
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ])
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start redis-server");
+    collect(child.stdout.take().unwrap(), log.clone());
+    collect(child.stderr.take().unwrap(), log.clone());
+    child
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().unwrap().port()
+}
+
+/// Whether a Redis on `port` answers `PING` with `+PONG`.
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_millis(200),
+    ) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(n) => buf[..n].starts_with(b"+PONG"),
+        Err(_) => false,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// nodes
+// ---------------------------------------------------------------------------
+
+pub const NODE_TTL_MS: u64 = 2000;
+pub const HEARTBEAT_MS: u64 = 500;
+
+/// A `testbed` node of a cluster; killed when dropped.
+pub struct Node {
+    pub id: String,
+    testbed: Testbed,
+}
+
+impl Node {
+    pub fn url(&self) -> &str {
+        self.testbed.url()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.testbed.pid()
+    }
+
+    pub fn testbed(&self) -> &Testbed {
+        &self.testbed
+    }
+
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        self.testbed.stderr_tail(lines)
+    }
+
+    /// SIGKILLs the process (no graceful shutdown); the guard stays valid.
+    pub fn kill9(&self) {
+        let status = Command::new("kill")
+            .args(["-9", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -9 {} failed", self.pid());
+    }
+
+    /// Resident memory of the process in KiB (`VmRSS` of /proc/PID/status).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// The node's `/metrics`.
+    pub async fn metrics(&self) -> Metrics {
+        let url = format!("{}/metrics", self.url());
+        let response = http()
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert!(
+            response.status().is_success(),
+            "GET {url}: {}",
+            response.status()
+        );
+        Metrics::parse(&response.text().await.expect("metrics body"))
+    }
+
+    /// The status code of `GET {node}{path}`, or `None` when it cannot be fetched.
+    pub async fn status_of(&self, path: &str) -> Option<u16> {
+        http_status(&format!("{}{path}", self.url())).await
+    }
+}
+
+/// The environment of every cluster node (besides `REDIS_SERVER` and `NODE_ID`).
+pub fn node_env() -> Vec<(String, String)> {
+    [
+        ("NODE_TTL_MS", NODE_TTL_MS.to_string()),
+        ("HEARTBEAT_MS", HEARTBEAT_MS.to_string()),
+        ("PING_INTERVAL_MS", "1000".into()),
+        ("PING_TIMEOUT_MS", "1000".into()),
+        ("CONNECT_TIMEOUT_MS", "5000".into()),
+        ("SHUTDOWN_TIMEOUT_MS", "1000".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Starts one node of the cluster at `redis_url` (`extra_env` overrides the defaults).
+pub fn spawn_node(redis_url: &str, node_id: &str, extra_env: &[(&str, &str)]) -> Node {
+    let mut env = vec![
+        ("REDIS_SERVER".to_string(), redis_url.to_string()),
+        ("NODE_ID".to_string(), node_id.to_string()),
+    ];
+    env.extend(node_env());
+    for (k, v) in extra_env {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Node {
+        id: node_id.to_string(),
+        testbed: spawn_testbed(&refs),
+    }
+}
+
+/// Starts several nodes at once (in parallel).
+pub fn spawn_nodes(redis_url: &str, ids: &[&str], extra_env: &[(&str, &str)]) -> Vec<Node> {
+    thread::scope(|scope| {
+        let handles: Vec<_> = ids
+            .iter()
+            .map(|id| scope.spawn(move || spawn_node(redis_url, id, extra_env)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("node start"))
+            .collect()
+    })
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+pub async fn http_status(url: &str) -> Option<u16> {
+    http()
+        .get(url)
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+// ---------------------------------------------------------------------------
+// Prometheus text
+// ---------------------------------------------------------------------------
+
+/// One sample: metric name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// One scrape of `/metrics`.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub text: String,
+    series: Vec<Sample>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut series = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let name_end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
+            let name = line[..name_end].to_string();
+            let mut rest = &line[name_end..];
+            let mut labels = Vec::new();
+            if rest.starts_with('{') {
+                let Some((parsed, after)) = parse_labels(&rest[1..]) else {
+                    continue;
+                };
+                labels = parsed;
+                rest = after;
+            }
+            let Some(value) = rest.split_whitespace().next() else {
+                continue;
+            };
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => match v.parse::<f64>() {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                },
+            };
+            series.push((name, labels, value));
+        }
+        Metrics {
+            text: text.to_string(),
+            series,
+        }
+    }
+
+    /// The sum of every series named `name` whose labels include `labels`; `None`
+    /// when there is none.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut found = None;
+        for (n, ls, v) in &self.series {
+            if n != name {
+                continue;
+            }
+            let matches = labels
+                .iter()
+                .all(|(k, want)| ls.iter().any(|(key, got)| key == k && got == want));
+            if matches {
+                *found.get_or_insert(0.0) += v;
+            }
+        }
+        found
+    }
+
+    /// A counter's value; a counter not exported yet (never incremented) is 0.
+    pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.value(name, labels).unwrap_or(0.0)
+    }
+
+    /// A gauge's value; panics (showing the scrape) when it is not exported.
+    pub fn gauge(&self, name: &str) -> f64 {
+        self.value(name, &[])
+            .unwrap_or_else(|| panic!("no `{name}` in /metrics:\n{}", self.text))
+    }
+}
+
+/// Parses `k="v",k2="v2"}` and returns the labels and what follows the `}`.
+fn parse_labels(mut s: &str) -> Option<(Vec<(String, String)>, &str)> {
+    let mut labels = Vec::new();
+    loop {
+        s = s.trim_start_matches([',', ' ']);
+        if let Some(rest) = s.strip_prefix('}') {
+            return Some((labels, rest));
+        }
+        let eq = s.find('=')?;
+        let key = s[..eq].trim().to_string();
+        let mut chars = s[eq + 1..].char_indices();
+        if chars.next()?.1 != '"' {
+            return None;
+        }
+        let mut value = String::new();
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in chars {
+            if escaped {
+                value.push(match c {
+                    'n' => '\n',
+                    c => c,
+                });
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                end = Some(eq + 1 + i + 1);
+                break;
+            } else {
+                value.push(c);
+            }
+        }
+        labels.push((key, value));
+        s = &s[end?..];
+    }
+}
+
+// ---------------------------------------------------------------------------
+// a raw Socket.IO client over websocket
+// ---------------------------------------------------------------------------
+
+/// Something the server sent to a [`SioClient`]: an event (`ack` set when the
+/// server asks for an acknowledgement), or one of the pseudo events `disconnect`
+/// (a Socket.IO DISCONNECT packet; args `["io server disconnect"]`),
+/// `connect_error` and `transport close` (the websocket ended).
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub name: String,
+    pub args: Vec<Value>,
+    pub ack: Option<u64>,
+}
+
+impl Incoming {
+    pub fn first(&self) -> Value {
+        self.args.first().cloned().unwrap_or(Value::Null)
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<Value>>>>>;
+
+/// A Socket.IO v5 client of the default namespace over a raw Engine.IO v4
+/// websocket: answers pings, matches acks, queues events.
+pub struct SioClient {
+    pub sid: String,
+    /// What the client connected to.
+    pub url: String,
+    out: mpsc::UnboundedSender<Message>,
+    events: mpsc::UnboundedReceiver<Incoming>,
+    backlog: VecDeque<Incoming>,
+    pending: Pending,
+    next_id: u64,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SioClient {
+    /// Connects to `node_url` (`http://127.0.0.1:PORT`), joins `/` and waits for the
+    /// testbed's `welcome`.
+    pub async fn connect(node_url: &str) -> SioClient {
+        let ws_url = format!(
+            "{}/socket.io/?EIO=4&transport=websocket",
+            node_url.replacen("http://", "ws://", 1)
+        );
+        let (ws, _) = tokio::time::timeout(Duration::from_secs(3), connect_async(&ws_url))
+            .await
+            .unwrap_or_else(|_| panic!("websocket to {ws_url} timed out"))
+            .unwrap_or_else(|e| panic!("websocket to {ws_url}: {e}"));
+        let (mut sink, mut stream) = ws.split();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel::<Incoming>();
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+
+        let writer = tokio::spawn(async move {
+            while let Some(message) = out_rx.recv().await {
+                let close = matches!(message, Message::Close(_));
+                if sink.send(message).await.is_err() || close {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let reader = {
+            let out_tx = out_tx.clone();
+            let pending = pending.clone();
+            tokio::spawn(async move {
+                while let Some(message) = stream.next().await {
+                    let text = match message {
+                        Ok(Message::Text(text)) => text.to_string(),
+                        Ok(Message::Close(_)) | Err(_) => break,
+                        Ok(_) => continue, // binary attachments are not used here
+                    };
+                    if text == "2" {
+                        let _ = out_tx.send(Message::text("3"));
+                        continue;
+                    }
+                    if let Some(packet) = text.strip_prefix('4') {
+                        if let Some(incoming) = parse_packet(packet, &pending) {
+                            let _ = ev_tx.send(incoming);
+                        }
+                    } else if text.starts_with('1') {
+                        break;
+                    }
+                }
+                let _ = ev_tx.send(Incoming {
+                    name: "transport close".into(),
+                    args: vec![],
+                    ack: None,
+                });
+            })
+        };
+
+        let mut client = SioClient {
+            sid: String::new(),
+            url: node_url.to_string(),
+            out: out_tx,
+            events: ev_rx,
+            backlog: VecDeque::new(),
+            pending,
+            next_id: 1,
+            tasks: vec![writer, reader],
+        };
+        client.send_raw("40");
+        let connect = client.next("connect", Duration::from_secs(3)).await;
+        let welcome = client.next("welcome", Duration::from_secs(3)).await;
+        client.sid = welcome.first()["sid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("welcome without sid: {welcome:?}"))
+            .to_string();
+        assert_eq!(
+            connect.first()["sid"].as_str(),
+            Some(client.sid.as_str()),
+            "CONNECT and welcome disagree on the sid"
+        );
+        client
+    }
+
+    pub fn send_raw(&self, text: &str) {
+        let _ = self.out.send(Message::text(text.to_string()));
+    }
+
+    /// Emits `event(args…)` without an ack.
+    pub fn emit(&self, event: &str, args: Vec<Value>) {
+        let mut array = vec![json!(event)];
+        array.extend(args);
+        self.send_raw(&format!("42{}", Value::Array(array)));
+    }
+
+    /// Emits `event(args…)` with an ack; the ack's arguments, or `Err` after `timeout`.
+    pub async fn call_timeout(
+        &mut self,
+        event: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap().insert(id, tx);
+        let mut array = vec![json!(event)];
+        array.extend(args);
+        self.send_raw(&format!("42{id}{}", Value::Array(array)));
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(args)) => Ok(args),
+            Ok(Err(_)) => Err(format!("{event}: the connection closed before the ack")),
+            Err(_) => {
+                self.pending.lock().unwrap().remove(&id);
+                Err(format!("{event}: no ack within {timeout:?}"))
+            }
+        }
+    }
+
+    /// Emits with an ack and returns the ack's first argument; panics after 3 s.
+    pub async fn call(&mut self, event: &str, arg: Value) -> Value {
+        let sid = self.sid.clone();
+        let args = self
+            .call_timeout(event, vec![arg], Duration::from_secs(3))
+            .await
+            .unwrap_or_else(|e| panic!("client {sid} on {}: {e}", self.url));
+        args.into_iter().next().unwrap_or(Value::Null)
+    }
+
+    /// Emits `event` with no arguments but an ack; the ack's first argument.
+    pub async fn call0(&mut self, event: &str) -> Value {
+        let sid = self.sid.clone();
+        let args = self
+            .call_timeout(event, vec![], Duration::from_secs(3))
+            .await
+            .unwrap_or_else(|e| panic!("client {sid} on {}: {e}", self.url));
+        args.into_iter().next().unwrap_or(Value::Null)
+    }
+
+    /// Answers an event the server sent with an ack id.
+    pub fn ack(&self, id: u64, args: Vec<Value>) {
+        self.send_raw(&format!("43{id}{}", Value::Array(args)));
+    }
+
+    async fn recv(&mut self, until: Instant) -> Option<Incoming> {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.events.recv()).await {
+            Ok(Some(incoming)) => Some(incoming),
+            Ok(None) => {
+                tokio::time::sleep(left).await;
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// The next `name` event (earlier ones of other names are kept for later);
+    /// `None` after `timeout`.
+    pub async fn try_next(&mut self, name: &str, timeout: Duration) -> Option<Incoming> {
+        if let Some(i) = self.backlog.iter().position(|e| e.name == name) {
+            return self.backlog.remove(i);
+        }
+        let until = Instant::now() + timeout;
+        while let Some(incoming) = self.recv(until).await {
+            if incoming.name == name {
+                return Some(incoming);
+            }
+            self.backlog.push_back(incoming);
+        }
+        None
+    }
+
+    /// The next `name` event; panics after `timeout`.
+    pub async fn next(&mut self, name: &str, timeout: Duration) -> Incoming {
+        match self.try_next(name, timeout).await {
+            Some(incoming) => incoming,
+            None => panic!(
+                "client {} on {}: no `{name}` within {timeout:?} (other events: {:?})",
+                self.sid,
+                self.url,
+                self.backlog.iter().map(|e| &e.name).collect::<Vec<_>>()
+            ),
+        }
+    }
+
+    /// Every `name` event that arrives within `window` (and any already queued).
+    pub async fn collect(&mut self, name: &str, window: Duration) -> Vec<Incoming> {
+        let mut got = Vec::new();
+        let until = Instant::now() + window;
+        let mut rest = VecDeque::new();
+        for e in self.backlog.drain(..) {
+            if e.name == name {
+                got.push(e);
+            } else {
+                rest.push_back(e);
+            }
+        }
+        self.backlog = rest;
+        while let Some(incoming) = self.recv(until).await {
+            if incoming.name == name {
+                got.push(incoming);
+            } else {
+                self.backlog.push_back(incoming);
+            }
+        }
+        got
+    }
+
+    /// Collects `name` events until `count` arrived or `timeout` passed.
+    pub async fn collect_n(
+        &mut self,
+        name: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<Incoming> {
+        let until = Instant::now() + timeout;
+        let mut got = Vec::new();
+        while got.len() < count {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.try_next(name, left).await {
+                Some(e) => got.push(e),
+                None => break,
+            }
+        }
+        got
+    }
+
+    /// Panics if a `name` event arrives within `window` (or is already queued).
+    pub async fn expect_none(&mut self, name: &str, window: Duration) {
+        let got = self.collect(name, window).await;
+        assert!(
+            got.is_empty(),
+            "client {} on {}: unexpected `{name}`: {got:?}",
+            self.sid,
+            self.url
+        );
+    }
+
+    /// Leaves the namespace (`41`) and closes the websocket politely.
+    pub async fn close(mut self) {
+        self.send_raw("41");
+        let _ = self.out.send(Message::Close(None));
+        let _ = self
+            .try_next("transport close", Duration::from_secs(1))
+            .await;
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Drops the TCP connection without any Socket.IO/Engine.IO/websocket goodbye.
+    pub fn drop_abruptly(mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for SioClient {
+    fn drop(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Parses a Socket.IO packet (the text after Engine.IO's `4`) for the default
+/// namespace; acks complete their pending call and yield nothing.
+fn parse_packet(packet: &str, pending: &Pending) -> Option<Incoming> {
+    let mut chars = packet.chars();
+    let kind = chars.next()?;
+    let mut rest = chars.as_str();
+    if matches!(kind, '5' | '6') {
+        // binary: `<attachments>-` first
+        let dash = rest.find('-')?;
+        rest = &rest[dash + 1..];
+    }
+    if rest.starts_with('/') {
+        rest = match rest.find(',') {
+            Some(comma) => &rest[comma + 1..],
+            None => "",
+        };
+    }
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let id: Option<u64> = rest[..digits].parse().ok();
+    let data: Value = if rest[digits..].is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&rest[digits..]).unwrap_or(Value::Null)
+    };
+    match kind {
+        '0' => Some(Incoming {
+            name: "connect".into(),
+            args: vec![data],
+            ack: None,
+        }),
+        '1' => Some(Incoming {
+            name: "disconnect".into(),
+            args: vec![json!("io server disconnect")],
+            ack: None,
+        }),
+        '4' => Some(Incoming {
+            name: "connect_error".into(),
+            args: vec![data],
+            ack: None,
+        }),
+        '2' | '5' => {
+            let mut array = match data {
+                Value::Array(a) => a,
+                _ => return None,
+            };
+            if array.is_empty() {
+                return None;
+            }
+            let name = array.remove(0).as_str()?.to_string();
+            Some(Incoming {
+                name,
+                args: array,
+                ack: id,
+            })
+        }
+        '3' | '6' => {
+            let args = match data {
+                Value::Array(a) => a,
+                _ => vec![],
+            };
+            if let Some(tx) = id.and_then(|id| pending.lock().unwrap().remove(&id)) {
+                let _ = tx.send(args);
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// waiting
+// ---------------------------------------------------------------------------
+
+/// Polls `check` every 50 ms until it returns `Ok`, or panics with its last
+/// `Err` message after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(message) => {
+                if started.elapsed() >= timeout {
+                    panic!("{what}: still not true after {timeout:?}: {message}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until at least `count` subscriber connections listen on `channel`
+/// (`PUBSUB NUMSUB`): a node's SUBSCRIBE is asynchronous, so a message published
+/// right after a join could otherwise legitimately miss it.
+pub async fn wait_subscribers(redis: &RedisServer, channel: &str, count: i64) {
+    let conn = redis.conn().await;
+    eventually(
+        Duration::from_secs(2),
+        &format!("{count} subscriber(s) on `{channel}`"),
+        || {
+            let mut conn = conn.clone();
+            async move {
+                let n = numsub(&mut conn, channel).await;
+                if n >= count {
+                    Ok(())
+                } else {
+                    Err(format!("PUBSUB NUMSUB says {n}"))
+                }
+            }
+        },
+    )
+    .await;
+}
+
+pub async fn numsub(conn: &mut redis::aio::MultiplexedConnection, channel: &str) -> i64 {
+    let reply: Vec<redis::Value> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(conn)
+        .await
+        .expect("PUBSUB NUMSUB");
+    match reply.get(1) {
+        Some(redis::Value::Int(n)) => *n,
+        other => panic!("unexpected PUBSUB NUMSUB reply {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// external client programs with the cluster's addresses
+// ---------------------------------------------------------------------------
+
+/// Runs `program args…` in `dir` with `NODE_A`, `NODE_B`, `NODE_C` (the nodes'
+/// URLs, in order), `REDIS_URL` and `envs` set; prints its output and panics unless
+/// it exits 0 within `timeout`. Returns its stdout.
+pub fn run_with_nodes(
+    nodes: &[&Node],
+    redis: &RedisServer,
+    program: &str,
+    args: &[&str],
+    dir: &Path,
+    envs: &[(&str, &str)],
+    timeout: Duration,
+) -> String {
+    let shown = format!("{program} {}", args.join(" "));
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(dir)
+        .env("REDIS_URL", redis.url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (node, var) in nodes.iter().zip(["NODE_A", "NODE_B", "NODE_C", "NODE_D"]) {
+        cmd.env(var, node.url());
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `{shown}`: {e} (is {program} installed?)"));
+    let stdout = Arc::new(Mutex::new(String::new()));
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let out_thread = collect(child.stdout.take().unwrap(), stdout.clone());
+    let err_thread = collect(child.stderr.take().unwrap(), stderr.clone());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the client") {
+            break Some(status);
+        }
+        if started.elapsed() >= timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let _ = out_thread.join();
+    let _ = err_thread.join();
+    let stdout = stdout.lock().unwrap().clone();
+    let stderr = stderr.lock().unwrap().clone();
+    println!("----- `{shown}` stdout -----\n{stdout}");
+    println!("----- `{shown}` stderr -----\n{}", tail(&stderr, 200));
+    println!("----- `{shown}` took {:.1?} -----", started.elapsed());
+    let Some(status) = status else {
+        panic!("`{shown}` did not finish within {timeout:?} and was killed");
+    };
+    assert!(
+        status.success(),
+        "`{shown}` failed ({status}); its output is above, the nodes' stderr below"
+    );
+    stdout
+}
+
+/// A child process whose stdout lines can be awaited one by one.
+pub struct LineChild {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    pub seen: Vec<String>,
+}
+
+impl LineChild {
+    pub fn spawn(mut cmd: Command) -> LineChild {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn child");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        collect(child.stderr.take().unwrap(), stderr.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LineChild {
+            child,
+            lines: rx,
+            stderr,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next stdout line starting with `prefix` (the rest of it); panics after `timeout`.
+    pub fn line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let until = Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_string();
+                    }
+                }
+                Err(_) => panic!(
+                    "no `{prefix}…` line within {timeout:?}; stdout so far:\n{}\nstderr:\n{}",
+                    self.seen.join("\n"),
+                    tail(&self.stderr.lock().unwrap(), 60)
+                ),
+            }
+        }
+    }
+
+    /// Waits for the exit; panics unless it is 0 within `timeout`.
+    pub fn wait_success(&mut self, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                while let Ok(line) = self.lines.try_recv() {
+                    self.seen.push(line);
+                }
+                assert!(
+                    status.success(),
+                    "the client exited with {status}; stdout:\n{}\nstderr:\n{}",
+                    self.seen.join("\n"),
+                    tail(&self.stderr.lock().unwrap(), 60)
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "the client did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+                self.seen.join("\n"),
+                tail(&self.stderr.lock().unwrap(), 60)
+            );
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for LineChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
