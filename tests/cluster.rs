@@ -21,8 +21,8 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use support::cluster::{
-    HEARTBEAT_MS, LineChild, NODE_TTL_MS, Node, RedisServer, SioClient, numsub, run_with_nodes,
-    spawn_nodes, wait_subscribers,
+    HEARTBEAT_MS, LineChild, NODE_TTL_MS, Node, RedisServer, SioClient, eventually, numsub,
+    run_with_nodes, spawn_nodes, wait_subscribers,
 };
 use support::{crate_dir, spawn_testbed};
 
@@ -206,6 +206,13 @@ fn js_remote_room_operations() {
 #[test]
 fn js_broadcast_with_ack() {
     run_js("acks.test.mjs");
+}
+
+/// Session data written on one node is read on another (auth `sessionId`, and
+/// the `rain_session` cookie the handshake sets).
+#[test]
+fn js_sessions_are_shared_across_nodes() {
+    run_js("session.test.mjs");
 }
 
 // ---------------------------------------------------------------------------
@@ -1075,4 +1082,62 @@ async fn embedded_node_serves_the_cluster_events_alone() {
         support::cluster::http_status(&format!("{}/readyz", testbed.url())).await,
         Some(200)
     );
+}
+
+// ---------------------------------------------------------------------------
+// Clean shutdown: a node leaves the registry at once, without waiting for its TTL
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_stopped_with_sigterm_deregisters_at_once() {
+    let redis = RedisServer::start();
+    // A TTL far longer than the test: only the node's own deregistration can
+    // remove it in time.
+    let long_ttl = [("NODE_TTL_MS", "60000")];
+    let nodes = spawn_nodes(&redis.url(), &["A", "C"], &long_ttl);
+    let client = SioClient::connect(nodes[1].url()).await;
+    let mut conn = redis.conn().await;
+    eventually(Duration::from_secs(3), "C's socket registered", || {
+        let mut conn = conn.clone();
+        async move {
+            let sids: Vec<String> = conn
+                .smembers("rain:node-sockets:C")
+                .await
+                .map_err(|e| e.to_string())?;
+            if sids.len() == 1 {
+                Ok(())
+            } else {
+                Err(format!("sockets of C: {sids:?}"))
+            }
+        }
+    })
+    .await;
+
+    let stopped = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &nodes[1].pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually(Duration::from_secs(3), "C deregistered", || {
+        let mut conn = conn.clone();
+        async move {
+            let e = |e: redis::RedisError| e.to_string();
+            let node: bool = conn.exists("rain:node:C").await.map_err(e)?;
+            let sockets: bool = conn.exists("rain:node-sockets:C").await.map_err(e)?;
+            let listed: Option<f64> = conn.zscore("rain:nodes", "C").await.map_err(e)?;
+            if !node && !sockets && listed.is_none() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "node key {node}, sockets key {sockets}, in nodes {listed:?}"
+                ))
+            }
+        }
+    })
+    .await;
+    assert!(stopped.elapsed() < Duration::from_secs(3));
+    let still_there: bool = conn.exists("rain:node:A").await.unwrap();
+    assert!(still_there, "A is untouched");
+    drop(client);
 }
