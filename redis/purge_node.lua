@@ -18,6 +18,12 @@ for _, sid in ipairs(sids) do
   end
   redis.call('DEL', conn)
 end
-redis.call('DEL', prefix .. 'node-sockets:' .. node, prefix .. 'node:' .. node)
+for _, component in ipairs(redis.call('SMEMBERS', prefix .. 'node-components:' .. node)) do
+  local id, version = string.match(component, '^(.*)@([^@]*)$')
+  if id then
+    redis.call('SREM', prefix .. 'component:' .. id .. ':' .. version .. ':nodes', node)
+  end
+end
+redis.call('DEL', prefix .. 'node-sockets:' .. node, prefix .. 'node:' .. node, prefix .. 'node-components:' .. node)
 redis.call('ZREM', prefix .. 'nodes', node)
 return #sids

@@ -142,6 +142,7 @@ impl Client {
         ));
         if let Err(message) = namespace.handler().authorize(&socket, socket.auth()) {
             self.send_packet(&Packet::connect_error(name, &message));
+            self.io.forget_if_unused(name);
             return;
         }
         self.sockets.lock().push(socket.clone());

@@ -66,6 +66,15 @@ pub struct Settings {
     pub heartbeat_ms: u64,
     /// How long a session's data lives after its last use (ms).
     pub session_ttl_ms: u64,
+    /// Built-in components this node hosts, as `id@version` (`echo@1.0`, `chat@1.0`).
+    pub components: Vec<String>,
+    /// A folder of component descriptors (`*.json`, HTTP backends) this node hosts.
+    pub components_dir: Option<String>,
+    /// `local` (this node's own handler when it hosts the component) or
+    /// `round-robin` (every live host in turn).
+    pub routing: String,
+    /// How long a routed event may wait for its handler's answer (ms).
+    pub route_timeout_ms: u64,
     /// `tracing` filter, e.g. `info` or `rain_node=debug`; `RUST_LOG` is used
     /// when `LOG` is not set.
     pub log: String,
@@ -91,6 +100,10 @@ impl Default for Settings {
             node_ttl_ms: 5_000,
             heartbeat_ms: 1_000,
             session_ttl_ms: 86_400_000,
+            components: vec!["echo@1.0".to_string(), "chat@1.0".to_string()],
+            components_dir: None,
+            routing: "local".to_string(),
+            route_timeout_ms: 10_000,
             log: "info".to_string(),
         }
     }
@@ -294,6 +307,34 @@ const SESSION_TTL_MS: Field = field!(
     "86400000",
     "How long a session's data lives after its last use, in ms"
 );
+const COMPONENTS: Field = field!(
+    "components",
+    "COMPONENTS",
+    List,
+    "echo@1.0,chat@1.0",
+    "Comma-separated built-in components this node hosts; empty hosts none"
+);
+const COMPONENTS_DIR: Field = field!(
+    "components_dir",
+    "COMPONENTS_DIR",
+    OptString,
+    "unset",
+    "Folder of component descriptors (*.json, HTTP backends) this node hosts"
+);
+const ROUTING: Field = field!(
+    "routing",
+    "ROUTING",
+    String,
+    "local",
+    "local: a node runs its own components' events; round-robin: every live host in turn"
+);
+const ROUTE_TIMEOUT_MS: Field = field!(
+    "route_timeout_ms",
+    "ROUTE_TIMEOUT_MS",
+    U64,
+    "10000",
+    "How long a routed event waits for its handler's answer, in ms"
+);
 const LOG: Field = field!(
     "log",
     "LOG",
@@ -303,7 +344,7 @@ const LOG: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 18] = [
+const FIELDS: [&Field; 22] = [
     &REDIS_SERVER,
     &SERVER_HOST,
     &SERVER_PORT,
@@ -321,6 +362,10 @@ const FIELDS: [&Field; 18] = [
     &NODE_TTL_MS,
     &HEARTBEAT_MS,
     &SESSION_TTL_MS,
+    &COMPONENTS,
+    &COMPONENTS_DIR,
+    &ROUTING,
+    &ROUTE_TIMEOUT_MS,
     &LOG,
 ];
 
@@ -382,13 +427,21 @@ struct Cli {
     heartbeat_ms: Option<String>,
     #[arg(long, value_name = "MS", help = SESSION_TTL_MS.help)]
     session_ttl_ms: Option<String>,
+    #[arg(long, value_name = "LIST", help = COMPONENTS.help)]
+    components: Option<String>,
+    #[arg(long, value_name = "DIR", help = COMPONENTS_DIR.help)]
+    components_dir: Option<String>,
+    #[arg(long, value_name = "MODE", help = ROUTING.help)]
+    routing: Option<String>,
+    #[arg(long, value_name = "MS", help = ROUTE_TIMEOUT_MS.help)]
+    route_timeout_ms: Option<String>,
     #[arg(long, value_name = "FILTER", help = LOG.help)]
     log: Option<String>,
 }
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 18] {
+    fn values(&self) -> [Option<&String>; 22] {
         [
             self.redis_server.as_ref(),
             self.server_host.as_ref(),
@@ -407,6 +460,10 @@ impl Cli {
             self.node_ttl_ms.as_ref(),
             self.heartbeat_ms.as_ref(),
             self.session_ttl_ms.as_ref(),
+            self.components.as_ref(),
+            self.components_dir.as_ref(),
+            self.routing.as_ref(),
+            self.route_timeout_ms.as_ref(),
             self.log.as_ref(),
         ]
     }
@@ -656,6 +713,7 @@ impl Settings {
             (NODE_TTL_MS.env, self.node_ttl_ms),
             (HEARTBEAT_MS.env, self.heartbeat_ms),
             (SESSION_TTL_MS.env, self.session_ttl_ms),
+            (ROUTE_TIMEOUT_MS.env, self.route_timeout_ms),
         ];
         for (name, value) in at_least_one {
             if value < 1 {
@@ -690,6 +748,13 @@ impl Settings {
                 NODE_ID.env,
                 format!("{:?}", self.node_id),
                 "must be non-empty and contain no whitespace",
+            ));
+        }
+        if self.routing != "local" && self.routing != "round-robin" {
+            return Err(invalid(
+                ROUTING.env,
+                format!("{:?}", self.routing),
+                "must be local or round-robin",
             ));
         }
         let path = &self.socketio_path;
@@ -733,6 +798,10 @@ impl Settings {
 
     pub fn session_ttl(&self) -> Duration {
         Duration::from_millis(self.session_ttl_ms)
+    }
+
+    pub fn route_timeout(&self) -> Duration {
+        Duration::from_millis(self.route_timeout_ms)
     }
 
     /// Every setting as (environment name, default as shown to people, meaning),
@@ -914,6 +983,10 @@ mod tests {
             ("NODE_TTL_MS", "8"),
             ("HEARTBEAT_MS", "9"),
             ("SESSION_TTL_MS", "10"),
+            ("COMPONENTS", "echo@1.0"),
+            ("COMPONENTS_DIR", "/srv/components"),
+            ("ROUTING", "round-robin"),
+            ("ROUTE_TIMEOUT_MS", "11"),
             ("LOG", "rain_node=debug,warn"),
         ];
         let expected = Settings {
@@ -934,6 +1007,10 @@ mod tests {
             node_ttl_ms: 8,
             heartbeat_ms: 9,
             session_ttl_ms: 10,
+            components: vec!["echo@1.0".into()],
+            components_dir: Some("/srv/components".into()),
+            routing: "round-robin".into(),
+            route_timeout_ms: 11,
             log: "rain_node=debug,warn".into(),
         };
         assert_eq!(load(&[], &values).unwrap(), expected);

@@ -17,13 +17,15 @@ use futures_util::future::BoxFuture;
 
 use crate::broadcast::{Broadcast, ask_local};
 use crate::client::Client;
-use crate::cluster::{AckBroadcast, Cluster, LocalNode, RemoteOp, SocketRecord, Target};
+use crate::cluster::{
+    AckBroadcast, BroadcastMessage, Cluster, LocalNode, RemoteOp, Routed, SocketRecord, Target,
+};
 use crate::config::Settings;
 use crate::engine::{EngineHandler, SessionHandler};
 use crate::namespace::{Namespace, NamespaceHandler};
 use crate::protocol::engineio::Frame;
 use crate::session::{CloseReason, Session};
-use crate::socket::Payload;
+use crate::socket::{Payload, event_packet, frames};
 
 type NamePattern = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
@@ -39,6 +41,14 @@ pub(crate) struct IoInner {
     cluster: Arc<dyn Cluster>,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     patterns: RwLock<Vec<(NamePattern, Arc<dyn NamespaceHandler>)>>,
+    routed: std::sync::OnceLock<Arc<dyn RoutedHandler>>,
+    /// Names registered with [`SocketIo::namespace`] (never dropped).
+    fixed: RwLock<std::collections::HashSet<String>>,
+}
+
+/// Receives the Mothership's messages that reach this node.
+pub trait RoutedHandler: Send + Sync + 'static {
+    fn routed(&self, message: Routed);
 }
 
 impl SocketIo {
@@ -49,6 +59,8 @@ impl SocketIo {
             cluster: cluster.clone(),
             namespaces: RwLock::new(HashMap::new()),
             patterns: RwLock::new(Vec::new()),
+            routed: std::sync::OnceLock::new(),
+            fixed: RwLock::new(Default::default()),
         });
         let local: Weak<dyn LocalNode> = Arc::downgrade(&inner) as Weak<dyn LocalNode>;
         cluster.attach(local);
@@ -62,6 +74,7 @@ impl SocketIo {
             Arc::new(handler),
             self.inner.cluster.clone(),
         ));
+        self.inner.fixed.write().insert(name.to_string());
         self.inner
             .namespaces
             .write()
@@ -93,6 +106,61 @@ impl SocketIo {
 
     pub fn cluster(&self) -> &Arc<dyn Cluster> {
         &self.inner.cluster
+    }
+
+    /// Sets what handles the Mothership's messages (once).
+    pub fn set_routed_handler(&self, handler: Arc<dyn RoutedHandler>) {
+        let _ = self.inner.routed.set(handler);
+    }
+
+    /// Emits to one socket of a namespace, on whichever node it is.
+    pub fn emit_to(&self, namespace: &str, sid: &str, event: &str, payload: Payload) {
+        match self.of(namespace) {
+            Some(local) => local.emit_to(sid, event, payload),
+            None => {
+                let packet = event_packet(
+                    namespace,
+                    event,
+                    payload.args,
+                    None,
+                    payload.attachments.len(),
+                );
+                self.inner.cluster.emit_to_socket(
+                    namespace,
+                    sid,
+                    frames(&packet, payload.attachments),
+                );
+            }
+        }
+    }
+
+    /// Broadcasts to rooms of a namespace (all of it when `rooms` is empty) on
+    /// every node, whether or not this node serves that namespace.
+    pub fn broadcast_to(
+        &self,
+        namespace: &str,
+        rooms: &[String],
+        except: &[String],
+        event: &str,
+        payload: Payload,
+    ) {
+        let packet = event_packet(
+            namespace,
+            event,
+            payload.args,
+            None,
+            payload.attachments.len(),
+        );
+        let frames = frames(&packet, payload.attachments);
+        if let Some(local) = self.of(namespace) {
+            local.deliver_local(rooms, except, &frames);
+        }
+        self.inner.cluster.publish_broadcast(BroadcastMessage {
+            namespace: namespace.to_string(),
+            rooms: rooms.to_vec(),
+            except: except.to_vec(),
+            frames,
+        });
     }
 
     pub(crate) fn engine_handler(&self) -> Arc<dyn EngineHandler> {
@@ -142,6 +210,13 @@ impl LocalNode for IoInner {
         }
     }
 
+    fn routed(&self, message: Routed) {
+        match self.routed.get() {
+            Some(handler) => handler.routed(message),
+            None => tracing::debug!("a routed message arrived but this node has no Mothership"),
+        }
+    }
+
     fn snapshot(&self) -> Vec<SocketRecord> {
         let namespaces: Vec<Arc<Namespace>> = self.namespaces.read().values().cloned().collect();
         namespaces
@@ -152,6 +227,21 @@ impl LocalNode for IoInner {
 }
 
 impl IoInner {
+    /// Drops a namespace created from a pattern once nobody uses it, so refused
+    /// connections to made-up names leave nothing behind.
+    pub(crate) fn forget_if_unused(&self, name: &str) {
+        if self.fixed.read().contains(name) {
+            return;
+        }
+        let mut namespaces = self.namespaces.write();
+        if namespaces
+            .get(name)
+            .is_some_and(|namespace| namespace.local_socket_count() == 0)
+        {
+            namespaces.remove(name);
+        }
+    }
+
     fn existing(&self, namespace: &str) -> Option<Arc<Namespace>> {
         self.namespaces.read().get(namespace).cloned()
     }

@@ -20,7 +20,10 @@
 //! | [`socket`] | a socket: emit, acks both ways, rooms, disconnect |
 //! | [`app_session`] | a client's session data, shared by every node (sliding TTL) |
 //! | [`broadcast`] | audiences (rooms, except) and encode-once broadcasts |
+//! | [`component`] | components: descriptors, versions, the `Component` trait, HTTP backends, demos |
+//! | [`mothership`] | component channels, routing to hosts (round-robin), `/core`, logging |
 //! | [`cluster`] | the cluster trait; embedded and Redis backends; wire format; key and channel names |
+//! | [`api`] | the HTTP API for backends: `POST /api/emit` |
 //! | [`metrics`] | the Prometheus recorder and `/metrics` text |
 //! | [`server`] | binding, routes (`/socket.io/`, `/healthz`, `/readyz`, `/metrics`), CORS, shutdown |
 //!
@@ -51,14 +54,17 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
 pub mod app_session;
 pub mod broadcast;
 pub mod client;
 pub mod cluster;
+pub mod component;
 pub mod config;
 pub mod engine;
 pub mod io;
 pub mod metrics;
+pub mod mothership;
 pub mod namespace;
 pub mod protocol;
 pub mod server;

@@ -204,6 +204,7 @@ fn router(settings: &Settings, engine: Engine, io: SocketIo) -> Result<Router, S
                 }
             }),
         );
+    let router = router.merge(crate::api::routes(io));
     Ok(router.layer(cors(&settings.cors_origins)?))
 }
 

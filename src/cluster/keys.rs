@@ -52,6 +52,46 @@ impl Keys {
         &self.prefix
     }
 
+    /// List of a named history (e.g. a chat room's recent messages), newest first.
+    pub fn history(&self, name: &str) -> String {
+        format!("{}history:{name}", self.prefix)
+    }
+
+    /// Set of every registered component, as `id@version`.
+    pub fn components(&self) -> String {
+        format!("{}components", self.prefix)
+    }
+
+    /// Hash of a component's descriptor (`descriptor`: its JSON).
+    pub fn component(&self, id: &str, version: &str) -> String {
+        format!("{}component:{id}:{version}", self.prefix)
+    }
+
+    /// Set of the live hosts (node ids) of a component.
+    pub fn component_nodes(&self, id: &str, version: &str) -> String {
+        format!("{}component:{id}:{version}:nodes", self.prefix)
+    }
+
+    /// The round-robin cursor of a component.
+    pub fn round_robin(&self, id: &str, version: &str) -> String {
+        format!("{}rr:{id}:{version}", self.prefix)
+    }
+
+    /// Set of the components (`id@version`) a node hosts (purged with the node).
+    pub fn node_components(&self, node_id: &str) -> String {
+        format!("{}node-components:{node_id}", self.prefix)
+    }
+
+    /// Set of the providers (`id@version`) of an intent.
+    pub fn intent(&self, category: &str, action: &str) -> String {
+        format!("{}intent:{category}:{action}", self.prefix)
+    }
+
+    /// Hash of one rendered instance (component, version, node, created, state).
+    pub fn instance(&self, instance_id: &str) -> String {
+        format!("{}instance:{instance_id}", self.prefix)
+    }
+
     /// Hash of one session's data; sliding TTL.
     pub fn session(&self, session_id: &str) -> String {
         format!("{}session:{session_id}", self.prefix)

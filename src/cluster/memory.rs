@@ -4,7 +4,7 @@
 //! cluster-wide queries answer the same way with or without Redis. There are no
 //! other nodes, so a broadcast or a remote operation has nowhere else to go.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Weak;
 
 use futures_util::FutureExt;
@@ -13,11 +13,13 @@ use parking_lot::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::{
-    AckBroadcast, BroadcastMessage, Cluster, ClusterError, LocalNode, RemoteOp, SocketRecord,
-    Target,
+    AckBroadcast, BroadcastMessage, Cluster, ClusterError, ComponentInfo, LocalNode, RemoteOp,
+    Routed, SocketRecord, Target,
 };
+use crate::component::Descriptor;
 use crate::protocol::engineio::Frame;
 use crate::socket::Payload;
+use std::sync::OnceLock;
 
 /// The in-process cluster of one node.
 #[derive(Debug)]
@@ -27,6 +29,10 @@ pub struct MemoryCluster {
     sockets: RwLock<HashMap<String, HashMap<String, SocketRecord>>>,
     sessions: Mutex<Sessions>,
     session_ttl: Duration,
+    histories: Mutex<HashMap<String, VecDeque<String>>>,
+    components: RwLock<Vec<Descriptor>>,
+    instances: Mutex<HashMap<String, Vec<(String, String)>>>,
+    local: OnceLock<Weak<dyn LocalNode>>,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +74,10 @@ impl MemoryCluster {
             sockets: RwLock::new(HashMap::new()),
             sessions: Mutex::new(Sessions::default()),
             session_ttl,
+            histories: Mutex::new(HashMap::new()),
+            components: RwLock::new(Vec::new()),
+            instances: Mutex::new(HashMap::new()),
+            local: OnceLock::new(),
         }
     }
 
@@ -96,7 +106,9 @@ impl Cluster for MemoryCluster {
         true
     }
 
-    fn attach(&self, _local: Weak<dyn LocalNode>) {}
+    fn attach(&self, local: Weak<dyn LocalNode>) {
+        let _ = self.local.set(local);
+    }
 
     fn publish_broadcast(&self, _message: BroadcastMessage) {}
 
@@ -183,6 +195,66 @@ impl Cluster for MemoryCluster {
         if sessions.data.contains_key(id) {
             sessions.live(id, self.session_ttl);
         }
+    }
+
+    fn history_append(
+        &self,
+        name: &str,
+        entry: String,
+        keep: usize,
+    ) -> BoxFuture<'static, Result<(), ClusterError>> {
+        let mut histories = self.histories.lock();
+        let history = histories.entry(name.to_string()).or_default();
+        history.push_back(entry);
+        while history.len() > keep {
+            history.pop_front();
+        }
+        async { Ok(()) }.boxed()
+    }
+
+    fn history(&self, name: &str) -> BoxFuture<'static, Result<Vec<String>, ClusterError>> {
+        let entries: Vec<String> = self
+            .histories
+            .lock()
+            .get(name)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default();
+        async move { Ok(entries) }.boxed()
+    }
+
+    fn register_components(&self, descriptors: Vec<Descriptor>) {
+        self.components.write().extend(descriptors);
+    }
+
+    fn components(&self) -> Vec<ComponentInfo> {
+        self.components
+            .read()
+            .iter()
+            .map(|descriptor| ComponentInfo {
+                descriptor: descriptor.clone(),
+                hosts: vec![self.node_id.clone()],
+            })
+            .collect()
+    }
+
+    fn pick_host(&self, component: &str) -> BoxFuture<'static, Option<String>> {
+        let hosted = self.components.read().iter().any(|d| d.key() == component);
+        let node = hosted.then(|| self.node_id.clone());
+        async move { node }.boxed()
+    }
+
+    // There is only this node: the message is delivered here, on its own task
+    // as it would be coming from Redis.
+    fn route(&self, _node: &str, message: Routed) {
+        if let Some(local) = self.local.get().and_then(Weak::upgrade) {
+            tokio::spawn(async move { local.routed(message) });
+        }
+    }
+
+    fn record_instance(&self, instance_id: &str, fields: Vec<(String, String)>) {
+        self.instances
+            .lock()
+            .insert(instance_id.to_string(), fields);
     }
 
     fn flush(&self) -> BoxFuture<'static, ()> {

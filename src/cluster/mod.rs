@@ -24,6 +24,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use thiserror::Error;
 
+use crate::component::{Descriptor, Effects};
 use crate::config::Settings;
 use crate::protocol::engineio::Frame;
 use crate::socket::Payload;
@@ -80,6 +81,61 @@ pub enum RemoteOp {
     Disconnect,
 }
 
+/// A component as the cluster knows it: its descriptor and its live hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentInfo {
+    pub descriptor: Descriptor,
+    pub hosts: Vec<String>,
+}
+
+/// Messages of the Mothership between the node holding a client's socket and
+/// the node running a component's handler.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Routed {
+    /// An event for a component's handler; the answer goes back to `from`.
+    Request {
+        request: u64,
+        from: String,
+        component: String,
+        namespace: String,
+        channel: String,
+        event: String,
+        args_json: String,
+        socket: String,
+        session: String,
+        instance: Option<String>,
+        /// Create an instance on the handling node first (a `render`).
+        create_instance: bool,
+    },
+    /// A handler's answer: `ok` → `value_json` is the ack's data, else its error.
+    Reply {
+        request: u64,
+        ok: bool,
+        value_json: String,
+        effects: Effects,
+    },
+    /// A client connected to (or left) one of a component's channels.
+    Lifecycle {
+        connected: bool,
+        from: String,
+        component: String,
+        namespace: String,
+        channel: String,
+        socket: String,
+        session: String,
+    },
+    /// A client's log line, for the node that rendered its instance.
+    Log {
+        level: String,
+        message: String,
+        error: Option<String>,
+        instance: Option<String>,
+        namespace: String,
+        socket: String,
+        session: String,
+    },
+}
+
 /// Errors of the cluster layer.
 #[derive(Debug, Error)]
 pub enum ClusterError {
@@ -115,6 +171,8 @@ pub trait LocalNode: Send + Sync + 'static {
     fn apply(&self, namespace: &str, target: &Target, op: &RemoteOp);
     /// Every local socket, with its rooms.
     fn snapshot(&self) -> Vec<SocketRecord>;
+    /// A Mothership message for this node.
+    fn routed(&self, message: Routed);
 }
 
 /// Shared state and messaging between nodes.
@@ -167,6 +225,26 @@ pub trait Cluster: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), ClusterError>>;
     /// Extends a session's TTL (a socket using it connected).
     fn session_touch(&self, id: &str);
+    /// Appends an entry to a named history (a list), keeping the newest `keep`.
+    fn history_append(
+        &self,
+        name: &str,
+        entry: String,
+        keep: usize,
+    ) -> BoxFuture<'static, Result<(), ClusterError>>;
+    /// A named history, oldest first.
+    fn history(&self, name: &str) -> BoxFuture<'static, Result<Vec<String>, ClusterError>>;
+    /// This node hosts these components: announce them (and their intents).
+    fn register_components(&self, descriptors: Vec<Descriptor>);
+    /// Every component known in the cluster, with its live hosts (a cached view,
+    /// refreshed on changes and on every heartbeat).
+    fn components(&self) -> Vec<ComponentInfo>;
+    /// A live host of a component (`id@version`), round-robin cluster-wide.
+    fn pick_host(&self, component: &str) -> BoxFuture<'static, Option<String>>;
+    /// Sends a Mothership message to a node (this one included).
+    fn route(&self, node: &str, message: Routed);
+    /// Records an instance (`instance:{id}`).
+    fn record_instance(&self, instance_id: &str, fields: Vec<(String, String)>);
     /// Resolves once everything asked of the cluster so far has taken effect
     /// (subscriptions made, state written).
     fn flush(&self) -> BoxFuture<'static, ()>;

@@ -32,6 +32,8 @@ use super::{
     AckBroadcast, BroadcastMessage, Cluster, ClusterError, LocalNode, RemoteOp, SocketRecord,
     Target, now_millis,
 };
+use super::{ComponentInfo, Routed};
+use crate::component::Descriptor;
 use crate::config::Settings;
 use crate::protocol::engineio::Frame;
 use crate::socket::Payload;
@@ -51,6 +53,7 @@ const OWNER_CACHE: usize = 64 * 1024;
 const ACK_GRACE: Duration = Duration::from_millis(250);
 
 const PURGE_NODE: &str = include_str!("../../redis/purge_node.lua");
+const PICK_HOST: &str = include_str!("../../redis/pick_host.lua");
 
 /// The Redis-backed cluster.
 pub struct RedisCluster {
@@ -81,6 +84,11 @@ struct Shared {
     owners: Mutex<HashMap<String, String>>,
     acks: Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<Payload>>>>,
     purge: redis::Script,
+    pick: redis::Script,
+    /// The components this node hosts.
+    hosted: Mutex<Vec<Descriptor>>,
+    /// The cluster's components and their hosts, as last read from Redis.
+    registry: parking_lot::RwLock<Vec<ComponentInfo>>,
 }
 
 enum Write {
@@ -160,6 +168,9 @@ impl RedisCluster {
             owners: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
             purge: redis::Script::new(PURGE_NODE),
+            pick: redis::Script::new(PICK_HOST),
+            hosted: Mutex::new(Vec::new()),
+            registry: parking_lot::RwLock::new(Vec::new()),
         });
         tokio::spawn(writer(shared.clone(), write_queue));
         tokio::spawn(director(shared.clone(), directed_queue));
@@ -339,7 +350,13 @@ impl Shared {
             Message::NodeDown { node } => {
                 tracing::info!(node, "node down");
                 self.owners.lock().retain(|_, owner| *owner != node);
+                self.beat_now.notify_one();
             }
+            Message::ComponentsChanged { node } => {
+                tracing::debug!(node, "components changed");
+                self.beat_now.notify_one();
+            }
+            Message::Routed(routed) => local.routed(routed),
         }
     }
 
@@ -363,8 +380,91 @@ impl Shared {
         Some(owner)
     }
 
+    /// Commands that announce hosted components and their intents.
+    fn component_commands(&self, descriptors: &[Descriptor]) -> Vec<redis::Cmd> {
+        let mut commands = Vec::new();
+        for descriptor in descriptors {
+            let key = descriptor.key();
+            let version = descriptor.version.to_string();
+            let json = serde_json::to_string(descriptor).unwrap_or_default();
+            commands.push(
+                redis::cmd("SADD")
+                    .arg(self.keys.components())
+                    .arg(&key)
+                    .to_owned(),
+            );
+            commands.push(
+                redis::cmd("HSET")
+                    .arg(self.keys.component(&descriptor.id, &version))
+                    .arg("descriptor")
+                    .arg(json)
+                    .to_owned(),
+            );
+            commands.push(
+                redis::cmd("SADD")
+                    .arg(self.keys.component_nodes(&descriptor.id, &version))
+                    .arg(&self.node_id)
+                    .to_owned(),
+            );
+            commands.push(
+                redis::cmd("SADD")
+                    .arg(self.keys.node_components(&self.node_id))
+                    .arg(&key)
+                    .to_owned(),
+            );
+            for intent in &descriptor.intents {
+                commands.push(
+                    redis::cmd("SADD")
+                        .arg(self.keys.intent(&intent.category, &intent.action))
+                        .arg(&key)
+                        .to_owned(),
+                );
+            }
+        }
+        commands
+    }
+
+    /// Reads the cluster's components and their hosts into the cached view.
+    async fn refresh_registry(&self) -> Result<(), redis::RedisError> {
+        let mut connection = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
+        let keys: Vec<String> = connection.smembers(self.keys.components()).await?;
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            let Some((id, version)) = key.rsplit_once('@') else {
+                continue;
+            };
+            pipe.hget(self.keys.component(id, version), "descriptor");
+            pipe.smembers(self.keys.component_nodes(id, version));
+        }
+        let answers: Vec<redis::Value> = pipe.query_async(&mut connection).await?;
+        let mut registry = Vec::new();
+        for pair in answers.chunks(2) {
+            let [descriptor, hosts] = pair else { continue };
+            let descriptor: Option<String> = redis::from_redis_value(descriptor).ok();
+            let mut hosts: Vec<String> = redis::from_redis_value(hosts).unwrap_or_default();
+            if let Some(descriptor) =
+                descriptor.and_then(|json| serde_json::from_str::<Descriptor>(&json).ok())
+            {
+                hosts.sort();
+                registry.push(ComponentInfo { descriptor, hosts });
+            }
+        }
+        *self.registry.write() = registry;
+        Ok(())
+    }
+
     /// Writes the node's whole local state again, in order with every other write.
     async fn register_local_state(&self) {
+        let hosted = self.hosted.lock().clone();
+        for command in self.component_commands(&hosted) {
+            if self.writes.send(Write::Command(command)).await.is_err() {
+                return;
+            }
+        }
         let Some(local) = self.local() else { return };
         let records = local.snapshot();
         tracing::info!(sockets = records.len(), "registering local state in Redis");
@@ -776,6 +876,124 @@ impl Cluster for RedisCluster {
         );
     }
 
+    fn history_append(
+        &self,
+        name: &str,
+        entry: String,
+        keep: usize,
+    ) -> BoxFuture<'static, Result<(), ClusterError>> {
+        let shared = self.shared.clone();
+        let key = shared.keys.history(name);
+        async move {
+            let append = async {
+                let mut connection = shared
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|e| ClusterError::Redis(e.to_string()))?;
+                redis::pipe()
+                    .lpush(&key, entry)
+                    .ignore()
+                    .ltrim(&key, 0, keep as isize - 1)
+                    .ignore()
+                    .query_async::<()>(&mut connection)
+                    .await
+                    .map_err(|e| ClusterError::Redis(e.to_string()))
+            };
+            tokio::time::timeout(OP_TIMEOUT, append)
+                .await
+                .unwrap_or(Err(ClusterError::NotReady))
+        }
+        .boxed()
+    }
+
+    fn history(&self, name: &str) -> BoxFuture<'static, Result<Vec<String>, ClusterError>> {
+        let shared = self.shared.clone();
+        let key = shared.keys.history(name);
+        async move {
+            let read = async {
+                let mut connection = shared
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|e| ClusterError::Redis(e.to_string()))?;
+                let mut entries: Vec<String> = connection
+                    .lrange(&key, 0, -1)
+                    .await
+                    .map_err(|e| ClusterError::Redis(e.to_string()))?;
+                entries.reverse();
+                Ok(entries)
+            };
+            tokio::time::timeout(OP_TIMEOUT, read)
+                .await
+                .unwrap_or(Err(ClusterError::NotReady))
+        }
+        .boxed()
+    }
+
+    fn register_components(&self, descriptors: Vec<Descriptor>) {
+        let shared = &self.shared;
+        for command in shared.component_commands(&descriptors) {
+            shared.command(command);
+        }
+        shared.hosted.lock().extend(descriptors);
+        let changed = Message::ComponentsChanged {
+            node: shared.node_id.clone(),
+        };
+        shared.publish(shared.keys.control_channel(), &changed, "node");
+    }
+
+    fn components(&self) -> Vec<ComponentInfo> {
+        self.shared.registry.read().clone()
+    }
+
+    fn pick_host(&self, component: &str) -> BoxFuture<'static, Option<String>> {
+        let shared = self.shared.clone();
+        let component = component.to_string();
+        async move {
+            let (id, version) = component.rsplit_once('@')?;
+            let pick = async {
+                let mut connection = shared.pool.get().await.ok()?;
+                let host: Option<String> = shared
+                    .pick
+                    .key(shared.keys.component_nodes(id, version))
+                    .key(shared.keys.round_robin(id, version))
+                    .invoke_async(&mut connection)
+                    .await
+                    .ok()?;
+                host
+            };
+            tokio::time::timeout(OP_TIMEOUT, pick).await.ok().flatten()
+        }
+        .boxed()
+    }
+
+    fn route(&self, node: &str, message: Routed) {
+        let shared = &self.shared;
+        if node == shared.node_id {
+            // No need to go through Redis to reach this node.
+            if let Some(local) = shared.local() {
+                tokio::spawn(async move { local.routed(message) });
+            }
+            return;
+        }
+        shared.publish(
+            shared.keys.node_channel(node),
+            &Message::Routed(message),
+            "node",
+        );
+    }
+
+    fn record_instance(&self, instance_id: &str, fields: Vec<(String, String)>) {
+        let shared = &self.shared;
+        let mut command = redis::cmd("HSET");
+        command.arg(shared.keys.instance(instance_id));
+        for (field, value) in fields {
+            command.arg(field).arg(value);
+        }
+        shared.command(command);
+    }
+
     fn flush(&self) -> BoxFuture<'static, ()> {
         let shared = self.shared.clone();
         async move {
@@ -1023,6 +1241,13 @@ async fn heartbeat(weak: Weak<Shared>) {
                 .unwrap_or(Ok(()))
         {
             tracing::warn!(%error, "could not purge dead nodes");
+        }
+        if ok
+            && let Err(error) = tokio::time::timeout(OP_TIMEOUT, shared.refresh_registry())
+                .await
+                .unwrap_or(Ok(()))
+        {
+            tracing::warn!(%error, "could not read the component registry");
         }
         // Beat again after the period, or at once when woken.
         let _ = tokio::time::timeout(shared.heartbeat, shared.beat_now.notified()).await;

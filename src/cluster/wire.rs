@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::{RemoteOp, Target};
+use super::{RemoteOp, Routed, Target};
 use crate::protocol::engineio::Frame;
 use crate::socket::Payload;
 
@@ -115,6 +115,10 @@ pub enum Message {
     },
     /// A node was found dead and purged (control channel).
     NodeDown { node: String },
+    /// A node registered components (control channel).
+    ComponentsChanged { node: String },
+    /// A Mothership message (node channel).
+    Routed(Routed),
 }
 
 #[derive(Debug, Error)]

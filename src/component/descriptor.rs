@@ -1,0 +1,285 @@
+//! A component's descriptor (RAIN's `meta.json`) and versions.
+//!
+//! Owns parsing and checking descriptors, and version matching: `1` and `1.2`
+//! are fragments that match the newest registered `1.x` / `1.2.x`. Does not own
+//! where descriptors come from (see `super::registry`) or handlers.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Errors in a descriptor or a version.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DescriptorError {
+    #[error("invalid version {0:?}: expected major.minor[.micro]")]
+    Version(String),
+    #[error("invalid component id {0:?}: letters, digits, '-' and '_' only")]
+    Id(String),
+    #[error("invalid channel name {0:?}: letters, digits, '-' and '_' only")]
+    Channel(String),
+    #[error("component {0} has no channels")]
+    NoChannels(String),
+    #[error("cannot read descriptor {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("no built-in component {0:?} (there are echo@1.0 and chat@1.0)")]
+    UnknownBuiltin(String),
+    #[error("component {0} is hosted twice")]
+    Duplicate(String),
+}
+
+/// `major.minor[.micro]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+    pub micro: Option<u32>,
+}
+
+impl Version {
+    fn key(&self) -> (u32, u32, u32) {
+        (self.major, self.minor, self.micro.unwrap_or(0))
+    }
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key()
+            .cmp(&other.key())
+            .then(self.micro.is_some().cmp(&other.micro.is_some()))
+    }
+}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl FromStr for Version {
+    type Err = DescriptorError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || DescriptorError::Version(text.to_string());
+        let parts: Vec<&str> = text.split('.').collect();
+        if !(2..=3).contains(&parts.len()) {
+            return Err(bad());
+        }
+        let number = |part: &str| {
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            part.parse::<u32>().map_err(|_| bad())
+        };
+        Ok(Version {
+            major: number(parts[0])?,
+            minor: number(parts[1])?,
+            micro: parts.get(2).map(|p| number(p)).transpose()?,
+        })
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.micro {
+            Some(micro) => write!(f, "{}.{}.{micro}", self.major, self.minor),
+            None => write!(f, "{}.{}", self.major, self.minor),
+        }
+    }
+}
+
+impl Serialize for Version {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Whether `version` is what a channel's version text asks for: the exact
+/// version, or a fragment (`1`, `1.2`) of it.
+pub fn version_matches(requested: &str, version: &Version) -> bool {
+    let parts: Vec<&str> = requested.split('.').collect();
+    let numbers = [Some(version.major), Some(version.minor), version.micro];
+    !parts.is_empty()
+        && parts.len() <= 3
+        && parts
+            .iter()
+            .zip(numbers)
+            .all(|(part, number)| number.is_some_and(|n| part.parse::<u32>() == Ok(n)))
+}
+
+/// An intent a component serves: `category`/`action`, answered by its `provider`
+/// event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    pub category: String,
+    pub action: String,
+    pub provider: String,
+}
+
+/// How a component's events are handled, when it is not a Rust component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HandlerSpec {
+    /// Each event is POSTed as JSON to `url`; the JSON answer is the ack.
+    Http {
+        url: String,
+        #[serde(default = "default_timeout_ms")]
+        timeout_ms: u64,
+    },
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+/// A component's descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Descriptor {
+    pub id: String,
+    pub version: Version,
+    pub channels: Vec<String>,
+    #[serde(default)]
+    pub intents: Vec<Intent>,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// Absent for components registered from Rust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<HandlerSpec>,
+}
+
+impl Descriptor {
+    /// `id@version`, the name the registry and intents use.
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.id, self.version)
+    }
+
+    pub fn validate(&self) -> Result<(), DescriptorError> {
+        let name_ok = |name: &str| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !name_ok(&self.id) || self.id == "core" {
+            return Err(DescriptorError::Id(self.id.clone()));
+        }
+        if self.channels.is_empty() {
+            return Err(DescriptorError::NoChannels(self.id.clone()));
+        }
+        if let Some(bad) = self.channels.iter().find(|c| !name_ok(c)) {
+            return Err(DescriptorError::Channel(bad.clone()));
+        }
+        Ok(())
+    }
+
+    /// Reads and checks a JSON descriptor file.
+    pub fn from_file(path: &std::path::Path) -> Result<Descriptor, DescriptorError> {
+        let read = |reason: String| DescriptorError::Read {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
+        let descriptor: Descriptor =
+            serde_json::from_str(&text).map_err(|e| read(e.to_string()))?;
+        descriptor.validate()?;
+        Ok(descriptor)
+    }
+}
+
+/// A parsed component channel name, `/{id}/{version}/{channel}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelName<'a> {
+    pub id: &'a str,
+    pub version: &'a str,
+    pub channel: &'a str,
+}
+
+impl<'a> ChannelName<'a> {
+    pub fn parse(namespace: &'a str) -> Option<ChannelName<'a>> {
+        let mut parts = namespace.strip_prefix('/')?.split('/');
+        let (id, version, channel) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || id.is_empty() || version.is_empty() || channel.is_empty() {
+            return None;
+        }
+        Some(ChannelName {
+            id,
+            version,
+            channel,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(text: &str) -> Version {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn versions_parse_order_and_match_fragments() {
+        assert_eq!(v("1.2").to_string(), "1.2");
+        assert_eq!(v("1.2.3").to_string(), "1.2.3");
+        assert!("1".parse::<Version>().is_err());
+        assert!("1.x".parse::<Version>().is_err());
+        assert!("1.2.3.4".parse::<Version>().is_err());
+        assert!(v("1.10") > v("1.9"));
+        assert!(v("2.0") > v("1.99.99"));
+        assert!(version_matches("1", &v("1.4")));
+        assert!(version_matches("1.4", &v("1.4.2")));
+        assert!(version_matches("1.4.2", &v("1.4.2")));
+        assert!(!version_matches("1.4.2", &v("1.4")));
+        assert!(!version_matches("2", &v("1.4")));
+        assert!(!version_matches("1.x", &v("1.4")));
+    }
+
+    #[test]
+    fn descriptors_are_checked() {
+        let json = r#"{"id":"chat","version":"1.0","channels":["main"],
+            "intents":[{"category":"talk","action":"say","provider":"say"}],
+            "handler":{"kind":"http","url":"http://127.0.0.1:9/x"}}"#;
+        let descriptor: Descriptor = serde_json::from_str(json).unwrap();
+        descriptor.validate().unwrap();
+        assert_eq!(descriptor.key(), "chat@1.0");
+        assert_eq!(
+            descriptor.handler,
+            Some(HandlerSpec::Http {
+                url: "http://127.0.0.1:9/x".into(),
+                timeout_ms: 5000
+            })
+        );
+        let mut bad = descriptor.clone();
+        bad.id = "core".into();
+        assert!(bad.validate().is_err());
+        bad.id = "a/b".into();
+        assert!(bad.validate().is_err());
+        let mut empty = descriptor;
+        empty.channels.clear();
+        assert!(empty.validate().is_err());
+    }
+
+    #[test]
+    fn channel_names_parse() {
+        assert_eq!(
+            ChannelName::parse("/chat/1/room"),
+            Some(ChannelName {
+                id: "chat",
+                version: "1",
+                channel: "room"
+            })
+        );
+        assert_eq!(ChannelName::parse("/chat/1"), None);
+        assert_eq!(ChannelName::parse("/chat/1/room/x"), None);
+        assert_eq!(ChannelName::parse("/core"), None);
+    }
+}
