@@ -235,6 +235,19 @@ impl Shared {
         self.interest.lock().contains_key(channel)
     }
 
+    /// A local socket joined (or left) a room: interest, the room's set, and the
+    /// socket's record of its rooms.
+    fn membership(&self, namespace: &str, room: &str, sid: &str, rooms: &[String], joined: bool) {
+        self.interest(self.keys.room_channel(namespace, room), joined);
+        let op = if joined { "SADD" } else { "SREM" };
+        self.command(set_command(
+            op,
+            self.keys.room_sockets(namespace, room),
+            sid,
+        ));
+        self.command(rooms_command(&self.keys, sid, rooms));
+    }
+
     fn channel_kind(&self, channel: &str) -> &'static str {
         let prefix = self.keys.prefix();
         let rest = channel.strip_prefix(prefix).unwrap_or(channel);
@@ -387,12 +400,7 @@ impl Shared {
             let key = descriptor.key();
             let version = descriptor.version.to_string();
             let json = serde_json::to_string(descriptor).unwrap_or_default();
-            commands.push(
-                redis::cmd("SADD")
-                    .arg(self.keys.components())
-                    .arg(&key)
-                    .to_owned(),
-            );
+            commands.push(set_command("SADD", self.keys.components(), &key));
             commands.push(
                 redis::cmd("HSET")
                     .arg(self.keys.component(&descriptor.id, &version))
@@ -400,25 +408,22 @@ impl Shared {
                     .arg(json)
                     .to_owned(),
             );
-            commands.push(
-                redis::cmd("SADD")
-                    .arg(self.keys.component_nodes(&descriptor.id, &version))
-                    .arg(&self.node_id)
-                    .to_owned(),
-            );
-            commands.push(
-                redis::cmd("SADD")
-                    .arg(self.keys.node_components(&self.node_id))
-                    .arg(&key)
-                    .to_owned(),
-            );
+            commands.push(set_command(
+                "SADD",
+                self.keys.component_nodes(&descriptor.id, &version),
+                &self.node_id,
+            ));
+            commands.push(set_command(
+                "SADD",
+                self.keys.node_components(&self.node_id),
+                &key,
+            ));
             for intent in &descriptor.intents {
-                commands.push(
-                    redis::cmd("SADD")
-                        .arg(self.keys.intent(&intent.category, &intent.action))
-                        .arg(&key)
-                        .to_owned(),
-                );
+                commands.push(set_command(
+                    "SADD",
+                    self.keys.intent(&intent.category, &intent.action),
+                    &key,
+                ));
             }
         }
         commands
@@ -475,10 +480,11 @@ impl Shared {
                 }
             }
             for room in &record.rooms {
-                let command = redis::cmd("SADD")
-                    .arg(self.keys.room_sockets(&record.namespace, room))
-                    .arg(&record.sid)
-                    .to_owned();
+                let command = set_command(
+                    "SADD",
+                    self.keys.room_sockets(&record.namespace, room),
+                    &record.sid,
+                );
                 if self.writes.send(Write::Command(command)).await.is_err() {
                     return;
                 }
@@ -502,14 +508,12 @@ impl Shared {
                 .arg("connected_at")
                 .arg(record.connected_at)
                 .to_owned(),
-            redis::cmd("SADD")
-                .arg(self.keys.node_sockets(&self.node_id))
-                .arg(&record.sid)
-                .to_owned(),
-            redis::cmd("SADD")
-                .arg(self.keys.namespace_sockets(&record.namespace))
-                .arg(&record.sid)
-                .to_owned(),
+            set_command("SADD", self.keys.node_sockets(&self.node_id), &record.sid),
+            set_command(
+                "SADD",
+                self.keys.namespace_sockets(&record.namespace),
+                &record.sid,
+            ),
         ]
     }
 
@@ -711,42 +715,24 @@ impl Cluster for RedisCluster {
         let shared = &self.shared;
         shared.interest(shared.keys.namespace_channel(namespace), false);
         shared.command(redis::cmd("DEL").arg(shared.keys.conn(sid)).to_owned());
-        shared.command(
-            redis::cmd("SREM")
-                .arg(shared.keys.node_sockets(&shared.node_id))
-                .arg(sid)
-                .to_owned(),
-        );
-        shared.command(
-            redis::cmd("SREM")
-                .arg(shared.keys.namespace_sockets(namespace))
-                .arg(sid)
-                .to_owned(),
-        );
+        shared.command(set_command(
+            "SREM",
+            shared.keys.node_sockets(&shared.node_id),
+            sid,
+        ));
+        shared.command(set_command(
+            "SREM",
+            shared.keys.namespace_sockets(namespace),
+            sid,
+        ));
     }
 
     fn room_joined(&self, namespace: &str, room: &str, sid: &str, rooms: &[String]) {
-        let shared = &self.shared;
-        shared.interest(shared.keys.room_channel(namespace, room), true);
-        shared.command(
-            redis::cmd("SADD")
-                .arg(shared.keys.room_sockets(namespace, room))
-                .arg(sid)
-                .to_owned(),
-        );
-        shared.command(rooms_command(&shared.keys, sid, rooms));
+        self.shared.membership(namespace, room, sid, rooms, true);
     }
 
     fn room_left(&self, namespace: &str, room: &str, sid: &str, rooms: &[String]) {
-        let shared = &self.shared;
-        shared.interest(shared.keys.room_channel(namespace, room), false);
-        shared.command(
-            redis::cmd("SREM")
-                .arg(shared.keys.room_sockets(namespace, room))
-                .arg(sid)
-                .to_owned(),
-        );
-        shared.command(rooms_command(&shared.keys, sid, rooms));
+        self.shared.membership(namespace, room, sid, rooms, false);
     }
 
     fn fetch_sockets(
@@ -1050,6 +1036,15 @@ impl Cluster for RedisCluster {
         }
         .boxed()
     }
+}
+
+/// `SADD` or `SREM` of one member.
+fn set_command(
+    op: &str,
+    key: impl redis::ToRedisArgs,
+    member: impl redis::ToRedisArgs,
+) -> redis::Cmd {
+    redis::cmd(op).arg(key).arg(member).to_owned()
 }
 
 fn rooms_command(keys: &Keys, sid: &str, rooms: &[String]) -> redis::Cmd {
