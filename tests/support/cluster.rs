@@ -1037,3 +1037,142 @@ impl Drop for LineChild {
         let _ = self.child.wait();
     }
 }
+
+// ---------------------------------------------------------------------------
+// the real `rain-node` binary as a cluster node
+// ---------------------------------------------------------------------------
+
+/// Starts the program at `path` the way [`spawn_testbed`] starts the testbed:
+/// an empty environment (`PATH`, `HOME`), `SERVER_HOST=127.0.0.1`,
+/// `SERVER_PORT=0`, `RAIN_TESTBED_LOG` as `LOG`, then `envs`; waits for its
+/// `rain-node listening on …` line. Its stderr (the logs) is captured.
+pub fn spawn_program(path: &Path, envs: &[(&str, &str)]) -> Testbed {
+    const READY: &str = "rain-node listening on ";
+    let mut cmd = Command::new(path);
+    cmd.env_clear();
+    for key in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(key) {
+            cmd.env(key, value);
+        }
+    }
+    cmd.env("SERVER_HOST", "127.0.0.1").env("SERVER_PORT", "0");
+    if let Some(filter) = std::env::var_os("RAIN_TESTBED_LOG") {
+        cmd.env("LOG", filter);
+    }
+    for (key, value) in envs {
+        cmd.env(key, value);
+    }
+    cmd.current_dir(super::crate_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+    let stderr = Arc::new(Mutex::new(String::new()));
+    collect(child.stderr.take().unwrap(), stderr.clone());
+    let stdout_rest = Arc::new(Mutex::new(String::new()));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<String>();
+    {
+        let out = child.stdout.take().unwrap();
+        let rest = stdout_rest.clone();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(out);
+            let mut line = String::new();
+            let mut ready_tx = Some(ready_tx);
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if let Some(url) = line.trim_end().strip_prefix(READY) {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(url.trim().to_string());
+                        continue;
+                    }
+                }
+                rest.lock().unwrap().push_str(&line);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let url = loop {
+        if let Ok(url) = ready_rx.recv_timeout(Duration::from_millis(100)) {
+            break url;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            thread::sleep(Duration::from_millis(50));
+            panic!(
+                "{} exited ({status}) before printing `{READY}…`.\nstdout:\n{}\nstderr:\n{}",
+                path.display(),
+                stdout_rest.lock().unwrap(),
+                tail(&stderr.lock().unwrap(), 200)
+            );
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{} did not print `{READY}…` within 20 s.\nstdout:\n{}\nstderr:\n{}",
+                path.display(),
+                stdout_rest.lock().unwrap(),
+                tail(&stderr.lock().unwrap(), 200)
+            );
+        }
+    };
+    assert!(
+        url.starts_with("http://"),
+        "unexpected listening line: `{READY}{url}`"
+    );
+    Testbed {
+        child,
+        url: url.trim_end_matches('/').to_string(),
+        stderr,
+        stdout: stdout_rest,
+    }
+}
+
+/// Starts the `rain-node` binary at `binary` (an integration test has it as
+/// `env!("CARGO_BIN_EXE_rain-node")`) as node `node_id` of the cluster at
+/// `redis_url`, with [`node_env`] and `extra_env` (which overrides it; an empty
+/// value is passed as empty, e.g. `COMPONENTS=""` hosts nothing).
+pub fn spawn_binary_node(
+    binary: &str,
+    redis_url: &str,
+    node_id: &str,
+    extra_env: &[(&str, &str)],
+) -> Node {
+    let mut env = vec![
+        ("REDIS_SERVER".to_string(), redis_url.to_string()),
+        ("NODE_ID".to_string(), node_id.to_string()),
+    ];
+    env.extend(node_env());
+    for (k, v) in extra_env {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Node {
+        id: node_id.to_string(),
+        testbed: spawn_program(Path::new(binary), &refs),
+    }
+}
+
+/// Starts several `rain-node` processes at once: `(node id, its extra env)` each.
+pub fn spawn_binary_nodes(
+    binary: &str,
+    redis_url: &str,
+    nodes: &[(&str, Vec<(&str, &str)>)],
+) -> Vec<Node> {
+    thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|(id, env)| scope.spawn(move || spawn_binary_node(binary, redis_url, id, env)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("node start"))
+            .collect()
+    })
+}
