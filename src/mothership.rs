@@ -128,9 +128,10 @@ impl Inner {
             .max_by(|a, b| a.descriptor.version.cmp(&b.descriptor.version))
     }
 
-    /// The node to run a component's handler on, if any is live.
-    async fn target(&self, component: &str) -> Option<String> {
-        if self.routing == Routing::PreferLocal && self.hosted.contains_key(component) {
+    /// The node to run a component's handler on, if any is live. Renders always
+    /// go round-robin: they create instances, which should spread over the hosts.
+    async fn target(&self, component: &str, render: bool) -> Option<String> {
+        if !render && self.routing == Routing::PreferLocal && self.hosted.contains_key(component) {
             return Some(self.node_id.clone());
         }
         self.io.cluster().pick_host(component).await
@@ -147,7 +148,7 @@ impl Inner {
             outcome: Err(json!({ "error": "component unavailable", "component": component })),
             effects: Effects::default(),
         };
-        let Some(node) = self.target(component).await else {
+        let Some(node) = self.target(component, request.create_instance).await else {
             return unavailable();
         };
         let id: u64 = rand::random();
@@ -286,7 +287,7 @@ impl Inner {
             .unwrap_or_default();
         let (socket_id, session) = (socket.id().to_string(), socket.session_id().to_string());
         tokio::spawn(async move {
-            if let Some(node) = inner.target(&component).await {
+            if let Some(node) = inner.target(&component, false).await {
                 inner.io.cluster().route(
                     &node,
                     Routed::Lifecycle {
