@@ -323,10 +323,14 @@ impl Inner {
             socket: socket.id().to_string(),
             session: socket.session_id().to_string(),
         };
+        // A rendering node hosts the rendered component, so a live one is in
+        // the registry; a line for a node that is gone is logged here instead
+        // of being published to nobody.
         let node = instance
             .as_deref()
             .and_then(|id| id.rsplit_once(':'))
             .map(|(node, _)| node.to_string())
+            .filter(|node| *node == self.node_id || self.is_live_host(node))
             .unwrap_or_else(|| self.node_id.clone());
         self.io.cluster().route(&node, routed);
         Ok(())
@@ -481,6 +485,7 @@ impl NamespaceHandler for ComponentChannel {
     fn on_connect(&self, socket: &Arc<Socket>) {
         if let Some((info, channel)) = self.component(socket)
             && channel != LOGGING
+            && info.descriptor.wants_lifecycle()
         {
             self.0.lifecycle(socket, info.descriptor.key(), true);
         }
@@ -489,6 +494,7 @@ impl NamespaceHandler for ComponentChannel {
     fn on_disconnect(&self, socket: &Arc<Socket>, _reason: crate::socket::DisconnectReason) {
         if let Some((info, channel)) = self.component(socket)
             && channel != LOGGING
+            && info.descriptor.wants_lifecycle()
         {
             self.0.lifecycle(socket, info.descriptor.key(), false);
         }
@@ -626,6 +632,15 @@ impl NamespaceHandler for CoreChannel {
 }
 
 impl Inner {
+    /// Whether `node` hosts any component, as far as the registry knows.
+    fn is_live_host(&self, node: &str) -> bool {
+        self.io
+            .cluster()
+            .components()
+            .iter()
+            .any(|info| info.hosts.iter().any(|host| host == node))
+    }
+
     /// The component (`id@version`, newest with a live host) and event that
     /// serve an intent.
     fn provider(&self, category: &str, action: &str) -> Option<(String, String)> {

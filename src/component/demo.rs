@@ -61,6 +61,7 @@ fn demo_descriptor(id: &str, intent: Intent) -> Descriptor {
         intents: vec![intent],
         permissions: Vec::new(),
         handler: None,
+        lifecycle: Some(false),
     }
 }
 

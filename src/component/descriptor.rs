@@ -154,9 +154,20 @@ pub struct Descriptor {
     /// Absent for components registered from Rust.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handler: Option<HandlerSpec>,
+    /// Whether the component is told of clients connecting to and leaving its
+    /// channels (`on_connect`/`on_disconnect`). Each notice is routed to a host
+    /// like an event, so components that ignore them say no. HTTP backends are
+    /// told unless their descriptor says `"lifecycle": false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<bool>,
 }
 
 impl Descriptor {
+    /// Whether connect/disconnect notices are routed to the component.
+    pub fn wants_lifecycle(&self) -> bool {
+        self.lifecycle.unwrap_or(self.handler.is_some())
+    }
+
     /// `id@version`, the name the registry and intents use.
     pub fn key(&self) -> String {
         format!("{}@{}", self.id, self.version)

@@ -312,6 +312,7 @@ mod tests {
                 url: url.into(),
                 timeout_ms,
             }),
+            lifecycle: None,
         }
     }
 

@@ -169,15 +169,51 @@ impl Emitter {
         self.io.emit_to(namespace, sid, event, Payload::new(args));
     }
 
-    /// An event to every member of a room of a namespace, on every node.
+    /// An event to every member of a room of a namespace, on every node. For a
+    /// component channel, members who connected through another name of the same
+    /// version (`/chat/1/main`, `/chat/1.0/main`) get it too.
     pub fn to_room(&self, namespace: &str, room: &str, event: &str, args: Vec<Value>) {
-        self.io.broadcast_to(
-            namespace,
-            &[room.to_string()],
-            &[],
-            event,
-            Payload::new(args),
-        );
+        let payload = Payload::new(args);
+        for alias in self.aliases(namespace) {
+            self.io
+                .broadcast_to(&alias, &[room.to_string()], &[], event, payload.clone());
+        }
+    }
+
+    /// Every name of a component channel that resolves to the same version as
+    /// `namespace` does now (just `namespace` for other namespaces).
+    fn aliases(&self, namespace: &str) -> Vec<String> {
+        let Some(name) = ChannelName::parse(namespace) else {
+            return vec![namespace.to_string()];
+        };
+        let known = self.io.cluster().components();
+        let newest = |fragment: &str| {
+            known
+                .iter()
+                .filter(|info| {
+                    info.descriptor.id == name.id
+                        && descriptor::version_matches(fragment, &info.descriptor.version)
+                })
+                .map(|info| info.descriptor.version)
+                .max()
+        };
+        let Some(version) = newest(name.version) else {
+            return vec![namespace.to_string()];
+        };
+        let mut fragments = vec![
+            version.major.to_string(),
+            format!("{}.{}", version.major, version.minor),
+        ];
+        fragments.extend(version.micro.map(|_| version.to_string()));
+        let mut aliases: Vec<String> = fragments
+            .into_iter()
+            .filter(|fragment| newest(fragment) == Some(version))
+            .map(|fragment| format!("/{}/{fragment}/{}", name.id, name.channel))
+            .collect();
+        if !aliases.iter().any(|alias| alias == namespace) {
+            aliases.push(namespace.to_string());
+        }
+        aliases
     }
 
     /// An event to every socket of a namespace, on every node.

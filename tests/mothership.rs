@@ -1,0 +1,1306 @@
+//! Mothership integration tests: component routing across real `rain-node`
+//! processes.
+//!
+//! Every test starts its own `redis-server` on a free port (never 6379) and the
+//! `rain-node` binary as nodes A, B, C (`NODE_TTL_MS=2000`, `HEARTBEAT_MS=500`),
+//! each with its own `COMPONENTS` / `COMPONENTS_DIR` / `ROUTING`. The client side
+//! is the official socket.io-client, driven through `tests/js_mothership/bridge.mjs`
+//! (one JSON request per line, clients kept across requests), so the Rust side
+//! keeps process control: Redis inspection, node stderr (client logs), HTTP
+//! backends (axum, on their own runtime so stopping one closes every connection),
+//! and `kill -9`.
+//!
+//! Acks follow RAIN: `(error | null, data)`.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use support::cluster::{HEARTBEAT_MS, NODE_TTL_MS, Node, RedisServer, spawn_binary_nodes};
+use support::crate_dir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rain-node");
+/// `ROUTE_TIMEOUT_MS` of every node here.
+const ROUTE_TIMEOUT_MS: u64 = 2000;
+
+const SETUP_HINT: &str = "run `scripts/test` once (it installs the test clients: \
+     `npm ci` in tests/js)";
+
+// ---------------------------------------------------------------------------
+// cluster set-up
+// ---------------------------------------------------------------------------
+
+/// Starts a Redis and one `rain-node` per `(id, extra env)`, in parallel.
+fn start(nodes: &[(&str, Vec<(&str, &str)>)]) -> (RedisServer, Vec<Node>) {
+    tokio::task::block_in_place(|| {
+        let redis = RedisServer::start();
+        let nodes: Vec<(&str, Vec<(&str, &str)>)> = nodes
+            .iter()
+            .map(|(id, env)| {
+                let mut env = env.clone();
+                if !env.iter().any(|(k, _)| *k == "ROUTE_TIMEOUT_MS") {
+                    env.push(("ROUTE_TIMEOUT_MS", "2000"));
+                }
+                (*id, env)
+            })
+            .collect();
+        let started = spawn_binary_nodes(BIN, &redis.url(), &nodes);
+        (redis, started)
+    })
+}
+
+/// Waits until Redis lists exactly `hosts` for `id@version`, then two
+/// heartbeats more, so every node's registry view (refreshed each heartbeat)
+/// has it.
+async fn wait_hosts(redis: &RedisServer, id: &str, version: &str, hosts: &[&str]) {
+    let key = format!("rain:component:{id}:{version}:nodes");
+    let want: BTreeSet<String> = hosts.iter().map(|h| h.to_string()).collect();
+    let mut conn = redis.conn().await;
+    let started = Instant::now();
+    loop {
+        let got: BTreeSet<String> = conn.smembers(&key).await.expect("SMEMBERS");
+        if got == want {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{key} is {got:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2 * HEARTBEAT_MS + 200)).await;
+}
+
+/// A fresh name, unique within this run.
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}{}",
+        std::process::id(),
+        rand_suffix().replace('-', "")
+    )
+}
+
+fn rand_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{nanos:x}")
+}
+
+// ---------------------------------------------------------------------------
+// the socket.io-client bridge
+// ---------------------------------------------------------------------------
+
+/// `node tests/js_mothership/bridge.mjs`: official socket.io-client sockets,
+/// named, driven one request at a time (answers matched by id).
+struct Clients {
+    child: Child,
+    stdin: ChildStdin,
+    answers: mpsc::UnboundedReceiver<Value>,
+    early: HashMap<u64, Value>,
+    stderr: Arc<Mutex<String>>,
+    next_id: u64,
+}
+
+impl Clients {
+    async fn start() -> Clients {
+        let dir = crate_dir().join("tests");
+        let client = dir.join("js/node_modules/socket.io-client/package.json");
+        assert!(
+            client.is_file(),
+            "socket.io-client is not installed ({} is missing): {SETUP_HINT}",
+            client.display()
+        );
+        let mut child = Command::new("node")
+            .arg("bridge.mjs")
+            .current_dir(dir.join("js_mothership"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run node (Node.js 20 or newer): {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let mut pipe = child.stderr.take().unwrap();
+            let stderr = stderr.clone();
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    stderr.lock().unwrap().clone_from(&text);
+                }
+            });
+        }
+        let (tx, mut answers) = mpsc::unbounded_channel::<Value>();
+        {
+            let out = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    let value = if line == "READY" {
+                        json!({ "ready": true })
+                    } else if let Some(rest) = line.strip_prefix("RES ") {
+                        serde_json::from_str(rest).unwrap_or_else(
+                            |e| json!({ "id": null, "ok": false, "error": format!("bad line {line}: {e}") }),
+                        )
+                    } else {
+                        continue;
+                    };
+                    if tx.send(value).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        match tokio::time::timeout(Duration::from_secs(10), answers.recv()).await {
+            Ok(Some(v)) if v["ready"] == json!(true) => {}
+            other => panic!(
+                "the bridge did not start: {other:?}\nstderr:\n{}",
+                stderr.lock().unwrap()
+            ),
+        }
+        Clients {
+            child,
+            stdin,
+            answers,
+            early: HashMap::new(),
+            stderr,
+            next_id: 1,
+        }
+    }
+
+    /// Sends a request; its id.
+    fn send(&mut self, mut request: Value) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        request["id"] = json!(id);
+        writeln!(self.stdin, "{request}").expect("write to the bridge");
+        self.stdin.flush().expect("flush the bridge's stdin");
+        id
+    }
+
+    /// The answer to request `id`; panics after `timeout`.
+    async fn wait(&mut self, id: u64, timeout: Duration) -> Value {
+        if let Some(answer) = self.early.remove(&id) {
+            return answer;
+        }
+        let until = Instant::now() + timeout;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.answers.recv()).await {
+                Ok(Some(answer)) => {
+                    if answer["id"] == json!(id) {
+                        return answer;
+                    }
+                    if let Some(other) = answer["id"].as_u64() {
+                        self.early.insert(other, answer);
+                    } else {
+                        panic!("bridge: {answer}");
+                    }
+                }
+                _ => panic!(
+                    "the bridge did not answer request {id} within {timeout:?}\nstderr:\n{}",
+                    self.stderr.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    async fn request(&mut self, request: Value, timeout: Duration) -> Value {
+        let id = self.send(request);
+        self.wait(id, timeout).await
+    }
+
+    /// Connects client `name` to `url` + `ns`; its sid, or the connect_error message.
+    async fn try_connect(
+        &mut self,
+        name: &str,
+        url: &str,
+        ns: &str,
+        auth: Value,
+    ) -> Result<String, String> {
+        let answer = self
+            .request(
+                json!({ "op": "connect", "name": name, "url": url, "ns": ns, "auth": auth }),
+                Duration::from_secs(8),
+            )
+            .await;
+        if answer["ok"] == json!(true) {
+            Ok(answer["sid"].as_str().unwrap_or_default().to_string())
+        } else {
+            Err(answer["error"].as_str().unwrap_or_default().to_string())
+        }
+    }
+
+    async fn connect(&mut self, name: &str, url: &str, ns: &str, auth: Value) -> String {
+        self.try_connect(name, url, ns, auth)
+            .await
+            .unwrap_or_else(|e| panic!("client {name} on {url}{ns}: connect_error {e}"))
+    }
+
+    /// Emits `event(args…)` with an ack callback; every ack argument, or `Err`
+    /// when none came within `timeout_ms`.
+    async fn try_emit(
+        &mut self,
+        name: &str,
+        event: &str,
+        args: Vec<Value>,
+        timeout_ms: u64,
+    ) -> Result<(Vec<Value>, Duration), String> {
+        let answer = self
+            .request(
+                json!({ "op": "emit", "name": name, "event": event, "args": args, "timeout": timeout_ms }),
+                Duration::from_millis(timeout_ms + 5000),
+            )
+            .await;
+        let elapsed = Duration::from_millis(answer["elapsed"].as_u64().unwrap_or(0));
+        if answer["ok"] == json!(true) {
+            Ok((
+                answer["ack"].as_array().cloned().unwrap_or_default(),
+                elapsed,
+            ))
+        } else {
+            Err(format!("{} ({answer})", answer["error"]))
+        }
+    }
+
+    /// `(error, data)` of `event(arg)`'s ack; panics when none within 5 s.
+    async fn call(&mut self, name: &str, event: &str, arg: Value) -> (Value, Value) {
+        let (ack, _) = self
+            .try_emit(name, event, vec![arg.clone()], 5000)
+            .await
+            .unwrap_or_else(|e| panic!("client {name}: {event}({arg}): {e}"));
+        ack_pair(&ack)
+    }
+
+    /// The data of a successful `event(arg)`; panics on an error ack.
+    async fn ok(&mut self, name: &str, event: &str, arg: Value) -> Value {
+        let (error, data) = self.call(name, event, arg.clone()).await;
+        assert_eq!(
+            error,
+            Value::Null,
+            "client {name}: {event}({arg}) acked an error (data {data})"
+        );
+        data
+    }
+
+    /// `event(args)` for each entry, one after the other; each ack's arguments.
+    async fn emits(
+        &mut self,
+        name: &str,
+        event: &str,
+        args_list: Vec<Vec<Value>>,
+    ) -> Vec<Vec<Value>> {
+        let n = args_list.len() as u64;
+        let answer = self
+            .request(
+                json!({ "op": "emits", "name": name, "event": event, "argsList": args_list, "timeout": 5000 }),
+                Duration::from_millis(5000 + n * 500),
+            )
+            .await;
+        assert_eq!(
+            answer["ok"],
+            json!(true),
+            "client {name}: {n} × {event}: {answer}"
+        );
+        serde_json::from_value(answer["acks"].clone()).unwrap()
+    }
+
+    /// Waits until `count` `event`s reached client `name` (or `timeout`); the
+    /// argument lists of all that arrived (taken).
+    async fn events(
+        &mut self,
+        name: &str,
+        event: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<Vec<Value>> {
+        let answer = self
+            .request(
+                json!({ "op": "events", "name": name, "event": event, "count": count, "timeout": timeout.as_millis() as u64 }),
+                timeout + Duration::from_secs(5),
+            )
+            .await;
+        serde_json::from_value(answer["events"].clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- bridge stderr -----\n{}\n-----",
+                self.stderr.lock().unwrap()
+            );
+        }
+    }
+}
+
+/// `(error, data)` from an ack's arguments.
+fn ack_pair(ack: &[Value]) -> (Value, Value) {
+    (
+        ack.first().cloned().unwrap_or(Value::Null),
+        ack.get(1).cloned().unwrap_or(Value::Null),
+    )
+}
+
+/// How many acks report each `node` (`data.node`; an error ack counts as `error`).
+fn count_nodes(acks: &[Vec<Value>]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for ack in acks {
+        let (error, data) = ack_pair(ack);
+        let key = if error.is_null() {
+            data["node"].as_str().unwrap_or("?").to_string()
+        } else {
+            format!("error {error}")
+        };
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn says(room: &str, n: usize) -> Vec<Vec<Value>> {
+    (0..n)
+        .map(|i| vec![json!({ "room": room, "text": format!("m{i}") })])
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// an HTTP backend
+// ---------------------------------------------------------------------------
+
+type Handler = Arc<dyn Fn(Value) -> BoxFuture<'static, Value> + Send + Sync>;
+
+/// An HTTP backend component on 127.0.0.1, on a runtime of its own: `stop`
+/// drops that runtime, which closes the listener and every open connection.
+struct Backend {
+    url: String,
+    bodies: Arc<Mutex<Vec<Value>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Backend {
+    fn start(handler: Handler) -> Backend {
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let recorded = bodies.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let app = axum::Router::new().route(
+                    "/{*path}",
+                    axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                        let handler = handler.clone();
+                        let recorded = recorded.clone();
+                        async move {
+                            recorded.lock().unwrap().push(body.clone());
+                            axum::Json(handler(body).await)
+                        }
+                    }),
+                );
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                tokio::select! {
+                    _ = axum::serve(listener, app) => {}
+                    _ = stopped => {}
+                }
+            });
+            // Dropping the runtime ends every connection task.
+            drop(runtime);
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        Backend {
+            url: format!("http://{addr}"),
+            bodies,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Bodies received for `event`.
+    fn bodies(&self, event: &str) -> Vec<Value> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b["event"] == json!(event))
+            .cloned()
+            .collect()
+    }
+
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A temporary `COMPONENTS_DIR` holding `descriptors` (file name, JSON).
+struct ComponentsDir(std::path::PathBuf);
+
+impl ComponentsDir {
+    fn new(descriptors: &[(&str, Value)]) -> ComponentsDir {
+        let dir = std::env::temp_dir().join(unique("rain-components-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, descriptor) in descriptors {
+            std::fs::write(dir.join(file), descriptor.to_string()).unwrap();
+        }
+        ComponentsDir(dir)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for ComponentsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. a component hosted on another node; a room across nodes
+// ---------------------------------------------------------------------------
+
+/// chat only on C: a client on A joins and says; the handler runs on C, the ack
+/// reaches the client on A, and a member on B gets the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chat_hosted_on_another_node_serves_rooms_across_nodes() {
+    let (redis, nodes) = start(&[
+        ("A", vec![("COMPONENTS", "")]),
+        ("B", vec![("COMPONENTS", "")]),
+        ("C", vec![("COMPONENTS", "chat@1.0")]),
+    ]);
+    wait_hosts(&redis, "chat", "1.0", &["C"]).await;
+    let (a, b) = (nodes[0].url(), nodes[1].url());
+    let mut js = Clients::start().await;
+    let ns = "/chat/1.0/main";
+    js.connect("ann", a, ns, json!({ "sessionId": unique("ann") }))
+        .await;
+    js.connect("bob", b, ns, json!({ "sessionId": unique("bob") }))
+        .await;
+
+    let joined = js
+        .ok("ann", "join", json!({ "room": "lobby", "nick": "ann" }))
+        .await;
+    assert_eq!(
+        joined,
+        json!({ "room": "lobby", "history": [], "node": "C" })
+    );
+    let joined = js
+        .ok("bob", "join", json!({ "room": "lobby", "nick": "bob" }))
+        .await;
+    assert_eq!(joined["node"], "C");
+
+    let said = js
+        .ok("ann", "say", json!({ "room": "lobby", "text": "hi" }))
+        .await;
+    assert_eq!(said, json!({ "node": "C" }));
+    for who in ["ann", "bob"] {
+        let got = js.events(who, "message", 1, Duration::from_secs(3)).await;
+        assert_eq!(got.len(), 1, "{who} got {got:?}");
+        let msg = &got[0][0];
+        assert_eq!(
+            (&msg["room"], &msg["nick"], &msg["text"], &msg["node"]),
+            (&json!("lobby"), &json!("ann"), &json!("hi"), &json!("C")),
+            "{who}: {msg}"
+        );
+        assert!(msg["ts"].as_u64().is_some_and(|t| t > 0), "{msg}");
+    }
+    // The history is cluster-wide: a later joiner on A sees it.
+    js.connect("cid", a, ns, json!({ "sessionId": unique("cid") }))
+        .await;
+    let joined = js.ok("cid", "join", json!({ "room": "lobby" })).await;
+    assert_eq!(joined["history"][0]["text"], "hi", "{joined}");
+
+    // Errors are error acks, not silence.
+    let (error, data) = js
+        .call("cid", "say", json!({ "room": "elsewhere", "text": "x" }))
+        .await;
+    assert_eq!(
+        (error, data),
+        (json!({ "error": "not joined" }), Value::Null)
+    );
+    let (error, data) = js.call("cid", "join", json!({ "room": 3 })).await;
+    assert!(
+        error["error"].is_string() && data.is_null(),
+        "{error} {data}"
+    );
+    let (error, _) = js.call("cid", "say", json!("hi")).await;
+    assert!(error["error"].is_string(), "{error}");
+
+    // The fragment `1` resolves to 1.0 too.
+    js.connect("frag", b, "/chat/1/main", json!({})).await;
+    assert_eq!(
+        js.ok("frag", "join", json!({ "room": "x" })).await["node"],
+        "C"
+    );
+
+    // Unknown components and channels are refused with a clear message.
+    let error = js
+        .try_connect("nope", a, "/nope/1/main", json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        error.contains("unknown component channel /nope/1/main"),
+        "{error}"
+    );
+    let error = js
+        .try_connect("nochan", a, "/chat/1.0/other", json!({}))
+        .await
+        .unwrap_err();
+    assert!(error.contains("no channel"), "{error}");
+}
+
+// ---------------------------------------------------------------------------
+// 2. round-robin across hosts
+// ---------------------------------------------------------------------------
+
+/// chat on B and C, a client on A (which hosts nothing): 100 says split 50/50.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_spread_round_robin_over_the_hosts() {
+    let (redis, nodes) = start(&[
+        ("A", vec![("COMPONENTS", "")]),
+        ("B", vec![("COMPONENTS", "chat@1.0")]),
+        ("C", vec![("COMPONENTS", "chat@1.0")]),
+    ]);
+    wait_hosts(&redis, "chat", "1.0", &["B", "C"]).await;
+    let mut js = Clients::start().await;
+    js.connect(
+        "a",
+        nodes[0].url(),
+        "/chat/1.0/main",
+        json!({ "sessionId": unique("s") }),
+    )
+    .await;
+    js.ok("a", "join", json!({ "room": "r" })).await;
+    let acks = js.emits("a", "say", says("r", 100)).await;
+    let counts = count_nodes(&acks);
+    let (b, c) = (
+        counts.get("B").copied().unwrap_or(0),
+        counts.get("C").copied().unwrap_or(0),
+    );
+    assert_eq!(b + c, 100, "every say acked by B or C: {counts:?}");
+    assert!(b.abs_diff(c) <= 1, "not 50/50 ±1: {counts:?}");
+    // Sequential events alternate strictly.
+    let order: Vec<&str> = acks
+        .iter()
+        .map(|a| a[1]["node"].as_str().unwrap_or("?"))
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] != w[1]),
+        "not alternating: {order:?}"
+    );
+    // leave is routed the same way.
+    let leaves: Vec<Vec<Value>> = (0..10).map(|_| vec![json!({ "room": "r" })]).collect();
+    let counts = count_nodes(&js.emits("a", "leave", leaves).await);
+    assert_eq!(counts.values().sum::<usize>(), 10, "{counts:?}");
+    assert_eq!(
+        (counts.get("B"), counts.get("C")),
+        (Some(&5), Some(&5)),
+        "{counts:?}"
+    );
+}
+
+/// ROUTING=round-robin on A, which hosts chat itself (as does B): A's events
+/// alternate between A and B. B (ROUTING=local) runs its own clients' events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn round_robin_routing_includes_the_local_node() {
+    let (redis, nodes) = start(&[
+        (
+            "A",
+            vec![("COMPONENTS", "chat@1.0"), ("ROUTING", "round-robin")],
+        ),
+        ("B", vec![("COMPONENTS", "chat@1.0")]),
+    ]);
+    wait_hosts(&redis, "chat", "1.0", &["A", "B"]).await;
+    let mut js = Clients::start().await;
+    js.connect(
+        "a",
+        nodes[0].url(),
+        "/chat/1.0/main",
+        json!({ "sessionId": unique("s") }),
+    )
+    .await;
+    js.connect(
+        "b",
+        nodes[1].url(),
+        "/chat/1.0/main",
+        json!({ "sessionId": unique("t") }),
+    )
+    .await;
+    js.ok("a", "join", json!({ "room": "r" })).await;
+    js.ok("b", "join", json!({ "room": "r" })).await;
+    let acks = js.emits("a", "say", says("r", 20)).await;
+    let order: Vec<&str> = acks
+        .iter()
+        .map(|a| a[1]["node"].as_str().unwrap_or("?"))
+        .collect();
+    let counts = count_nodes(&acks);
+    assert_eq!(
+        (counts.get("A"), counts.get("B")),
+        (Some(&10), Some(&10)),
+        "{order:?}"
+    );
+    assert!(
+        order.windows(2).all(|w| w[0] != w[1]),
+        "not alternating: {order:?}"
+    );
+    let counts = count_nodes(&js.emits("b", "say", says("r", 10)).await);
+    assert_eq!(counts.get("B"), Some(&10), "ROUTING=local on B: {counts:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 3. intents
+// ---------------------------------------------------------------------------
+
+/// echo only on C: `request_intent {demo, echo}` from A runs on C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn intents_resolve_to_a_host_on_another_node() {
+    let (redis, nodes) = start(&[
+        ("A", vec![("COMPONENTS", "")]),
+        ("B", vec![("COMPONENTS", "chat@1.0")]),
+        ("C", vec![("COMPONENTS", "echo@1.0")]),
+    ]);
+    wait_hosts(&redis, "echo", "1.0", &["C"]).await;
+    let mut js = Clients::start().await;
+    js.connect("a", nodes[0].url(), "/core", json!({})).await;
+    let context = json!({ "text": "héllo", "n": [1, 2.5, null], "nested": { "ok": true } });
+    let data = js
+        .ok(
+            "a",
+            "request_intent",
+            json!({ "category": "demo", "action": "echo", "context": context }),
+        )
+        .await;
+    assert_eq!(data, json!({ "args": [context], "node": "C" }));
+
+    let (error, data) = js
+        .call(
+            "a",
+            "request_intent",
+            json!({ "category": "demo", "action": "nothing", "context": {} }),
+        )
+        .await;
+    assert_eq!(data, Value::Null);
+    assert_eq!(error["error"], "no provider for intent", "{error}");
+    let (error, _) = js
+        .call("a", "request_intent", json!({ "context": {} }))
+        .await;
+    assert!(error["error"].is_string(), "{error}");
+    let (error, _) = js.call("a", "no_such_event", json!({})).await;
+    assert!(error["error"].is_string(), "{error}");
+}
+
+// ---------------------------------------------------------------------------
+// 4. render and instance logs
+// ---------------------------------------------------------------------------
+
+/// chat only on B: a render from A is an instance of B, recorded in Redis; a
+/// log line naming it (sent on C) is logged by B; one naming none by C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn render_creates_an_instance_whose_logs_go_to_its_node() {
+    let (redis, nodes) = start(&[
+        ("A", vec![("COMPONENTS", "")]),
+        ("B", vec![("COMPONENTS", "chat@1.0")]),
+        ("C", vec![("COMPONENTS", "")]),
+    ]);
+    wait_hosts(&redis, "chat", "1.0", &["B"]).await;
+    let mut js = Clients::start().await;
+    js.connect("a", nodes[0].url(), "/core", json!({})).await;
+    let rendered = js
+        .ok(
+            "a",
+            "render",
+            json!({ "id": "chat", "version": "1.0", "view": "main", "context": {} }),
+        )
+        .await;
+    let instance = rendered["instanceId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        instance.starts_with("B:") && instance.len() > 2,
+        "{rendered}"
+    );
+    assert_eq!(rendered["node"], "B");
+    assert_eq!(rendered["view"], "main");
+    assert!(
+        rendered["html"]
+            .as_str()
+            .is_some_and(|h| h.contains("chat@1.0")),
+        "{rendered}"
+    );
+    let mut conn = redis.conn().await;
+    let key = format!("rain:instance:{instance}");
+    let record: HashMap<String, String> = conn.hgetall(&key).await.unwrap();
+    assert_eq!(
+        record.get("node").map(String::as_str),
+        Some("B"),
+        "{key}: {record:?}"
+    );
+    assert_eq!(
+        record.get("component").map(String::as_str),
+        Some("chat"),
+        "{record:?}"
+    );
+    assert_eq!(
+        record.get("version").map(String::as_str),
+        Some("1.0"),
+        "{record:?}"
+    );
+    assert!(
+        record.contains_key("created") && record.contains_key("state"),
+        "{record:?}"
+    );
+
+    // render of an unknown component: an error ack.
+    let (error, data) = js
+        .call(
+            "a",
+            "render",
+            json!({ "id": "nope", "version": "1.0", "view": "main" }),
+        )
+        .await;
+    assert!(error["error"].is_string() && data.is_null(), "{error}");
+
+    // A log line naming the instance, sent on C, is logged by B only.
+    js.connect(
+        "log",
+        nodes[2].url(),
+        "/core/logging",
+        json!({ "sessionId": unique("l") }),
+    )
+    .await;
+    let marker = unique("instance-log-");
+    let data = js
+        .ok(
+            "log",
+            "log",
+            json!({ "level": "warn", "message": marker, "error": "boom", "instanceId": instance }),
+        )
+        .await;
+    assert_eq!(data, json!(true));
+    let line = wait_log(&nodes[1], &marker).await;
+    assert!(
+        line.contains("rain_node::client") && line.contains(&instance) && line.contains("WARN"),
+        "B's line: {line}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for node in [&nodes[0], &nodes[2]] {
+        assert!(
+            !node.testbed().stderr().contains(&marker),
+            "node {} logged the instance's line too",
+            node.id
+        );
+    }
+
+    // One naming no instance is logged where the client is (C).
+    let marker = unique("own-log-");
+    js.ok("log", "log", json!({ "level": "warn", "message": marker }))
+        .await;
+    wait_log(&nodes[2], &marker).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for node in [&nodes[0], &nodes[1]] {
+        assert!(
+            !node.testbed().stderr().contains(&marker),
+            "node {}",
+            node.id
+        );
+    }
+
+    // A component's own logging channel routes the same way.
+    js.connect("clog", nodes[0].url(), "/chat/1.0/logging", json!({}))
+        .await;
+    let marker = unique("component-log-");
+    js.ok(
+        "clog",
+        "log",
+        json!({ "level": "info", "message": marker, "instanceId": instance }),
+    )
+    .await;
+    wait_log(&nodes[1], &marker).await;
+    let (error, _) = js.call("clog", "log", json!({ "level": "info" })).await;
+    assert!(error["error"].is_string(), "a log without message: {error}");
+}
+
+/// The stderr line of `node` containing `marker`; panics after 3 s.
+async fn wait_log(node: &Node, marker: &str) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(line) = node.testbed().stderr().lines().find(|l| l.contains(marker)) {
+            return line.to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "node {} did not log {marker}; its stderr:\n{}",
+            node.id,
+            node.stderr_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 5. HTTP backend components
+// ---------------------------------------------------------------------------
+
+/// `notes@1.0`, an HTTP backend hosted by B: `join` joins the calling socket
+/// to a room, `add` pushes a `note` to the room through `/api/emit` of another
+/// node, `fail` is an error answer; a stopped backend is an error ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_backend_components_answer_join_rooms_and_push() {
+    let emit_url: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
+    let emits: Arc<Mutex<Vec<u16>>> = Arc::new(Mutex::new(Vec::new()));
+    let handler: Handler = {
+        let emit_url = emit_url.clone();
+        let emits = emits.clone();
+        Arc::new(move |body: Value| {
+            let emit_url = emit_url.lock().unwrap().clone();
+            let emits = emits.clone();
+            async move {
+                let arg = body["args"][0].clone();
+                match body["event"].as_str().unwrap_or_default() {
+                    "join" => json!({
+                        "data": { "joined": arg["room"], "node": body["node"] },
+                        "join": [arg["room"]],
+                    }),
+                    "add" => {
+                        let status = reqwest::Client::new()
+                            .post(format!("{emit_url}/api/emit"))
+                            .json(&json!({
+                                "namespace": body["namespace"],
+                                "room": arg["room"],
+                                "event": "note",
+                                "args": [{ "text": arg["text"] }],
+                            }))
+                            .send()
+                            .await
+                            .map(|r| r.status().as_u16())
+                            .unwrap_or(0);
+                        emits.lock().unwrap().push(status);
+                        if status == 202 {
+                            json!({ "data": { "ok": true, "node": body["node"] } })
+                        } else {
+                            json!({ "error": { "error": format!("emit answered {status}") } })
+                        }
+                    }
+                    "fail" => json!({ "error": { "error": "nope" } }),
+                    _ => json!({ "data": null }),
+                }
+            }
+            .boxed()
+        })
+    };
+    let mut backend = Backend::start(handler);
+    let dir = ComponentsDir::new(&[(
+        "notes.json",
+        json!({
+            "id": "notes", "version": "1.0", "channels": ["main"],
+            "handler": { "kind": "http", "url": format!("{}/notes", backend.url), "timeout_ms": 2000 },
+        }),
+    )]);
+    let (redis, nodes) = start(&[
+        ("A", vec![("COMPONENTS", "")]),
+        (
+            "B",
+            vec![("COMPONENTS", ""), ("COMPONENTS_DIR", dir.path())],
+        ),
+        ("C", vec![("COMPONENTS", "")]),
+    ]);
+    // The backend pushes through C, a node neither hosting nor holding the caller.
+    *emit_url.lock().unwrap() = nodes[2].url().to_string();
+    wait_hosts(&redis, "notes", "1.0", &["B"]).await;
+
+    let mut js = Clients::start().await;
+    let ns = "/notes/1.0/main";
+    let session = unique("notes");
+    let a_sid = js
+        .connect("a", nodes[0].url(), ns, json!({ "sessionId": session }))
+        .await;
+    js.connect("c", nodes[2].url(), ns, json!({})).await;
+    for who in ["a", "c"] {
+        let data = js.ok(who, "join", json!({ "room": "r" })).await;
+        assert_eq!(data, json!({ "joined": "r", "node": "B" }), "{who}");
+    }
+    let data = js
+        .ok("a", "add", json!({ "room": "r", "text": "hello" }))
+        .await;
+    assert_eq!(data, json!({ "ok": true, "node": "B" }));
+    for who in ["a", "c"] {
+        let got = js.events(who, "note", 1, Duration::from_secs(3)).await;
+        assert_eq!(got, vec![vec![json!({ "text": "hello" })]], "{who}");
+    }
+    assert_eq!(*emits.lock().unwrap(), vec![202]);
+
+    // The body has the contract's shape.
+    let adds = backend.bodies("add");
+    assert_eq!(adds.len(), 1, "{adds:?}");
+    let body = &adds[0];
+    assert_eq!(
+        (
+            &body["component"],
+            &body["version"],
+            &body["channel"],
+            &body["event"],
+            &body["args"],
+            &body["socket"],
+            &body["node"],
+            &body["namespace"],
+            &body["instance"],
+        ),
+        (
+            &json!("notes"),
+            &json!("1.0"),
+            &json!("main"),
+            &json!("add"),
+            &json!([{ "room": "r", "text": "hello" }]),
+            &json!(a_sid),
+            &json!("B"),
+            &json!(ns),
+            &Value::Null,
+        ),
+        "{body}"
+    );
+    assert_eq!(body["session"]["id"], json!(session), "{body}");
+    assert!(body["session"]["data"].is_object(), "{body}");
+
+    let (error, data) = js.call("a", "fail", json!({})).await;
+    assert_eq!((error, data), (json!({ "error": "nope" }), Value::Null));
+
+    // The backend goes away: an error ack, within the backend timeout.
+    backend.stop();
+    let (ack, elapsed) = js
+        .try_emit(
+            "a",
+            "add",
+            vec![json!({ "room": "r", "text": "lost" })],
+            5000,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("add with the backend down: {e}"));
+    let (error, data) = ack_pair(&ack);
+    assert!(data.is_null(), "{ack:?}");
+    assert!(
+        ["backend unavailable", "backend timeout"].contains(&error["error"].as_str().unwrap_or("")),
+        "{error}"
+    );
+    assert_eq!(error["component"], "notes@1.0", "{error}");
+    assert!(
+        elapsed < Duration::from_millis(ROUTE_TIMEOUT_MS + 500),
+        "{elapsed:?}"
+    );
+    let late = js.events("c", "note", 1, Duration::from_millis(300)).await;
+    assert!(late.is_empty(), "a note after the failed add: {late:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 6. hosts die
+// ---------------------------------------------------------------------------
+
+/// chat on B and C; C is killed: A's events go to B once C is purged; B is
+/// killed too: `say` gets `component unavailable`, never silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_hosts_are_routed_around_then_reported_unavailable() {
+    let (redis, nodes) = start(&[
+        ("A", vec![("COMPONENTS", "")]),
+        ("B", vec![("COMPONENTS", "chat@1.0")]),
+        ("C", vec![("COMPONENTS", "chat@1.0")]),
+    ]);
+    wait_hosts(&redis, "chat", "1.0", &["B", "C"]).await;
+    let mut js = Clients::start().await;
+    js.connect(
+        "a",
+        nodes[0].url(),
+        "/chat/1.0/main",
+        json!({ "sessionId": unique("k") }),
+    )
+    .await;
+    js.ok("a", "join", json!({ "room": "r" })).await;
+    let counts = count_nodes(&js.emits("a", "say", says("r", 4)).await);
+    assert_eq!(
+        (counts.get("B"), counts.get("C")),
+        (Some(&2), Some(&2)),
+        "{counts:?}"
+    );
+
+    nodes[2].kill9();
+    let killed = Instant::now();
+    // Until C is purged, an event routed to it is a timeout error ack.
+    for _ in 0..2 {
+        let (ack, elapsed) = js
+            .try_emit("a", "say", vec![json!({ "room": "r", "text": "t" })], 5000)
+            .await
+            .unwrap_or_else(|e| panic!("say right after C died: {e}"));
+        let (error, data) = ack_pair(&ack);
+        assert!(
+            data["node"] == json!("B") || error["error"] == json!("component timeout"),
+            "{ack:?}"
+        );
+        assert!(
+            elapsed < Duration::from_millis(ROUTE_TIMEOUT_MS + 500),
+            "{elapsed:?}"
+        );
+    }
+    let settle = Duration::from_millis(NODE_TTL_MS + 2000);
+    tokio::time::sleep(settle.saturating_sub(killed.elapsed())).await;
+    let acks = js.emits("a", "say", says("r", 20)).await;
+    let counts = count_nodes(&acks);
+    assert_eq!(
+        counts.get("B"),
+        Some(&20),
+        "{:?} after C died: {counts:?}",
+        killed.elapsed()
+    );
+
+    nodes[1].kill9();
+    let killed = Instant::now();
+    let (ack, elapsed) = js
+        .try_emit("a", "say", vec![json!({ "room": "r", "text": "t" })], 5000)
+        .await
+        .unwrap_or_else(|e| panic!("say right after B died: silence ({e})"));
+    let (error, _) = ack_pair(&ack);
+    assert!(error["error"].is_string(), "right after B died: {ack:?}");
+    assert!(
+        elapsed < Duration::from_millis(ROUTE_TIMEOUT_MS + 500),
+        "{elapsed:?}"
+    );
+    let settle = Duration::from_millis(NODE_TTL_MS + 1500);
+    tokio::time::sleep(settle.saturating_sub(killed.elapsed())).await;
+    let (ack, elapsed) = js
+        .try_emit("a", "say", vec![json!({ "room": "r", "text": "t" })], 5000)
+        .await
+        .unwrap_or_else(|e| panic!("say with no live host: silence ({e})"));
+    assert_eq!(
+        ack_pair(&ack),
+        (
+            json!({ "error": "component unavailable", "component": "chat@1.0" }),
+            Value::Null
+        ),
+        "after both hosts died"
+    );
+    assert!(
+        elapsed < Duration::from_millis(ROUTE_TIMEOUT_MS),
+        "{elapsed:?}"
+    );
+    let mut conn = redis.conn().await;
+    let hosts: BTreeSet<String> = conn
+        .smembers("rain:component:chat:1.0:nodes")
+        .await
+        .unwrap();
+    assert!(hosts.is_empty(), "{hosts:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 7. version fragments
+// ---------------------------------------------------------------------------
+
+/// B hosts built-in chat@1.0 and an HTTP chat@1.1: `/chat/1/main` reaches 1.1,
+/// `/chat/1.0/main` 1.0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn version_fragments_reach_the_newest_match() {
+    let backend = Backend::start(Arc::new(|_body: Value| {
+        async { json!({ "data": { "version": "1.1" } }) }.boxed()
+    }));
+    let dir = ComponentsDir::new(&[(
+        "chat-1.1.json",
+        json!({
+            "id": "chat", "version": "1.1", "channels": ["main"],
+            "handler": { "kind": "http", "url": format!("{}/chat", backend.url), "timeout_ms": 2000 },
+        }),
+    )]);
+    let (redis, nodes) = start(&[
+        ("A", vec![("COMPONENTS", "")]),
+        (
+            "B",
+            vec![("COMPONENTS", "chat@1.0"), ("COMPONENTS_DIR", dir.path())],
+        ),
+    ]);
+    wait_hosts(&redis, "chat", "1.0", &["B"]).await;
+    wait_hosts(&redis, "chat", "1.1", &["B"]).await;
+    let mut js = Clients::start().await;
+    let a = nodes[0].url();
+    for (name, ns, want) in [
+        ("frag", "/chat/1/main", json!({ "version": "1.1" })),
+        ("exact11", "/chat/1.1/main", json!({ "version": "1.1" })),
+    ] {
+        js.connect(name, a, ns, json!({})).await;
+        assert_eq!(
+            js.ok(name, "join", json!({ "room": "r" })).await,
+            want,
+            "{ns}"
+        );
+    }
+    js.connect("exact10", a, "/chat/1.0/main", json!({})).await;
+    let data = js.ok("exact10", "join", json!({ "room": "r" })).await;
+    assert_eq!(data["node"], "B", "{data}");
+    assert!(
+        data["history"].is_array(),
+        "/chat/1.0/main is the built-in: {data}"
+    );
+    let error = js
+        .try_connect("v2", a, "/chat/2/main", json!({}))
+        .await
+        .unwrap_err();
+    assert!(error.contains("unknown component channel"), "{error}");
+}
+
+// ---------------------------------------------------------------------------
+// 8. change_language and the session across nodes
+// ---------------------------------------------------------------------------
+
+/// change_language on A stores the language in the session (Redis), and an
+/// HTTP component hosted by C sees it in the session a client on C sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn change_language_is_stored_in_the_shared_session() {
+    let backend = Backend::start(Arc::new(|body: Value| {
+        async move { json!({ "data": { "session": body["session"], "node": body["node"] } }) }
+            .boxed()
+    }));
+    let dir = ComponentsDir::new(&[(
+        "probe.json",
+        json!({
+            "id": "probe", "version": "1.0", "channels": ["main"],
+            "handler": { "kind": "http", "url": format!("{}/probe", backend.url), "timeout_ms": 2000 },
+        }),
+    )]);
+    let (redis, nodes) = start(&[
+        ("A", vec![("COMPONENTS", "")]),
+        (
+            "C",
+            vec![("COMPONENTS", ""), ("COMPONENTS_DIR", dir.path())],
+        ),
+    ]);
+    wait_hosts(&redis, "probe", "1.0", &["C"]).await;
+    let session = unique("lang");
+    let mut js = Clients::start().await;
+    js.connect(
+        "a",
+        nodes[0].url(),
+        "/core",
+        json!({ "sessionId": session }),
+    )
+    .await;
+    let data = js
+        .ok("a", "change_language", json!({ "language": "fr" }))
+        .await;
+    assert_eq!(data, json!({ "language": "fr", "node": "A" }));
+    let mut conn = redis.conn().await;
+    let stored: Option<String> = conn
+        .hget(format!("rain:session:{session}"), "language")
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("fr"));
+
+    js.connect(
+        "c",
+        nodes[1].url(),
+        "/probe/1.0/main",
+        json!({ "sessionId": session }),
+    )
+    .await;
+    let data = js.ok("c", "whoami", json!({})).await;
+    assert_eq!(data["node"], "C");
+    assert_eq!(data["session"]["id"], json!(session), "{data}");
+    assert_eq!(data["session"]["data"]["language"], "fr", "{data}");
+
+    let (error, _) = js.call("a", "change_language", json!({})).await;
+    assert!(error["error"].is_string(), "{error}");
+}
+
+/// One room, whichever name of the version its members connected through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_connected_through_version_aliases_share_a_room() {
+    let (redis, nodes) = start(&[
+        ("A", vec![("COMPONENTS", "")]),
+        ("B", vec![("COMPONENTS", "chat@1.0")]),
+    ]);
+    wait_hosts(&redis, "chat", "1.0", &["B"]).await;
+    let mut js = Clients::start().await;
+    js.connect(
+        "ann",
+        nodes[0].url(),
+        "/chat/1/main",
+        json!({ "sessionId": unique("ann") }),
+    )
+    .await;
+    js.connect(
+        "bob",
+        nodes[1].url(),
+        "/chat/1.0/main",
+        json!({ "sessionId": unique("bob") }),
+    )
+    .await;
+    js.ok("ann", "join", json!({ "room": "r", "nick": "ann" }))
+        .await;
+    js.ok("bob", "join", json!({ "room": "r", "nick": "bob" }))
+        .await;
+    js.ok("bob", "say", json!({ "room": "r", "text": "from 1.0" }))
+        .await;
+    js.ok("ann", "say", json!({ "room": "r", "text": "from 1" }))
+        .await;
+    for who in ["ann", "bob"] {
+        let got = js.events(who, "message", 2, Duration::from_secs(3)).await;
+        let texts: Vec<&Value> = got.iter().map(|m| &m[0]["text"]).collect();
+        assert_eq!(
+            texts,
+            [&json!("from 1.0"), &json!("from 1")],
+            "{who} got {got:?}"
+        );
+    }
+}
+
+/// A log line naming an instance of a node that is not (or no longer) live is
+/// logged by the node that received it rather than published to nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn log_lines_for_a_node_that_is_gone_are_logged_where_they_arrive() {
+    let (_redis, nodes) = start(&[("A", vec![("COMPONENTS", "echo@1.0")])]);
+    let mut js = Clients::start().await;
+    js.connect("ann", nodes[0].url(), "/core/logging", json!({}))
+        .await;
+    let marker = unique("orphan-line");
+    let ack = js
+        .ok(
+            "ann",
+            "log",
+            json!({ "level": "warn", "message": marker, "instanceId": "Z:0123abcd" }),
+        )
+        .await;
+    assert_eq!(ack, json!(true));
+    let line = wait_log(&nodes[0], &marker).await;
+    assert!(line.contains("Z:0123abcd"), "{line}");
+}
