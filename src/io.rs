@@ -217,6 +217,14 @@ impl LocalNode for IoInner {
         }
     }
 
+    fn socket_count(&self) -> usize {
+        self.namespaces
+            .read()
+            .values()
+            .map(|namespace| namespace.local_socket_count())
+            .sum()
+    }
+
     fn snapshot(&self) -> Vec<SocketRecord> {
         let namespaces: Vec<Arc<Namespace>> = self.namespaces.read().values().cloned().collect();
         namespaces

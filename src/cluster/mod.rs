@@ -171,6 +171,8 @@ pub trait LocalNode: Send + Sync + 'static {
     fn apply(&self, namespace: &str, target: &Target, op: &RemoteOp);
     /// Every local socket, with its rooms.
     fn snapshot(&self) -> Vec<SocketRecord>;
+    /// How many sockets this node holds (cheap: no records built).
+    fn socket_count(&self) -> usize;
     /// A Mothership message for this node.
     fn routed(&self, message: Routed);
 }

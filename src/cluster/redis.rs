@@ -1259,7 +1259,7 @@ async fn beat(shared: &Shared) -> Result<(), redis::RedisError> {
     let now = now_millis();
     let sockets = shared
         .local()
-        .map(|local| local.snapshot().len())
+        .map(|local| local.socket_count())
         .unwrap_or_default();
     let address = shared.address.lock().clone();
     let (existed,): (bool,) = redis::pipe()
