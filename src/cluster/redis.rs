@@ -1262,6 +1262,10 @@ async fn beat(shared: &Shared) -> Result<(), redis::RedisError> {
         .map(|local| local.socket_count())
         .unwrap_or_default();
     let address = shared.address.lock().clone();
+    let components = {
+        let hosted: Vec<String> = shared.hosted.lock().iter().map(Descriptor::key).collect();
+        serde_json::to_string(&hosted).unwrap_or_else(|_| "[]".into())
+    };
     let (existed,): (bool,) = redis::pipe()
         .exists(&key)
         .hset_multiple(
@@ -1271,6 +1275,7 @@ async fn beat(shared: &Shared) -> Result<(), redis::RedisError> {
                 ("started_at", shared.started_at.to_string()),
                 ("heartbeat", now.to_string()),
                 ("sockets", sockets.to_string()),
+                ("components", components),
             ],
         )
         .ignore()
