@@ -373,6 +373,26 @@ impl Shared {
         }
     }
 
+    /// Runs one operation on a pooled connection, within the operation timeout.
+    async fn run<T>(
+        &self,
+        operation: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, ClusterError> {
+        let attempt = async {
+            let mut connection = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| ClusterError::Redis(e.to_string()))?;
+            operation(&mut connection)
+                .await
+                .map_err(|e| ClusterError::Redis(e.to_string()))
+        };
+        tokio::time::timeout(OP_TIMEOUT, attempt)
+            .await
+            .unwrap_or(Err(ClusterError::NotReady))
+    }
+
     /// Which node holds a socket (cached; a miss asks Redis).
     async fn owner(&self, sid: &str) -> Option<String> {
         if let Some(owner) = self.owners.lock().get(sid) {
@@ -747,45 +767,36 @@ impl Cluster for RedisCluster {
             None => shared.keys.namespace_sockets(&namespace),
         };
         async move {
-            let redis_error = |e: redis::RedisError| ClusterError::Redis(e.to_string());
-            let query = async {
-                let mut connection = shared
-                    .pool
-                    .get()
-                    .await
-                    .map_err(|e| ClusterError::Redis(e.to_string()))?;
-                let sids: Vec<String> = connection.smembers(&set).await.map_err(redis_error)?;
-                let mut pipe = redis::pipe();
-                for sid in &sids {
-                    pipe.hgetall(shared.keys.conn(sid));
-                }
-                let hashes: Vec<HashMap<String, String>> = pipe
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(redis_error)?;
-                Ok(sids
-                    .into_iter()
-                    .zip(hashes)
-                    .filter(|(_, hash)| !hash.is_empty())
-                    .map(|(sid, hash)| SocketRecord {
-                        namespace: namespace.clone(),
-                        sid,
-                        node_id: hash.get("node").cloned().unwrap_or_default(),
-                        session_id: hash.get("session").cloned().unwrap_or_default(),
-                        rooms: hash
-                            .get("rooms")
-                            .and_then(|rooms| serde_json::from_str(rooms).ok())
-                            .unwrap_or_default(),
-                        connected_at: hash
-                            .get("connected_at")
-                            .and_then(|t| t.parse().ok())
-                            .unwrap_or_default(),
-                    })
-                    .collect())
-            };
-            tokio::time::timeout(OP_TIMEOUT, query)
-                .await
-                .unwrap_or(Err(ClusterError::NotReady))
+            let (sids, hashes) = shared
+                .run(async |connection| {
+                    let sids: Vec<String> = connection.smembers(&set).await?;
+                    let mut pipe = redis::pipe();
+                    for sid in &sids {
+                        pipe.hgetall(shared.keys.conn(sid));
+                    }
+                    let hashes: Vec<HashMap<String, String>> = pipe.query_async(connection).await?;
+                    Ok((sids, hashes))
+                })
+                .await?;
+            Ok(sids
+                .into_iter()
+                .zip(hashes)
+                .filter(|(_, hash)| !hash.is_empty())
+                .map(|(sid, hash)| SocketRecord {
+                    namespace: namespace.clone(),
+                    sid,
+                    node_id: hash.get("node").cloned().unwrap_or_default(),
+                    session_id: hash.get("session").cloned().unwrap_or_default(),
+                    rooms: hash
+                        .get("rooms")
+                        .and_then(|rooms| serde_json::from_str(rooms).ok())
+                        .unwrap_or_default(),
+                    connected_at: hash
+                        .get("connected_at")
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or_default(),
+                })
+                .collect())
         }
         .boxed()
     }
@@ -797,24 +808,17 @@ impl Cluster for RedisCluster {
         let shared = self.shared.clone();
         let key = shared.keys.session(id);
         async move {
-            let load = async {
-                let mut connection = shared
-                    .pool
-                    .get()
-                    .await
-                    .map_err(|e| ClusterError::Redis(e.to_string()))?;
-                let (fields,): (HashMap<String, String>,) = redis::pipe()
-                    .hgetall(&key)
-                    .pexpire(&key, shared.session_ttl.as_millis() as i64)
-                    .ignore()
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(|e| ClusterError::Redis(e.to_string()))?;
-                Ok(fields)
-            };
-            tokio::time::timeout(OP_TIMEOUT, load)
+            shared
+                .run(async |connection| {
+                    let (fields,): (HashMap<String, String>,) = redis::pipe()
+                        .hgetall(&key)
+                        .pexpire(&key, shared.session_ttl.as_millis() as i64)
+                        .ignore()
+                        .query_async(connection)
+                        .await?;
+                    Ok(fields)
+                })
                 .await
-                .unwrap_or(Err(ClusterError::NotReady))
         }
         .boxed()
     }
@@ -830,24 +834,17 @@ impl Cluster for RedisCluster {
             if fields.is_empty() {
                 return Ok(());
             }
-            let store = async {
-                let mut connection = shared
-                    .pool
-                    .get()
-                    .await
-                    .map_err(|e| ClusterError::Redis(e.to_string()))?;
-                redis::pipe()
-                    .hset_multiple(&key, &fields)
-                    .ignore()
-                    .pexpire(&key, shared.session_ttl.as_millis() as i64)
-                    .ignore()
-                    .query_async::<()>(&mut connection)
-                    .await
-                    .map_err(|e| ClusterError::Redis(e.to_string()))
-            };
-            tokio::time::timeout(OP_TIMEOUT, store)
+            shared
+                .run(async |connection| {
+                    redis::pipe()
+                        .hset_multiple(&key, &fields)
+                        .ignore()
+                        .pexpire(&key, shared.session_ttl.as_millis() as i64)
+                        .ignore()
+                        .query_async::<()>(connection)
+                        .await
+                })
                 .await
-                .unwrap_or(Err(ClusterError::NotReady))
         }
         .boxed()
     }
@@ -871,24 +868,17 @@ impl Cluster for RedisCluster {
         let shared = self.shared.clone();
         let key = shared.keys.history(name);
         async move {
-            let append = async {
-                let mut connection = shared
-                    .pool
-                    .get()
-                    .await
-                    .map_err(|e| ClusterError::Redis(e.to_string()))?;
-                redis::pipe()
-                    .lpush(&key, entry)
-                    .ignore()
-                    .ltrim(&key, 0, keep as isize - 1)
-                    .ignore()
-                    .query_async::<()>(&mut connection)
-                    .await
-                    .map_err(|e| ClusterError::Redis(e.to_string()))
-            };
-            tokio::time::timeout(OP_TIMEOUT, append)
+            shared
+                .run(async |connection| {
+                    redis::pipe()
+                        .lpush(&key, entry)
+                        .ignore()
+                        .ltrim(&key, 0, keep as isize - 1)
+                        .ignore()
+                        .query_async::<()>(connection)
+                        .await
+                })
                 .await
-                .unwrap_or(Err(ClusterError::NotReady))
         }
         .boxed()
     }
@@ -897,22 +887,11 @@ impl Cluster for RedisCluster {
         let shared = self.shared.clone();
         let key = shared.keys.history(name);
         async move {
-            let read = async {
-                let mut connection = shared
-                    .pool
-                    .get()
-                    .await
-                    .map_err(|e| ClusterError::Redis(e.to_string()))?;
-                let mut entries: Vec<String> = connection
-                    .lrange(&key, 0, -1)
-                    .await
-                    .map_err(|e| ClusterError::Redis(e.to_string()))?;
-                entries.reverse();
-                Ok(entries)
-            };
-            tokio::time::timeout(OP_TIMEOUT, read)
-                .await
-                .unwrap_or(Err(ClusterError::NotReady))
+            let mut entries: Vec<String> = shared
+                .run(async |connection| connection.lrange(&key, 0, -1).await)
+                .await?;
+            entries.reverse();
+            Ok(entries)
         }
         .boxed()
     }
