@@ -1,8 +1,10 @@
 //! The embedded backend: a cluster of exactly this node, in process.
 //!
-//! Owns the socket records a one-node cluster would keep in Redis, so that
-//! cluster-wide queries answer the same way with or without Redis. There are no
-//! other nodes, so a broadcast or a remote operation has nowhere else to go.
+//! Owns what a one-node cluster keeps in Redis besides sockets: sessions,
+//! histories, the components it hosts, instances. Cluster-wide socket queries
+//! are answered from the node's own namespaces, which for one node is the same
+//! answer Redis would give. There are no other nodes, so a broadcast or a remote
+//! operation has nowhere else to go.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Weak;
@@ -25,8 +27,6 @@ use std::sync::OnceLock;
 #[derive(Debug)]
 pub struct MemoryCluster {
     node_id: String,
-    /// namespace → sid → record
-    sockets: RwLock<HashMap<String, HashMap<String, SocketRecord>>>,
     sessions: Mutex<Sessions>,
     session_ttl: Duration,
     histories: Mutex<HashMap<String, VecDeque<String>>>,
@@ -71,24 +71,12 @@ impl MemoryCluster {
     pub fn with_session_ttl(node_id: String, session_ttl: Duration) -> Self {
         MemoryCluster {
             node_id,
-            sockets: RwLock::new(HashMap::new()),
             sessions: Mutex::new(Sessions::default()),
             session_ttl,
             histories: Mutex::new(HashMap::new()),
             components: RwLock::new(Vec::new()),
             instances: Mutex::new(HashMap::new()),
             local: OnceLock::new(),
-        }
-    }
-
-    fn set_rooms(&self, namespace: &str, sid: &str, rooms: &[String]) {
-        if let Some(record) = self
-            .sockets
-            .write()
-            .get_mut(namespace)
-            .and_then(|n| n.get_mut(sid))
-        {
-            record.rooms = rooms.to_vec();
         }
     }
 }
@@ -124,31 +112,14 @@ impl Cluster for MemoryCluster {
 
     fn remote(&self, _namespace: &str, _target: Target, _op: RemoteOp) {}
 
-    fn socket_connected(&self, record: SocketRecord) {
-        self.sockets
-            .write()
-            .entry(record.namespace.clone())
-            .or_default()
-            .insert(record.sid.clone(), record);
-    }
+    // The node's own namespaces are the only record there is: fetches read them.
+    fn socket_connected(&self, _record: SocketRecord) {}
 
-    fn socket_disconnected(&self, namespace: &str, sid: &str) {
-        let mut sockets = self.sockets.write();
-        if let Some(in_namespace) = sockets.get_mut(namespace) {
-            in_namespace.remove(sid);
-            if in_namespace.is_empty() {
-                sockets.remove(namespace);
-            }
-        }
-    }
+    fn socket_disconnected(&self, _namespace: &str, _sid: &str) {}
 
-    fn room_joined(&self, namespace: &str, _room: &str, sid: &str, rooms: &[String]) {
-        self.set_rooms(namespace, sid, rooms);
-    }
+    fn room_joined(&self, _namespace: &str, _room: &str, _sid: &str, _rooms: &[String]) {}
 
-    fn room_left(&self, namespace: &str, _room: &str, sid: &str, rooms: &[String]) {
-        self.set_rooms(namespace, sid, rooms);
-    }
+    fn room_left(&self, _namespace: &str, _room: &str, _sid: &str, _rooms: &[String]) {}
 
     fn fetch_sockets(
         &self,
@@ -156,17 +127,17 @@ impl Cluster for MemoryCluster {
         room: Option<&str>,
     ) -> BoxFuture<'static, Result<Vec<SocketRecord>, ClusterError>> {
         let records: Vec<SocketRecord> = self
-            .sockets
-            .read()
-            .get(namespace)
-            .map(|in_namespace| {
-                in_namespace
-                    .values()
-                    .filter(|r| room.is_none_or(|room| r.rooms.iter().any(|x| x == room)))
-                    .cloned()
-                    .collect()
+            .local
+            .get()
+            .and_then(Weak::upgrade)
+            .map(|local| local.snapshot())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| {
+                r.namespace == namespace
+                    && room.is_none_or(|room| r.rooms.iter().any(|x| x == room))
             })
-            .unwrap_or_default();
+            .collect();
         async move { Ok(records) }.boxed()
     }
 
@@ -269,33 +240,6 @@ impl Cluster for MemoryCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn records_come_and_go_with_their_rooms() {
-        let cluster = MemoryCluster::new("n1".into());
-        let record = SocketRecord {
-            namespace: "/".into(),
-            sid: "s1".into(),
-            node_id: "n1".into(),
-            session_id: "x".into(),
-            rooms: vec![],
-            connected_at: 1,
-        };
-        cluster.socket_connected(record.clone());
-        cluster.room_joined("/", "r", "s1", &["r".to_string()]);
-        let found = cluster.fetch_sockets("/", Some("r")).await.unwrap();
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].rooms, ["r"]);
-        assert!(
-            cluster
-                .fetch_sockets("/", Some("other"))
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        cluster.socket_disconnected("/", "s1");
-        assert!(cluster.fetch_sockets("/", None).await.unwrap().is_empty());
-    }
 
     #[tokio::test]
     async fn sessions_keep_fields_until_they_expire() {

@@ -22,7 +22,7 @@ use crate::session::{CloseReason, ConnectInfo, QueueWriter, Session, TransportSt
 
 /// The websocket read buffer. Small on purpose: it is held by every idle client,
 /// and larger messages grow it only while they are read.
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 512;
 /// Frames are gathered up to this size before a write; the buffer is kept per
 /// connection once grown, so it stays small.
 const WRITE_BUFFER: usize = 8 * 1024;
@@ -49,18 +49,23 @@ pub fn accept(
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
+        // The task's future is held by every connected client for its whole
+        // life, so the rare paths are boxed: only the common one is inline.
         .on_upgrade(move |socket| async move {
             match upgrading {
                 None => serve_new(engine, socket, info).await,
                 Some((session, handler)) if session.transport() == TransportState::Polling => {
-                    serve_upgrade(engine, socket, session, handler).await
+                    Box::pin(serve_upgrade(engine, socket, session, handler)).await
                 }
                 // A second websocket for a session that already has one: the
                 // reference server accepts and then closes it, leaving the first alone.
                 Some(_) => {
                     let mut socket = socket;
-                    let _ =
-                        tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(None))).await;
+                    let _ = Box::pin(tokio::time::timeout(
+                        CLOSE_GRACE,
+                        socket.send(Message::Close(None)),
+                    ))
+                    .await;
                 }
             }
         })
@@ -86,7 +91,7 @@ async fn serve_new(engine: Engine, mut socket: WebSocket, info: ConnectInfo) {
         .await;
     }
     drop(writer);
-    close_socket(socket, &session).await;
+    Box::pin(close_socket(socket, &session)).await;
     engine.finish(&session);
 }
 
@@ -108,7 +113,7 @@ async fn serve_upgrade(
             )
             .await;
             drop(writer);
-            close_socket(socket, &session).await;
+            Box::pin(close_socket(socket, &session)).await;
         }
         None => {
             // A failed probe leaves the session on polling, as the client expects.
