@@ -110,22 +110,15 @@ impl Mothership {
 impl Inner {
     /// The newest known component `id` whose version matches `fragment`.
     fn resolve(&self, id: &str, fragment: &str) -> Option<ComponentInfo> {
-        let mut known = self.io.cluster().components();
-        // This node's own components count before the registry view catches up.
-        for (key, component) in &self.hosted {
-            if !known.iter().any(|info| info.descriptor.key() == *key) {
-                known.push(ComponentInfo {
-                    descriptor: component.descriptor().clone(),
-                    hosts: vec![self.node_id.clone()],
-                });
-            }
-        }
-        known
-            .into_iter()
+        self.io
+            .cluster()
+            .components()
+            .iter()
             .filter(|info| {
                 info.descriptor.id == id && version_matches(fragment, &info.descriptor.version)
             })
             .max_by(|a, b| a.descriptor.version.cmp(&b.descriptor.version))
+            .cloned()
     }
 
     /// The node to run a component's handler on, if any is live. Renders always
@@ -644,20 +637,10 @@ impl Inner {
     /// The component (`id@version`, newest with a live host) and event that
     /// serve an intent.
     fn provider(&self, category: &str, action: &str) -> Option<(String, String)> {
-        let mut known = self.io.cluster().components();
-        for component in self.hosted.values() {
-            if !known
-                .iter()
-                .any(|info| info.descriptor.key() == component.descriptor().key())
-            {
-                known.push(ComponentInfo {
-                    descriptor: component.descriptor().clone(),
-                    hosts: vec![self.node_id.clone()],
-                });
-            }
-        }
-        known
-            .into_iter()
+        self.io
+            .cluster()
+            .components()
+            .iter()
             .filter(|info| !info.hosts.is_empty())
             .filter_map(|info| {
                 let intent = info

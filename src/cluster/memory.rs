@@ -7,7 +7,7 @@
 //! operation has nowhere else to go.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -30,7 +30,7 @@ pub struct MemoryCluster {
     sessions: Mutex<Sessions>,
     session_ttl: Duration,
     histories: Mutex<HashMap<String, VecDeque<String>>>,
-    components: RwLock<Vec<Descriptor>>,
+    components: RwLock<Arc<Vec<ComponentInfo>>>,
     instances: Mutex<HashMap<String, Vec<(String, String)>>>,
     local: OnceLock<Weak<dyn LocalNode>>,
 }
@@ -74,7 +74,7 @@ impl MemoryCluster {
             sessions: Mutex::new(Sessions::default()),
             session_ttl,
             histories: Mutex::new(HashMap::new()),
-            components: RwLock::new(Vec::new()),
+            components: RwLock::new(Arc::new(Vec::new())),
             instances: Mutex::new(HashMap::new()),
             local: OnceLock::new(),
         }
@@ -194,22 +194,25 @@ impl Cluster for MemoryCluster {
     }
 
     fn register_components(&self, descriptors: Vec<Descriptor>) {
-        self.components.write().extend(descriptors);
+        let mut components = self.components.write();
+        let mut view = components.as_ref().clone();
+        view.extend(descriptors.into_iter().map(|descriptor| ComponentInfo {
+            descriptor,
+            hosts: vec![self.node_id.clone()],
+        }));
+        *components = Arc::new(view);
     }
 
-    fn components(&self) -> Vec<ComponentInfo> {
-        self.components
-            .read()
-            .iter()
-            .map(|descriptor| ComponentInfo {
-                descriptor: descriptor.clone(),
-                hosts: vec![self.node_id.clone()],
-            })
-            .collect()
+    fn components(&self) -> Arc<Vec<ComponentInfo>> {
+        self.components.read().clone()
     }
 
     fn pick_host(&self, component: &str) -> BoxFuture<'static, Option<String>> {
-        let hosted = self.components.read().iter().any(|d| d.key() == component);
+        let hosted = self
+            .components
+            .read()
+            .iter()
+            .any(|info| info.descriptor.key() == component);
         let node = hosted.then(|| self.node_id.clone());
         async move { node }.boxed()
     }

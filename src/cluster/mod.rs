@@ -239,8 +239,9 @@ pub trait Cluster: Send + Sync + 'static {
     /// This node hosts these components: announce them (and their intents).
     fn register_components(&self, descriptors: Vec<Descriptor>);
     /// Every component known in the cluster, with its live hosts (a cached view,
-    /// refreshed on changes and on every heartbeat).
-    fn components(&self) -> Vec<ComponentInfo>;
+    /// refreshed on changes and on every heartbeat; this node's own components
+    /// are in it from the start).
+    fn components(&self) -> Arc<Vec<ComponentInfo>>;
     /// A live host of a component (`id@version`), round-robin cluster-wide.
     fn pick_host(&self, component: &str) -> BoxFuture<'static, Option<String>>;
     /// Sends a Mothership message to a node (this one included).

@@ -88,7 +88,7 @@ struct Shared {
     /// The components this node hosts.
     hosted: Mutex<Vec<Descriptor>>,
     /// The cluster's components and their hosts, as last read from Redis.
-    registry: parking_lot::RwLock<Vec<ComponentInfo>>,
+    registry: parking_lot::RwLock<Arc<Vec<ComponentInfo>>>,
 }
 
 enum Write {
@@ -170,7 +170,7 @@ impl RedisCluster {
             purge: redis::Script::new(PURGE_NODE),
             pick: redis::Script::new(PICK_HOST),
             hosted: Mutex::new(Vec::new()),
-            registry: parking_lot::RwLock::new(Vec::new()),
+            registry: parking_lot::RwLock::new(Arc::new(Vec::new())),
         });
         tokio::spawn(writer(shared.clone(), write_queue));
         tokio::spawn(director(shared.clone(), directed_queue));
@@ -478,8 +478,29 @@ impl Shared {
                 registry.push(ComponentInfo { descriptor, hosts });
             }
         }
-        *self.registry.write() = registry;
+        self.include_hosted(&mut registry);
+        *self.registry.write() = Arc::new(registry);
         Ok(())
+    }
+
+    /// This node's own components belong in its view even before Redis has them.
+    fn include_hosted(&self, registry: &mut Vec<ComponentInfo>) {
+        for descriptor in self.hosted.lock().iter() {
+            match registry
+                .iter_mut()
+                .find(|info| info.descriptor.key() == descriptor.key())
+            {
+                Some(info) if !info.hosts.contains(&self.node_id) => {
+                    info.hosts.push(self.node_id.clone());
+                    info.hosts.sort();
+                }
+                Some(_) => {}
+                None => registry.push(ComponentInfo {
+                    descriptor: descriptor.clone(),
+                    hosts: vec![self.node_id.clone()],
+                }),
+            }
+        }
     }
 
     /// Writes the node's whole local state again, in order with every other write.
@@ -902,13 +923,16 @@ impl Cluster for RedisCluster {
             shared.command(command);
         }
         shared.hosted.lock().extend(descriptors);
+        let mut view = shared.registry.read().as_ref().clone();
+        shared.include_hosted(&mut view);
+        *shared.registry.write() = Arc::new(view);
         let changed = Message::ComponentsChanged {
             node: shared.node_id.clone(),
         };
         shared.publish(shared.keys.control_channel(), &changed, "node");
     }
 
-    fn components(&self) -> Vec<ComponentInfo> {
+    fn components(&self) -> Arc<Vec<ComponentInfo>> {
         self.shared.registry.read().clone()
     }
 
