@@ -2,8 +2,10 @@
 //!
 //! Identical, stateless nodes terminate Socket.IO connections; shared state and
 //! messages go through a [`cluster::Cluster`] backend: Redis (state in keys,
-//! messages over pub/sub) when `REDIS_SERVER` is set, else an embedded one. The crate is both the `rain-node` binary and a library for
-//! embedding a node with your own namespace handlers.
+//! messages over pub/sub) when `REDIS_SERVER` is set, else an embedded one. The
+//! [`mothership`] routes each component channel's events to a node that hosts
+//! the component. The crate is both the `rain-node` binary and a library for
+//! embedding a node with your own components or namespace handlers.
 //!
 //! The map, from the wire up:
 //!
