@@ -6,8 +6,9 @@
 //! (`request_intent`, `change_language`, `render`, handled on every node) and the
 //! logging channels (`/core/logging`, `/{id}/{version}/logging`). An event goes
 //! to this node's handler when it hosts the component (unless
-//! `ROUTING=round-robin`), else to a live host picked round-robin in Redis; the
-//! request travels on the host's node channel, the handler runs there, and its
+//! `ROUTING=round-robin`), else to a live host picked round-robin in Redis, in
+//! the same step that publishes it on that host's node channel (a host that has
+//! died but is not purged yet is skipped); the handler runs there, and its
 //! answer (with any room changes for the calling socket) comes back on this
 //! node's channel to reach the client's ack callback as `(error | null, data)`.
 //! Does not own the component registry's storage (see `crate::cluster`) or the
@@ -121,13 +122,20 @@ impl Inner {
             .cloned()
     }
 
-    /// The node to run a component's handler on, if any is live. Renders always
-    /// go round-robin: they create instances, which should spread over the hosts.
-    async fn target(&self, component: &str, render: bool) -> Option<String> {
-        if !render && self.routing == Routing::PreferLocal && self.hosted.contains_key(component) {
+    /// Whether this node runs the component's handler itself. Renders always go
+    /// round-robin: they create instances, which should spread over the hosts.
+    fn runs_here(&self, component: &str, render: bool) -> bool {
+        !render && self.routing == Routing::PreferLocal && self.hosted.contains_key(component)
+    }
+
+    /// Hands a message to this node or, round-robin, to a live host; `None`
+    /// when no host is live.
+    async fn send(&self, component: &str, render: bool, message: Routed) -> Option<String> {
+        if self.runs_here(component, render) {
+            self.io.cluster().route(&self.node_id, message);
             return Some(self.node_id.clone());
         }
-        self.io.cluster().pick_host(component).await
+        self.io.cluster().dispatch(component, message).await
     }
 
     /// Runs `event` on a host of `component` and returns its answer.
@@ -137,32 +145,30 @@ impl Inner {
         component: &str,
         request: Request,
     ) -> Answer {
-        let unavailable = || Answer {
-            outcome: Err(json!({ "error": "component unavailable", "component": component })),
-            effects: Effects::default(),
-        };
-        let Some(node) = self.target(component, request.create_instance).await else {
-            return unavailable();
-        };
         let id: u64 = rand::random();
         let (sender, receiver) = oneshot::channel();
         self.pending.lock().insert(id, sender);
-        self.io.cluster().route(
-            &node,
-            Routed::Request {
-                request: id,
-                from: self.node_id.clone(),
-                component: component.to_string(),
-                namespace: socket.namespace().name().to_string(),
-                channel: request.channel,
-                event: request.event,
-                args_json: serde_json::to_string(&request.args).unwrap_or_else(|_| "[]".into()),
-                socket: socket.id().to_string(),
-                session: socket.session_id().to_string(),
-                instance: request.instance,
-                create_instance: request.create_instance,
-            },
-        );
+        let render = request.create_instance;
+        let message = Routed::Request {
+            request: id,
+            from: self.node_id.clone(),
+            component: component.to_string(),
+            namespace: socket.namespace().name().to_string(),
+            channel: request.channel,
+            event: request.event,
+            args_json: serde_json::to_string(&request.args).unwrap_or_else(|_| "[]".into()),
+            socket: socket.id().to_string(),
+            session: socket.session_id().to_string(),
+            instance: request.instance,
+            create_instance: render,
+        };
+        let Some(node) = self.send(component, render, message).await else {
+            self.pending.lock().remove(&id);
+            return Answer {
+                outcome: Err(json!({ "error": "component unavailable", "component": component })),
+                effects: Effects::default(),
+            };
+        };
         let answer = tokio::time::timeout(self.timeout, receiver).await;
         self.pending.lock().remove(&id);
         match answer {
@@ -280,20 +286,16 @@ impl Inner {
             .unwrap_or_default();
         let (socket_id, session) = (socket.id().to_string(), socket.session_id().to_string());
         tokio::spawn(async move {
-            if let Some(node) = inner.target(&component, false).await {
-                inner.io.cluster().route(
-                    &node,
-                    Routed::Lifecycle {
-                        connected,
-                        from: inner.node_id.clone(),
-                        component,
-                        namespace,
-                        channel,
-                        socket: socket_id,
-                        session,
-                    },
-                );
-            }
+            let notice = Routed::Lifecycle {
+                connected,
+                from: inner.node_id.clone(),
+                component: component.clone(),
+                namespace,
+                channel,
+                socket: socket_id,
+                session,
+            };
+            inner.send(&component, false, notice).await;
         });
     }
 

@@ -26,7 +26,9 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use support::cluster::{HEARTBEAT_MS, NODE_TTL_MS, Node, RedisServer, spawn_binary_nodes};
+use support::cluster::{
+    HEARTBEAT_MS, NODE_TTL_MS, Node, RedisServer, eventually, numsub, spawn_binary_nodes,
+};
 use support::crate_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rain-node");
@@ -1060,22 +1062,20 @@ async fn killed_hosts_are_routed_around_then_reported_unavailable() {
 
     nodes[2].kill9();
     let killed = Instant::now();
-    // Until C is purged, an event routed to it is a timeout error ack.
-    for _ in 0..2 {
-        let (ack, elapsed) = js
-            .try_emit("a", "say", vec![json!({ "room": "r", "text": "t" })], 5000)
-            .await
-            .unwrap_or_else(|e| panic!("say right after C died: {e}"));
-        let (error, data) = ack_pair(&ack);
-        assert!(
-            data["node"] == json!("B") || error["error"] == json!("component timeout"),
-            "{ack:?}"
-        );
-        assert!(
-            elapsed < Duration::from_millis(ROUTE_TIMEOUT_MS + 500),
-            "{elapsed:?}"
-        );
-    }
+    // Once Redis has seen C's connections close, and long before C is purged
+    // (NODE_TTL_MS), every event goes to B: nothing is sent to a dead host.
+    wait_gone(&redis, "C").await;
+    let acks = js.emits("a", "say", says("r", 10)).await;
+    assert_eq!(
+        count_nodes(&acks).get("B"),
+        Some(&10),
+        "right after C died: {acks:?}"
+    );
+    assert!(
+        killed.elapsed() < Duration::from_millis(NODE_TTL_MS),
+        "{:?}",
+        killed.elapsed()
+    );
     let settle = Duration::from_millis(NODE_TTL_MS + 2000);
     tokio::time::sleep(settle.saturating_sub(killed.elapsed())).await;
     let acks = js.emits("a", "say", says("r", 20)).await;
@@ -1089,16 +1089,20 @@ async fn killed_hosts_are_routed_around_then_reported_unavailable() {
 
     nodes[1].kill9();
     let killed = Instant::now();
+    wait_gone(&redis, "B").await;
+    // No host listens any more: the error ack comes at once, not after the
+    // route timeout.
     let (ack, elapsed) = js
         .try_emit("a", "say", vec![json!({ "room": "r", "text": "t" })], 5000)
         .await
         .unwrap_or_else(|e| panic!("say right after B died: silence ({e})"));
     let (error, _) = ack_pair(&ack);
-    assert!(error["error"].is_string(), "right after B died: {ack:?}");
-    assert!(
-        elapsed < Duration::from_millis(ROUTE_TIMEOUT_MS + 500),
-        "{elapsed:?}"
+    assert_eq!(
+        error,
+        json!({ "error": "component unavailable", "component": "chat@1.0" }),
+        "right after B died: {ack:?}"
     );
+    assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
     let settle = Duration::from_millis(NODE_TTL_MS + 1500);
     tokio::time::sleep(settle.saturating_sub(killed.elapsed())).await;
     let (ack, elapsed) = js
@@ -1303,4 +1307,26 @@ async fn log_lines_for_a_node_that_is_gone_are_logged_where_they_arrive() {
     assert_eq!(ack, json!(true));
     let line = wait_log(&nodes[0], &marker).await;
     assert!(line.contains("Z:0123abcd"), "{line}");
+}
+
+/// Waits until no connection listens on a node's channel (Redis has seen the
+/// killed process's sockets close).
+async fn wait_gone(redis: &RedisServer, node: &str) {
+    let conn = redis.conn().await;
+    let channel = format!("rain:node:{node}");
+    eventually(
+        Duration::from_secs(2),
+        &format!("{channel} has no listener"),
+        || {
+            let mut conn = conn.clone();
+            let channel = channel.clone();
+            async move {
+                match numsub(&mut conn, &channel).await {
+                    0 => Ok(()),
+                    n => Err(format!("{n} listener(s)")),
+                }
+            }
+        },
+    )
+    .await;
 }

@@ -207,12 +207,15 @@ impl Cluster for MemoryCluster {
         self.components.read().clone()
     }
 
-    fn pick_host(&self, component: &str) -> BoxFuture<'static, Option<String>> {
+    fn dispatch(&self, component: &str, message: Routed) -> BoxFuture<'static, Option<String>> {
         let hosted = self
             .components
             .read()
             .iter()
             .any(|info| info.descriptor.key() == component);
+        if hosted {
+            self.route(&self.node_id, message);
+        }
         let node = hosted.then(|| self.node_id.clone());
         async move { node }.boxed()
     }

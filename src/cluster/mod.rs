@@ -242,8 +242,10 @@ pub trait Cluster: Send + Sync + 'static {
     /// refreshed on changes and on every heartbeat; this node's own components
     /// are in it from the start).
     fn components(&self) -> Arc<Vec<ComponentInfo>>;
-    /// A live host of a component (`id@version`), round-robin cluster-wide.
-    fn pick_host(&self, component: &str) -> BoxFuture<'static, Option<String>>;
+    /// Hands a Mothership message to a live host of a component (`id@version`),
+    /// round-robin cluster-wide, skipping hosts that no longer listen; resolves
+    /// to the host, or `None` when no host is live.
+    fn dispatch(&self, component: &str, message: Routed) -> BoxFuture<'static, Option<String>>;
     /// Sends a Mothership message to a node (this one included).
     fn route(&self, node: &str, message: Routed);
     /// Records an instance (`instance:{id}`).

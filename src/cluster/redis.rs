@@ -53,7 +53,7 @@ const OWNER_CACHE: usize = 64 * 1024;
 const ACK_GRACE: Duration = Duration::from_millis(250);
 
 const PURGE_NODE: &str = include_str!("../../redis/purge_node.lua");
-const PICK_HOST: &str = include_str!("../../redis/pick_host.lua");
+const DISPATCH: &str = include_str!("../../redis/dispatch.lua");
 
 /// The Redis-backed cluster.
 pub struct RedisCluster {
@@ -84,7 +84,7 @@ struct Shared {
     owners: Mutex<HashMap<String, String>>,
     acks: Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<Payload>>>>,
     purge: redis::Script,
-    pick: redis::Script,
+    dispatch: redis::Script,
     /// The components this node hosts.
     hosted: Mutex<Vec<Descriptor>>,
     /// The cluster's components and their hosts, as last read from Redis.
@@ -168,7 +168,7 @@ impl RedisCluster {
             owners: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
             purge: redis::Script::new(PURGE_NODE),
-            pick: redis::Script::new(PICK_HOST),
+            dispatch: redis::Script::new(DISPATCH),
             hosted: Mutex::new(Vec::new()),
             registry: parking_lot::RwLock::new(Arc::new(Vec::new())),
         });
@@ -936,23 +936,27 @@ impl Cluster for RedisCluster {
         self.shared.registry.read().clone()
     }
 
-    fn pick_host(&self, component: &str) -> BoxFuture<'static, Option<String>> {
+    fn dispatch(&self, component: &str, message: Routed) -> BoxFuture<'static, Option<String>> {
         let shared = self.shared.clone();
         let component = component.to_string();
         async move {
             let (id, version) = component.rsplit_once('@')?;
-            let pick = async {
-                let mut connection = shared.pool.get().await.ok()?;
-                let host: Option<String> = shared
-                    .pick
-                    .key(shared.keys.component_nodes(id, version))
-                    .key(shared.keys.round_robin(id, version))
-                    .invoke_async(&mut connection)
-                    .await
-                    .ok()?;
-                host
-            };
-            tokio::time::timeout(OP_TIMEOUT, pick).await.ok().flatten()
+            let payload = Message::Routed(message).encode();
+            let host: Option<String> = shared
+                .run(async |connection| {
+                    shared
+                        .dispatch
+                        .key(shared.keys.component_nodes(id, version))
+                        .key(shared.keys.round_robin(id, version))
+                        .arg(shared.keys.node_channel(""))
+                        .arg(payload)
+                        .invoke_async(connection)
+                        .await
+                })
+                .await
+                .ok()?;
+            metrics::counter!("rain_cluster_published_total", "kind" => "node").increment(1);
+            host
         }
         .boxed()
     }
