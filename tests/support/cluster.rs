@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Testbed, collect, spawn_testbed, tail};
+use super::{Testbed, collect, tail};
 
 // ---------------------------------------------------------------------------
 // redis-server
@@ -285,8 +285,19 @@ pub fn node_env() -> Vec<(String, String)> {
     .collect()
 }
 
-/// Starts one node of the cluster at `redis_url` (`extra_env` overrides the defaults).
+/// Starts one testbed node of the cluster at `redis_url` (`extra_env`
+/// overrides the defaults).
 pub fn spawn_node(redis_url: &str, node_id: &str, extra_env: &[(&str, &str)]) -> Node {
+    spawn_node_program(&super::testbed_path(), redis_url, node_id, extra_env)
+}
+
+/// Starts the node program at `path` with the cluster's settings.
+fn spawn_node_program(
+    path: &Path,
+    redis_url: &str,
+    node_id: &str,
+    extra_env: &[(&str, &str)],
+) -> Node {
     let mut env = vec![
         ("REDIS_SERVER".to_string(), redis_url.to_string()),
         ("NODE_ID".to_string(), node_id.to_string()),
@@ -299,7 +310,7 @@ pub fn spawn_node(redis_url: &str, node_id: &str, extra_env: &[(&str, &str)]) ->
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Node {
         id: node_id.to_string(),
-        testbed: spawn_testbed(&refs),
+        testbed: super::spawn_program(path, &refs),
     }
 }
 
@@ -899,54 +910,17 @@ pub fn run_with_nodes(
     envs: &[(&str, &str)],
     timeout: Duration,
 ) -> String {
-    let shown = format!("{program} {}", args.join(" "));
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(dir)
-        .env("REDIS_URL", redis.url())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("REDIS_URL", redis.url());
     for (node, var) in nodes.iter().zip(["NODE_A", "NODE_B", "NODE_C", "NODE_D"]) {
         cmd.env(var, node.url());
     }
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run `{shown}`: {e} (is {program} installed?)"));
-    let stdout = Arc::new(Mutex::new(String::new()));
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let out_thread = collect(child.stdout.take().unwrap(), stdout.clone());
-    let err_thread = collect(child.stderr.take().unwrap(), stderr.clone());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the client") {
-            break Some(status);
-        }
-        if started.elapsed() >= timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    let _ = out_thread.join();
-    let _ = err_thread.join();
-    let stdout = stdout.lock().unwrap().clone();
-    let stderr = stderr.lock().unwrap().clone();
-    println!("----- `{shown}` stdout -----\n{stdout}");
-    println!("----- `{shown}` stderr -----\n{}", tail(&stderr, 200));
-    println!("----- `{shown}` took {:.1?} -----", started.elapsed());
-    let Some(status) = status else {
-        panic!("`{shown}` did not finish within {timeout:?} and was killed");
-    };
-    assert!(
-        status.success(),
-        "`{shown}` failed ({status}); its output is above, the nodes' stderr below"
-    );
-    stdout
+    super::run_to_success(cmd, program, args, timeout, "the nodes'").stdout
 }
 
 /// A child process whose stdout lines can be awaited one by one.
@@ -1042,97 +1016,6 @@ impl Drop for LineChild {
 // the real `rain-node` binary as a cluster node
 // ---------------------------------------------------------------------------
 
-/// Starts the program at `path` the way [`spawn_testbed`] starts the testbed:
-/// an empty environment (`PATH`, `HOME`), `SERVER_HOST=127.0.0.1`,
-/// `SERVER_PORT=0`, `RAIN_TESTBED_LOG` as `LOG`, then `envs`; waits for its
-/// `rain-node listening on …` line. Its stderr (the logs) is captured.
-pub fn spawn_program(path: &Path, envs: &[(&str, &str)]) -> Testbed {
-    const READY: &str = "rain-node listening on ";
-    let mut cmd = Command::new(path);
-    cmd.env_clear();
-    for key in ["PATH", "HOME"] {
-        if let Some(value) = std::env::var_os(key) {
-            cmd.env(key, value);
-        }
-    }
-    cmd.env("SERVER_HOST", "127.0.0.1").env("SERVER_PORT", "0");
-    if let Some(filter) = std::env::var_os("RAIN_TESTBED_LOG") {
-        cmd.env("LOG", filter);
-    }
-    for (key, value) in envs {
-        cmd.env(key, value);
-    }
-    cmd.current_dir(super::crate_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
-    let stderr = Arc::new(Mutex::new(String::new()));
-    collect(child.stderr.take().unwrap(), stderr.clone());
-    let stdout_rest = Arc::new(Mutex::new(String::new()));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<String>();
-    {
-        let out = child.stdout.take().unwrap();
-        let rest = stdout_rest.clone();
-        thread::spawn(move || {
-            let mut reader = BufReader::new(out);
-            let mut line = String::new();
-            let mut ready_tx = Some(ready_tx);
-            loop {
-                line.clear();
-                match reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                if let Some(url) = line.trim_end().strip_prefix(READY) {
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(url.trim().to_string());
-                        continue;
-                    }
-                }
-                rest.lock().unwrap().push_str(&line);
-            }
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let url = loop {
-        if let Ok(url) = ready_rx.recv_timeout(Duration::from_millis(100)) {
-            break url;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            thread::sleep(Duration::from_millis(50));
-            panic!(
-                "{} exited ({status}) before printing `{READY}…`.\nstdout:\n{}\nstderr:\n{}",
-                path.display(),
-                stdout_rest.lock().unwrap(),
-                tail(&stderr.lock().unwrap(), 200)
-            );
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{} did not print `{READY}…` within 20 s.\nstdout:\n{}\nstderr:\n{}",
-                path.display(),
-                stdout_rest.lock().unwrap(),
-                tail(&stderr.lock().unwrap(), 200)
-            );
-        }
-    };
-    assert!(
-        url.starts_with("http://"),
-        "unexpected listening line: `{READY}{url}`"
-    );
-    Testbed {
-        child,
-        url: url.trim_end_matches('/').to_string(),
-        stderr,
-        stdout: stdout_rest,
-    }
-}
-
 /// Starts the `rain-node` binary at `binary` (an integration test has it as
 /// `env!("CARGO_BIN_EXE_rain-node")`) as node `node_id` of the cluster at
 /// `redis_url`, with [`node_env`] and `extra_env` (which overrides it; an empty
@@ -1143,20 +1026,7 @@ pub fn spawn_binary_node(
     node_id: &str,
     extra_env: &[(&str, &str)],
 ) -> Node {
-    let mut env = vec![
-        ("REDIS_SERVER".to_string(), redis_url.to_string()),
-        ("NODE_ID".to_string(), node_id.to_string()),
-    ];
-    env.extend(node_env());
-    for (k, v) in extra_env {
-        env.retain(|(key, _)| key != k);
-        env.push((k.to_string(), v.to_string()));
-    }
-    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Node {
-        id: node_id.to_string(),
-        testbed: spawn_program(Path::new(binary), &refs),
-    }
+    spawn_node_program(Path::new(binary), redis_url, node_id, extra_env)
 }
 
 /// Starts several `rain-node` processes at once: `(node id, its extra env)` each.

@@ -106,8 +106,15 @@ impl Drop for Testbed {
 /// Starts the testbed with `SERVER_HOST=127.0.0.1`, `SERVER_PORT=0` and `envs`
 /// (which may override those two), and waits for its `listening on` line.
 pub fn spawn_testbed(envs: &[(&str, &str)]) -> Testbed {
-    let path = testbed_path();
-    let mut cmd = Command::new(&path);
+    spawn_program(&testbed_path(), envs)
+}
+
+/// Starts a node program (the testbed, or the `rain-node` binary) from an empty
+/// environment (`PATH`, `HOME`), `SERVER_HOST=127.0.0.1`, `SERVER_PORT=0`,
+/// `RAIN_TESTBED_LOG` as `LOG`, then `envs`; waits for its `listening on` line.
+/// Its stderr (the logs) is captured.
+pub fn spawn_program(path: &Path, envs: &[(&str, &str)]) -> Testbed {
+    let mut cmd = Command::new(path);
     cmd.env_clear();
     for key in ["PATH", "HOME"] {
         if let Some(value) = std::env::var_os(key) {
@@ -169,8 +176,9 @@ pub fn spawn_testbed(envs: &[(&str, &str)]) -> Testbed {
         if let Ok(Some(status)) = child.try_wait() {
             thread::sleep(Duration::from_millis(50));
             panic!(
-                "the testbed exited ({status}) before printing `{READY_PREFIX}…`.\n\
+                "{} exited ({status}) before printing `{READY_PREFIX}…`.\n\
                  stdout:\n{}\nstderr:\n{}",
+                path.display(),
                 stdout_rest.lock().unwrap(),
                 tail(&stderr.lock().unwrap(), 200)
             );
@@ -179,8 +187,9 @@ pub fn spawn_testbed(envs: &[(&str, &str)]) -> Testbed {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "the testbed did not print `{READY_PREFIX}…` within {START_TIMEOUT:?}.\n\
+                "{} did not print `{READY_PREFIX}…` within {START_TIMEOUT:?}.\n\
                  stdout:\n{}\nstderr:\n{}",
+                path.display(),
                 stdout_rest.lock().unwrap(),
                 tail(&stderr.lock().unwrap(), 200)
             );
@@ -240,16 +249,31 @@ pub fn run_client(
     dir: &Path,
     timeout: Duration,
 ) -> Output {
-    let shown = format!("{program} {}", args.join(" "));
     eprintln!(
-        "running `{shown}` in {} with RAIN_URL={}",
+        "running `{program} {}` in {} with RAIN_URL={}",
+        args.join(" "),
         dir.display(),
         testbed.url()
     );
-    let mut child = Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .current_dir(dir)
-        .env("RAIN_URL", testbed.url())
+        .env("RAIN_URL", testbed.url());
+    run_to_success(cmd, program, args, timeout, "the server's")
+}
+
+/// Runs `cmd` (the rest of the environment inherited), prints its output, and
+/// panics unless it exits with status 0 within `timeout`; `logs` names whose
+/// stderr the failing test prints next.
+pub fn run_to_success(
+    mut cmd: Command,
+    program: &str,
+    args: &[&str],
+    timeout: Duration,
+    logs: &str,
+) -> Output {
+    let shown = format!("{program} {}", args.join(" "));
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -279,14 +303,14 @@ pub fn run_client(
     let stderr = stderr.lock().unwrap().clone();
     // shown by the test harness on failure, or always with `-- --nocapture`
     println!("----- `{shown}` stdout -----\n{stdout}");
-    println!("----- `{shown}` stderr -----\n{stderr}");
+    println!("----- `{shown}` stderr -----\n{}", tail(&stderr, 200));
     println!("----- `{shown}` took {elapsed:.1?} -----");
     let Some(status) = status else {
         panic!("`{shown}` did not finish within {timeout:?} and was killed");
     };
     assert!(
         status.success(),
-        "`{shown}` failed ({status}); its output is above, the server's stderr below"
+        "`{shown}` failed ({status}); its output is above, {logs} stderr below"
     );
     Output {
         status,
