@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::app_session::AppSession;
-use crate::cluster::{ComponentInfo, Routed};
+use crate::cluster::Routed;
 use crate::component::descriptor::version_matches;
 use crate::component::{ChannelName, Component, Context, Effects, Emitter};
 use crate::io::{RoutedHandler, SocketIo};
@@ -109,17 +109,22 @@ impl Mothership {
 }
 
 impl Inner {
-    /// The newest known component `id` whose version matches `fragment`.
-    fn resolve(&self, id: &str, fragment: &str) -> Option<ComponentInfo> {
-        self.io
-            .cluster()
-            .components()
+    /// What `channel` of the newest known component `id` matching `fragment`
+    /// is, read from the shared registry view without copying it.
+    fn resolve(&self, id: &str, fragment: &str, channel: &str) -> Option<Resolved> {
+        let components = self.io.cluster().components();
+        let info = components
             .iter()
             .filter(|info| {
                 info.descriptor.id == id && version_matches(fragment, &info.descriptor.version)
             })
-            .max_by(|a, b| a.descriptor.version.cmp(&b.descriptor.version))
-            .cloned()
+            .max_by(|a, b| a.descriptor.version.cmp(&b.descriptor.version))?;
+        Some(Resolved {
+            key: info.descriptor.key(),
+            channel: channel.to_string(),
+            served: info.descriptor.channels.iter().any(|c| c == channel),
+            lifecycle: info.descriptor.wants_lifecycle(),
+        })
     }
 
     /// Whether this node runs the component's handler itself. Renders always go
@@ -450,16 +455,24 @@ fn with_instance(data: Value, instance: &str, node: &str) -> Value {
     }
 }
 
+/// A component channel, resolved against the registry.
+struct Resolved {
+    /// `id@version` of the component that serves it now.
+    key: String,
+    channel: String,
+    /// Whether the component lists the channel.
+    served: bool,
+    /// Whether the component wants connect/disconnect notices.
+    lifecycle: bool,
+}
+
 /// `/{id}/{version}/{channel}` (and `/{id}/{version}/logging`).
 struct ComponentChannel(Arc<Inner>);
 
 impl ComponentChannel {
-    fn component(&self, socket: &Socket) -> Option<(ComponentInfo, String)> {
+    fn component(&self, socket: &Socket) -> Option<Resolved> {
         let name = ChannelName::parse(socket.namespace().name())?;
-        Some((
-            self.0.resolve(name.id, name.version)?,
-            name.channel.to_string(),
-        ))
+        self.0.resolve(name.id, name.version, name.channel)
     }
 }
 
@@ -467,36 +480,35 @@ impl NamespaceHandler for ComponentChannel {
     fn authorize(&self, socket: &Arc<Socket>, _auth: &Value) -> Result<(), String> {
         let namespace = socket.namespace().name();
         match self.component(socket) {
-            Some((_, channel)) if channel == LOGGING => Ok(()),
-            Some((info, channel)) if info.descriptor.channels.contains(&channel) => Ok(()),
-            Some((info, channel)) => Err(format!(
-                "component {} has no channel {channel:?} (namespace {namespace})",
-                info.descriptor.key()
+            Some(resolved) if resolved.channel == LOGGING || resolved.served => Ok(()),
+            Some(resolved) => Err(format!(
+                "component {} has no channel {:?} (namespace {namespace})",
+                resolved.key, resolved.channel
             )),
             None => Err(format!("unknown component channel {namespace}")),
         }
     }
 
     fn on_connect(&self, socket: &Arc<Socket>) {
-        if let Some((info, channel)) = self.component(socket)
-            && channel != LOGGING
-            && info.descriptor.wants_lifecycle()
+        if let Some(resolved) = self.component(socket)
+            && resolved.channel != LOGGING
+            && resolved.lifecycle
         {
-            self.0.lifecycle(socket, info.descriptor.key(), true);
+            self.0.lifecycle(socket, resolved.key, true);
         }
     }
 
     fn on_disconnect(&self, socket: &Arc<Socket>, _reason: crate::socket::DisconnectReason) {
-        if let Some((info, channel)) = self.component(socket)
-            && channel != LOGGING
-            && info.descriptor.wants_lifecycle()
+        if let Some(resolved) = self.component(socket)
+            && resolved.channel != LOGGING
+            && resolved.lifecycle
         {
-            self.0.lifecycle(socket, info.descriptor.key(), false);
+            self.0.lifecycle(socket, resolved.key, false);
         }
     }
 
     fn on_event(&self, socket: &Arc<Socket>, event: Event) {
-        let Some((info, channel)) = self.component(socket) else {
+        let Some(Resolved { key, channel, .. }) = self.component(socket) else {
             return error_ack(event.ack, "component unavailable");
         };
         if channel == LOGGING {
@@ -512,7 +524,7 @@ impl NamespaceHandler for ComponentChannel {
                 instance: None,
                 create_instance: false,
             };
-            let answer = inner.call(&socket, &info.descriptor.key(), request).await;
+            let answer = inner.call(&socket, &key, request).await;
             inner.answer(&socket, event.ack, answer).await;
         });
     }
@@ -600,7 +612,7 @@ impl NamespaceHandler for CoreChannel {
                     let (Some(id), Some(version)) = (text("id"), text("version")) else {
                         return error_ack(ack, "render needs {id, version, view, context}");
                     };
-                    let Some(info) = inner.resolve(&id, &version) else {
+                    let Some(resolved) = inner.resolve(&id, &version, "") else {
                         let error = json!({ "error": "unknown component", "component": format!("{id}@{version}") });
                         if let Some(ack) = ack {
                             let _ = ack.send(ack_payload(Err(error)));
@@ -617,7 +629,7 @@ impl NamespaceHandler for CoreChannel {
                         instance: None,
                         create_instance: true,
                     };
-                    let answer = inner.call(&socket, &info.descriptor.key(), request).await;
+                    let answer = inner.call(&socket, &resolved.key, request).await;
                     inner.answer(&socket, ack, answer).await;
                 }
                 other => error_ack(ack, &format!("unknown /core event {other:?}")),
