@@ -11,23 +11,50 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use crate::cluster::{AckBroadcast, BroadcastMessage};
+use crate::cluster::{AckBroadcast, BroadcastMessage, Cluster};
 use crate::namespace::Namespace;
-use crate::socket::{Payload, event_packet, frames};
+use crate::protocol::payload::event_frames;
+use crate::socket::Payload;
 
 /// A broadcast being addressed; nothing is sent until [`Broadcast::emit`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Broadcast {
-    namespace: Arc<Namespace>,
+    name: String,
+    /// This node's sockets of the namespace, when it serves it.
+    local: Option<Arc<Namespace>>,
+    cluster: Arc<dyn Cluster>,
     rooms: Vec<String>,
     except: Vec<String>,
+}
+
+impl std::fmt::Debug for Broadcast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broadcast")
+            .field("namespace", &self.name)
+            .field("rooms", &self.rooms)
+            .field("except", &self.except)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Broadcast {
     /// Every socket of the namespace, on every node.
     pub fn new(namespace: Arc<Namespace>) -> Self {
+        let (name, cluster) = (namespace.name().to_string(), namespace.cluster().clone());
+        Broadcast::named(&name, Some(namespace), cluster)
+    }
+
+    /// Every socket of the namespace `name`, on every node, whether or not this
+    /// node serves it (`local`).
+    pub(crate) fn named(
+        name: &str,
+        local: Option<Arc<Namespace>>,
+        cluster: Arc<dyn Cluster>,
+    ) -> Self {
         Broadcast {
-            namespace,
+            name: name.to_string(),
+            local,
+            cluster,
             rooms: Vec::new(),
             except: Vec::new(),
         }
@@ -47,25 +74,16 @@ impl Broadcast {
 
     /// Sends an event to the audience; returns how many local sockets got it.
     pub fn emit(self, event: &str, payload: Payload) -> usize {
-        let packet = event_packet(
-            self.namespace.name(),
-            event,
-            payload.args,
-            None,
-            payload.attachments.len(),
-        );
-        let frames = frames(&packet, payload.attachments);
-        let delivered = self
-            .namespace
-            .deliver_local(&self.rooms, &self.except, &frames);
-        self.namespace
-            .cluster()
-            .publish_broadcast(BroadcastMessage {
-                namespace: self.namespace.name().to_string(),
-                rooms: self.rooms,
-                except: self.except,
-                frames,
-            });
+        let frames = event_frames(&self.name, event, payload, None);
+        let delivered = self.local.as_ref().map_or(0, |local| {
+            local.deliver_local(&self.rooms, &self.except, &frames)
+        });
+        self.cluster.publish_broadcast(BroadcastMessage {
+            namespace: self.name,
+            rooms: self.rooms,
+            except: self.except,
+            frames,
+        });
         delivered
     }
 
@@ -78,18 +96,18 @@ impl Broadcast {
         timeout: Duration,
     ) -> Vec<Payload> {
         let broadcast = AckBroadcast {
-            namespace: self.namespace.name().to_string(),
+            namespace: self.name,
             rooms: self.rooms,
             except: self.except,
             event: event.to_string(),
             payload,
             timeout,
         };
-        let (_, local) = ask_local(&self.namespace, &broadcast);
-        let remote = self
-            .namespace
-            .cluster()
-            .publish_broadcast_with_ack(broadcast);
+        let local = match &self.local {
+            Some(local) => ask_local(local, &broadcast).1,
+            None => async { Vec::new() }.boxed(),
+        };
+        let remote = self.cluster.publish_broadcast_with_ack(broadcast);
         let (mut answers, mut remote_answers) = futures_util::future::join(local, remote).await;
         answers.append(&mut remote_answers);
         answers

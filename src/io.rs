@@ -17,15 +17,13 @@ use futures_util::future::BoxFuture;
 
 use crate::broadcast::{Broadcast, ask_local};
 use crate::client::Client;
-use crate::cluster::{
-    AckBroadcast, BroadcastMessage, Cluster, LocalNode, RemoteOp, Routed, SocketRecord, Target,
-};
+use crate::cluster::{AckBroadcast, Cluster, LocalNode, RemoteOp, Routed, SocketRecord, Target};
 use crate::config::Settings;
 use crate::engine::{EngineHandler, SessionHandler};
-use crate::namespace::{Namespace, NamespaceHandler};
+use crate::namespace::{Namespace, NamespaceHandler, emit_to_socket};
 use crate::protocol::engineio::Frame;
 use crate::session::{CloseReason, Session};
-use crate::socket::{Payload, event_packet, frames};
+use crate::socket::Payload;
 
 type NamePattern = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
@@ -115,23 +113,15 @@ impl SocketIo {
 
     /// Emits to one socket of a namespace, on whichever node it is.
     pub fn emit_to(&self, namespace: &str, sid: &str, event: &str, payload: Payload) {
-        match self.of(namespace) {
-            Some(local) => local.emit_to(sid, event, payload),
-            None => {
-                let packet = event_packet(
-                    namespace,
-                    event,
-                    payload.args,
-                    None,
-                    payload.attachments.len(),
-                );
-                self.inner.cluster.emit_to_socket(
-                    namespace,
-                    sid,
-                    frames(&packet, payload.attachments),
-                );
-            }
-        }
+        let local = self.of(namespace);
+        emit_to_socket(
+            local.as_deref(),
+            &*self.inner.cluster,
+            namespace,
+            sid,
+            event,
+            payload,
+        );
     }
 
     /// Broadcasts to rooms of a namespace (all of it when `rooms` is empty) on
@@ -144,23 +134,15 @@ impl SocketIo {
         event: &str,
         payload: Payload,
     ) {
-        let packet = event_packet(
-            namespace,
-            event,
-            payload.args,
-            None,
-            payload.attachments.len(),
-        );
-        let frames = frames(&packet, payload.attachments);
-        if let Some(local) = self.of(namespace) {
-            local.deliver_local(rooms, except, &frames);
+        let mut broadcast =
+            Broadcast::named(namespace, self.of(namespace), self.inner.cluster.clone());
+        for room in rooms {
+            broadcast = broadcast.to(room);
         }
-        self.inner.cluster.publish_broadcast(BroadcastMessage {
-            namespace: namespace.to_string(),
-            rooms: rooms.to_vec(),
-            except: except.to_vec(),
-            frames,
-        });
+        for room in except {
+            broadcast = broadcast.except(room);
+        }
+        broadcast.emit(event, payload);
     }
 
     pub(crate) fn engine_handler(&self) -> Arc<dyn EngineHandler> {

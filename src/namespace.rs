@@ -13,7 +13,8 @@ use serde_json::Value;
 
 use crate::cluster::{Cluster, ClusterError, RemoteOp, SocketRecord, Target};
 use crate::protocol::engineio::Frame;
-use crate::socket::{DisconnectReason, Event, Payload, Socket, event_packet, frames};
+use crate::protocol::payload::event_frames;
+use crate::socket::{DisconnectReason, Event, Payload, Socket};
 
 /// What an application does in a namespace. Handlers run on the connection's own
 /// task, in packet order; anything slow belongs in a spawned task.
@@ -161,20 +162,7 @@ impl Namespace {
 
     /// Emits to one socket of this namespace, on whichever node it is.
     pub fn emit_to(&self, sid: &str, event: &str, payload: Payload) {
-        let packet = event_packet(
-            &self.name,
-            event,
-            payload.args,
-            None,
-            payload.attachments.len(),
-        );
-        let frames = frames(&packet, payload.attachments);
-        match self.socket(sid) {
-            Some(socket) => {
-                let _ = socket.engine_session().send_frames(frames);
-            }
-            None => self.cluster.emit_to_socket(&self.name, sid, frames),
-        }
+        emit_to_socket(Some(self), &*self.cluster, &self.name, sid, event, payload);
     }
 
     /// Makes one socket, or every member of a room, join or leave a room or
@@ -263,5 +251,25 @@ impl Namespace {
             }
         }
         targets
+    }
+}
+
+/// Emits to one socket of `namespace`, on whichever node it is: written
+/// directly when it is in `local`, else handed to the cluster. The one path for
+/// an emit to a socket id, whether or not this node serves the namespace.
+pub(crate) fn emit_to_socket(
+    local: Option<&Namespace>,
+    cluster: &dyn Cluster,
+    namespace: &str,
+    sid: &str,
+    event: &str,
+    payload: Payload,
+) {
+    let frames = event_frames(namespace, event, payload, None);
+    match local.and_then(|local| local.socket(sid)) {
+        Some(socket) => {
+            let _ = socket.engine_session().send_frames(frames);
+        }
+        None => cluster.emit_to_socket(namespace, sid, frames),
     }
 }

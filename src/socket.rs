@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::Value;
 use thiserror::Error;
@@ -19,6 +18,7 @@ use crate::app_session::{AppSession, valid_session_id};
 use crate::broadcast::Broadcast;
 use crate::namespace::Namespace;
 use crate::protocol::engineio::Frame;
+use crate::protocol::payload::{ack_frames, event_frames};
 use crate::protocol::socketio::Packet;
 use crate::session::{CloseReason, ConnectInfo, SendError, Session};
 
@@ -44,26 +44,7 @@ impl DisconnectReason {
     }
 }
 
-/// Arguments of an event or an ack: the JSON values (binary parts stay as
-/// `{"_placeholder":true,"num":N}` markers) and the attachments they point to.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Payload {
-    pub args: Vec<Value>,
-    pub attachments: Vec<Bytes>,
-}
-
-impl Payload {
-    pub fn new(args: Vec<Value>) -> Self {
-        Payload {
-            args,
-            attachments: Vec::new(),
-        }
-    }
-
-    pub fn with_attachments(args: Vec<Value>, attachments: Vec<Bytes>) -> Self {
-        Payload { args, attachments }
-    }
-}
+pub use crate::protocol::payload::Payload;
 
 /// An event a client sent.
 #[derive(Debug)]
@@ -83,15 +64,9 @@ pub struct AckSender {
 
 impl AckSender {
     pub fn send(self, payload: Payload) -> Result<(), SendError> {
-        let packet = Packet::ack(
-            self.socket.namespace.name(),
-            Value::Array(payload.args),
-            self.id,
-            payload.attachments.len(),
-        );
         self.socket
             .session
-            .send_frames(frames(&packet, payload.attachments))
+            .send_frames(ack_frames(self.socket.namespace.name(), self.id, payload))
     }
 }
 
@@ -197,15 +172,8 @@ impl Socket {
 
     /// Emits an event to this client.
     pub fn emit(&self, event: &str, payload: Payload) -> Result<(), SendError> {
-        let packet = event_packet(
-            self.namespace.name(),
-            event,
-            payload.args,
-            None,
-            payload.attachments.len(),
-        );
         self.session
-            .send_frames(frames(&packet, payload.attachments))
+            .send_frames(event_frames(self.namespace.name(), event, payload, None))
     }
 
     /// Emits an event and waits for the client's ack, at most `timeout`.
@@ -218,17 +186,8 @@ impl Socket {
         let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         self.pending_acks.lock().insert(id, sender);
-        let packet = event_packet(
-            self.namespace.name(),
-            event,
-            payload.args,
-            Some(id),
-            payload.attachments.len(),
-        );
-        if let Err(error) = self
-            .session
-            .send_frames(frames(&packet, payload.attachments))
-        {
+        let frames = event_frames(self.namespace.name(), event, payload, Some(id));
+        if let Err(error) = self.session.send_frames(frames) {
             self.pending_acks.lock().remove(&id);
             return Err(error.into());
         }
@@ -320,25 +279,4 @@ impl Socket {
         self.pending_acks.lock().clear();
         std::mem::take(&mut *self.rooms.lock())
     }
-}
-
-pub(crate) fn event_packet(
-    namespace: &str,
-    event: &str,
-    args: Vec<Value>,
-    id: Option<u64>,
-    attachments: usize,
-) -> Packet {
-    let mut data = Vec::with_capacity(args.len() + 1);
-    data.push(Value::String(event.to_string()));
-    data.extend(args);
-    Packet::event(namespace, Value::Array(data), id, attachments)
-}
-
-/// A packet and its attachments as the frames a transport writes.
-pub(crate) fn frames(packet: &Packet, attachments: Vec<Bytes>) -> Vec<Frame> {
-    let mut frames = Vec::with_capacity(1 + attachments.len());
-    frames.push(Frame::Text(packet.encode_message()));
-    frames.extend(attachments.into_iter().map(Frame::Binary));
-    frames
 }

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::component::Descriptor;
 use crate::protocol::engineio::Frame;
-use crate::socket::Payload;
+use crate::protocol::payload::Payload;
 use std::sync::OnceLock;
 
 /// The in-process cluster of one node.

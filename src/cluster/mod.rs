@@ -27,7 +27,7 @@ use thiserror::Error;
 use crate::component::{Descriptor, Effects};
 use crate::config::Settings;
 use crate::protocol::engineio::Frame;
-use crate::socket::Payload;
+use crate::protocol::payload::Payload;
 
 /// A broadcast as it leaves this node: encoded once, with its audience.
 #[derive(Debug, Clone, PartialEq, Eq)]

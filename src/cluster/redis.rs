@@ -36,7 +36,7 @@ use super::{ComponentInfo, Routed};
 use crate::component::Descriptor;
 use crate::config::Settings;
 use crate::protocol::engineio::Frame;
-use crate::socket::Payload;
+use crate::protocol::payload::Payload;
 
 /// Queued writes before new ones are dropped (and counted) rather than held:
 /// while Redis is away nothing grows without bound, and the heartbeat

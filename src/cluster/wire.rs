@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use super::{RemoteOp, Routed, Target};
 use crate::protocol::engineio::Frame;
-use crate::socket::Payload;
+use crate::protocol::payload::Payload;
 
 /// One Engine.IO frame on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
