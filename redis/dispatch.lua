@@ -1,5 +1,5 @@
--- Hands a message to a live host of a component, round-robin across the cluster.
--- KEYS[1]: the component's host set, KEYS[2]: its round-robin counter.
+-- Hands a message to a live host of a service, round-robin across the cluster.
+-- KEYS[1]: the service's host set, KEYS[2]: its round-robin counter.
 -- ARGV[1]: the node channel prefix (e.g. "rain:node:"), ARGV[2]: the message.
 -- Starting at the next host in turn, publishes on each host's node channel until
 -- one has a listener: a host that died but is not purged yet has none, so the

@@ -18,12 +18,9 @@ for _, sid in ipairs(sids) do
   end
   redis.call('DEL', conn)
 end
-for _, component in ipairs(redis.call('SMEMBERS', prefix .. 'node-components:' .. node)) do
-  local id, version = string.match(component, '^(.*)@([^@]*)$')
-  if id then
-    redis.call('SREM', prefix .. 'component:' .. id .. ':' .. version .. ':nodes', node)
-  end
+for _, service in ipairs(redis.call('SMEMBERS', prefix .. 'node-services:' .. node)) do
+  redis.call('SREM', prefix .. 'service:' .. service .. ':nodes', node)
 end
-redis.call('DEL', prefix .. 'node-sockets:' .. node, prefix .. 'node:' .. node, prefix .. 'node-components:' .. node)
+redis.call('DEL', prefix .. 'node-sockets:' .. node, prefix .. 'node:' .. node, prefix .. 'node-services:' .. node)
 redis.call('ZREM', prefix .. 'nodes', node)
 return #sids

@@ -17,7 +17,7 @@ use futures_util::future::BoxFuture;
 
 use crate::broadcast::{Broadcast, ask_local};
 use crate::client::Client;
-use crate::cluster::{AckBroadcast, Cluster, LocalNode, RemoteOp, Routed, SocketRecord, Target};
+use crate::cluster::{AckBroadcast, Cluster, LocalNode, RemoteOp, SocketRecord, Target};
 use crate::config::Settings;
 use crate::engine::{EngineHandler, SessionHandler};
 use crate::namespace::{Namespace, NamespaceHandler, emit_to_socket};
@@ -39,14 +39,8 @@ pub(crate) struct IoInner {
     cluster: Arc<dyn Cluster>,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     patterns: RwLock<Vec<(NamePattern, Arc<dyn NamespaceHandler>)>>,
-    routed: std::sync::OnceLock<Arc<dyn RoutedHandler>>,
     /// Names registered with [`SocketIo::namespace`] (never dropped).
     fixed: RwLock<std::collections::HashSet<String>>,
-}
-
-/// Receives the Mothership's messages that reach this node.
-pub trait RoutedHandler: Send + Sync + 'static {
-    fn routed(&self, message: Routed);
 }
 
 impl SocketIo {
@@ -57,7 +51,6 @@ impl SocketIo {
             cluster: cluster.clone(),
             namespaces: RwLock::new(HashMap::new()),
             patterns: RwLock::new(Vec::new()),
-            routed: std::sync::OnceLock::new(),
             fixed: RwLock::new(Default::default()),
         });
         let local: Weak<dyn LocalNode> = Arc::downgrade(&inner) as Weak<dyn LocalNode>;
@@ -104,11 +97,6 @@ impl SocketIo {
 
     pub fn cluster(&self) -> &Arc<dyn Cluster> {
         &self.inner.cluster
-    }
-
-    /// Sets what handles the Mothership's messages (once).
-    pub fn set_routed_handler(&self, handler: Arc<dyn RoutedHandler>) {
-        let _ = self.inner.routed.set(handler);
     }
 
     /// Emits to one socket of a namespace, on whichever node it is.
@@ -189,13 +177,6 @@ impl LocalNode for IoInner {
     fn apply(&self, namespace: &str, target: &Target, op: &RemoteOp) {
         if let Some(namespace) = self.existing(namespace) {
             namespace.apply_local(target, op);
-        }
-    }
-
-    fn routed(&self, message: Routed) {
-        match self.routed.get() {
-            Some(handler) => handler.routed(message),
-            None => tracing::debug!("a routed message arrived but this node has no Mothership"),
         }
     }
 

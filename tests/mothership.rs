@@ -65,7 +65,7 @@ fn start(nodes: &[(&str, Vec<(&str, &str)>)]) -> (RedisServer, Vec<Node>) {
 /// heartbeats more, so every node's registry view (refreshed each heartbeat)
 /// has it.
 async fn wait_hosts(redis: &RedisServer, id: &str, version: &str, hosts: &[&str]) {
-    let key = format!("rain:component:{id}:{version}:nodes");
+    let key = format!("rain:service:{id}@{version}:nodes");
     let want: BTreeSet<String> = hosts.iter().map(|h| h.to_string()).collect();
     let mut conn = redis.conn().await;
     let started = Instant::now();
@@ -1122,10 +1122,7 @@ async fn killed_hosts_are_routed_around_then_reported_unavailable() {
         "{elapsed:?}"
     );
     let mut conn = redis.conn().await;
-    let hosts: BTreeSet<String> = conn
-        .smembers("rain:component:chat:1.0:nodes")
-        .await
-        .unwrap();
+    let hosts: BTreeSet<String> = conn.smembers("rain:service:chat@1.0:nodes").await.unwrap();
     assert!(hosts.is_empty(), "{hosts:?}");
 }
 

@@ -52,39 +52,35 @@ impl Keys {
         &self.prefix
     }
 
-    /// List of a named history (e.g. a chat room's recent messages), newest first.
-    pub fn history(&self, name: &str) -> String {
-        format!("{}history:{name}", self.prefix)
+    /// A named capped list of an upper layer (a chat room's recent messages),
+    /// newest first; expires after its last write.
+    pub fn list(&self, name: &str) -> String {
+        format!("{}list:{name}", self.prefix)
     }
 
-    /// Set of every registered component, as `id@version`.
-    pub fn components(&self) -> String {
-        format!("{}components", self.prefix)
+    /// Set of every registered service's name (a component's `id@version`).
+    pub fn services(&self) -> String {
+        format!("{}services", self.prefix)
     }
 
-    /// Hash of a component's descriptor (`descriptor`: its JSON).
-    pub fn component(&self, id: &str, version: &str) -> String {
-        format!("{}component:{id}:{version}", self.prefix)
+    /// Hash of a service's specification (`spec`: opaque to the cluster).
+    pub fn service(&self, name: &str) -> String {
+        format!("{}service:{name}", self.prefix)
     }
 
-    /// Set of the live hosts (node ids) of a component.
-    pub fn component_nodes(&self, id: &str, version: &str) -> String {
-        format!("{}component:{id}:{version}:nodes", self.prefix)
+    /// Set of the live hosts (node ids) of a service.
+    pub fn service_nodes(&self, name: &str) -> String {
+        format!("{}service:{name}:nodes", self.prefix)
     }
 
-    /// The round-robin cursor of a component.
-    pub fn round_robin(&self, id: &str, version: &str) -> String {
-        format!("{}rr:{id}:{version}", self.prefix)
+    /// The round-robin cursor of a service.
+    pub fn round_robin(&self, name: &str) -> String {
+        format!("{}rr:{name}", self.prefix)
     }
 
-    /// Set of the components (`id@version`) a node hosts (purged with the node).
-    pub fn node_components(&self, node_id: &str) -> String {
-        format!("{}node-components:{node_id}", self.prefix)
-    }
-
-    /// Set of the providers (`id@version`) of an intent.
-    pub fn intent(&self, category: &str, action: &str) -> String {
-        format!("{}intent:{category}:{action}", self.prefix)
+    /// Set of the services a node hosts (purged with the node).
+    pub fn node_services(&self, node_id: &str) -> String {
+        format!("{}node-services:{node_id}", self.prefix)
     }
 
     /// Hash of one rendered instance (component, version, node, created, state).

@@ -1,15 +1,17 @@
 //! The cluster: the one trait through which a node shares state and messages with
 //! the other nodes, and its backends.
 //!
-//! Owns the contract: what a node tells the cluster (sockets, rooms, broadcasts,
-//! operations on remote sockets) and what the cluster hands back to the node
-//! ([`LocalNode`]). Local delivery is never the cluster's job: a node delivers to
+//! Owns the contract, one trait per responsibility ([`Membership`],
+//! [`Broker`], [`SocketRegistry`], [`SessionStore`], [`ServiceRegistry`],
+//! [`ListStore`]; [`Cluster`] is all of them), and what the cluster hands back
+//! to the node ([`LocalNode`], and a [`MessageHandler`] per topic of the upper
+//! layers' node-to-node messages, which are opaque bytes here). Imports
+//! nothing from the layers above it (`socketio`, `component`, `mothership`). Local delivery is never the cluster's job: a node delivers to
 //! its own sockets directly and gives the cluster only what other nodes need, so
 //! the embedded backend ([`memory`]) is the Redis one ([`redis`]) minus the
 //! network. Calls that carry traffic are synchronous and cheap on purpose: a
 //! networked backend queues them to one writer task that pipelines them in order
-//! (one PUBLISH per broadcast and room, no round trip per delivered message;
-//! DESIGN.md §7). Key and channel names live in [`keys`]; the messages nodes
+//! (one PUBLISH per broadcast and room, no round trip per delivered message). Key and channel names live in [`keys`]; the messages nodes
 //! exchange in [`wire`].
 
 pub mod keys;
@@ -24,7 +26,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use thiserror::Error;
 
-use crate::component::{Descriptor, Effects};
+use bytes::Bytes;
+
 use crate::config::Settings;
 use crate::protocol::engineio::Frame;
 use crate::protocol::payload::Payload;
@@ -81,59 +84,25 @@ pub enum RemoteOp {
     Disconnect,
 }
 
-/// A component as the cluster knows it: its descriptor and its live hosts.
+/// A service as the registry knows it: its name, the specification its hosts
+/// registered (opaque to the cluster: the Mothership stores a component's
+/// descriptor there) and its live hosts, sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ComponentInfo {
-    pub descriptor: Descriptor,
+pub struct ServiceRecord {
+    pub name: String,
+    pub spec: Arc<str>,
     pub hosts: Vec<String>,
 }
 
-/// Messages of the Mothership between the node holding a client's socket and
-/// the node running a component's handler.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Routed {
-    /// An event for a component's handler; the answer goes back to `from`.
-    Request {
-        request: u64,
-        from: String,
-        component: String,
-        namespace: String,
-        channel: String,
-        event: String,
-        args_json: String,
-        socket: String,
-        session: String,
-        instance: Option<String>,
-        /// Create an instance on the handling node first (a `render`).
-        create_instance: bool,
-    },
-    /// A handler's answer: `ok` → `value_json` is the ack's data, else its error.
-    Reply {
-        request: u64,
-        ok: bool,
-        value_json: String,
-        effects: Effects,
-    },
-    /// A client connected to (or left) one of a component's channels.
-    Lifecycle {
-        connected: bool,
-        from: String,
-        component: String,
-        namespace: String,
-        channel: String,
-        socket: String,
-        session: String,
-    },
-    /// A client's log line, for the node that rendered its instance.
-    Log {
-        level: String,
-        message: String,
-        error: Option<String>,
-        instance: Option<String>,
-        namespace: String,
-        socket: String,
-        session: String,
-    },
+/// A snapshot of the service registry. A new snapshot is a new `Arc`, so a
+/// reader can cache what it derives from one with `Arc::ptr_eq`.
+pub type Services = Arc<Vec<ServiceRecord>>;
+
+/// Receives the node-to-node messages of one topic (see [`Broker::send`]). The
+/// bodies are opaque to the cluster: the layer that registered the topic
+/// encodes and decodes them.
+pub trait MessageHandler: Send + Sync + 'static {
+    fn on_message(&self, body: Bytes);
 }
 
 /// Errors of the cluster layer.
@@ -173,12 +142,11 @@ pub trait LocalNode: Send + Sync + 'static {
     fn snapshot(&self) -> Vec<SocketRecord>;
     /// How many sockets this node holds (cheap: no records built).
     fn socket_count(&self) -> usize;
-    /// A Mothership message for this node.
-    fn routed(&self, message: Routed);
 }
 
-/// Shared state and messaging between nodes.
-pub trait Cluster: Send + Sync + 'static {
+/// This node's membership of the cluster: identity, readiness, registration
+/// and deregistration.
+pub trait Membership: Send + Sync + 'static {
     /// `"embedded"` or `"redis"`.
     fn backend(&self) -> &'static str;
     fn node_id(&self) -> &str;
@@ -188,6 +156,17 @@ pub trait Cluster: Send + Sync + 'static {
     fn attach(&self, local: Weak<dyn LocalNode>);
     /// The address this node serves on, for the node registry.
     fn set_address(&self, _address: String) {}
+    /// Resolves once everything asked of the cluster so far has taken effect
+    /// (subscriptions made, state written).
+    fn flush(&self) -> BoxFuture<'static, ()>;
+    /// Deregisters this node (clean shutdown).
+    fn shutdown(&self) -> BoxFuture<'static, ()>;
+}
+
+/// Messages between nodes: broadcasts to the nodes with members of an
+/// audience, frames and operations for sockets on other nodes, and opaque
+/// messages of upper layers, by topic.
+pub trait Broker: Send + Sync + 'static {
     /// Carries a broadcast to the other nodes that have members of its audience.
     fn publish_broadcast(&self, message: BroadcastMessage);
     /// Carries a broadcast with acks to the other nodes and collects their
@@ -201,6 +180,15 @@ pub trait Cluster: Send + Sync + 'static {
     /// Carries an operation to the other nodes' sockets (the caller applies it
     /// to its own).
     fn remote(&self, namespace: &str, target: Target, op: RemoteOp);
+    /// Hands this node's messages of `topic` to `handler` (one per topic).
+    fn on_topic(&self, topic: &'static str, handler: Arc<dyn MessageHandler>);
+    /// Sends a message of `topic` to a node (this one included: then it is
+    /// handed over on a task of its own, as if it came from another node).
+    fn send(&self, node: &str, topic: &'static str, body: Bytes);
+}
+
+/// Where every socket is: which node holds it, its session and its rooms.
+pub trait SocketRegistry: Send + Sync + 'static {
     fn socket_connected(&self, record: SocketRecord);
     fn socket_disconnected(&self, namespace: &str, sid: &str);
     /// A local socket joined a room; `rooms` are all its rooms now. The first
@@ -214,6 +202,10 @@ pub trait Cluster: Send + Sync + 'static {
         namespace: &str,
         room: Option<&str>,
     ) -> BoxFuture<'static, Result<Vec<SocketRecord>, ClusterError>>;
+}
+
+/// Clients' session data, shared by every node, with a sliding TTL.
+pub trait SessionStore: Send + Sync + 'static {
     /// A session's fields (empty when it does not exist); extends its TTL.
     fn session_load(
         &self,
@@ -227,34 +219,55 @@ pub trait Cluster: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), ClusterError>>;
     /// Extends a session's TTL (a socket using it connected).
     fn session_touch(&self, id: &str);
-    /// Appends an entry to a named history (a list), keeping the newest `keep`.
-    fn history_append(
+}
+
+/// Named services, the nodes that host them, and round-robin delivery to a
+/// live host. The Mothership's components and their intents live here.
+pub trait ServiceRegistry: Send + Sync + 'static {
+    /// This node hosts these services: `(name, spec)` pairs.
+    fn register_services(&self, services: Vec<(String, String)>);
+    /// Every service known in the cluster, with its live hosts (a cached
+    /// view, refreshed on changes and on every heartbeat; this node's own
+    /// services are in it from the start).
+    fn services(&self) -> Services;
+    /// Sends a message of `topic` to a live host of `service`, round-robin
+    /// cluster-wide, skipping hosts that no longer listen; resolves to the
+    /// host, or `None` when no host is live.
+    fn dispatch(
+        &self,
+        service: &str,
+        topic: &'static str,
+        body: Bytes,
+    ) -> BoxFuture<'static, Option<String>>;
+    /// Records an instance of a service (`instance:{id}`).
+    fn record_instance(&self, instance_id: &str, fields: Vec<(String, String)>);
+}
+
+/// Small shared lists for upper layers' data (a chat room's recent messages):
+/// capped in length, expiring `ttl` after their last write.
+pub trait ListStore: Send + Sync + 'static {
+    /// Appends an entry to a named list, keeping the newest `keep`.
+    fn list_push(
         &self,
         name: &str,
         entry: String,
         keep: usize,
+        ttl: Duration,
     ) -> BoxFuture<'static, Result<(), ClusterError>>;
-    /// A named history, oldest first.
-    fn history(&self, name: &str) -> BoxFuture<'static, Result<Vec<String>, ClusterError>>;
-    /// This node hosts these components: announce them (and their intents).
-    fn register_components(&self, descriptors: Vec<Descriptor>);
-    /// Every component known in the cluster, with its live hosts (a cached view,
-    /// refreshed on changes and on every heartbeat; this node's own components
-    /// are in it from the start).
-    fn components(&self) -> Arc<Vec<ComponentInfo>>;
-    /// Hands a Mothership message to a live host of a component (`id@version`),
-    /// round-robin cluster-wide, skipping hosts that no longer listen; resolves
-    /// to the host, or `None` when no host is live.
-    fn dispatch(&self, component: &str, message: Routed) -> BoxFuture<'static, Option<String>>;
-    /// Sends a Mothership message to a node (this one included).
-    fn route(&self, node: &str, message: Routed);
-    /// Records an instance (`instance:{id}`).
-    fn record_instance(&self, instance_id: &str, fields: Vec<(String, String)>);
-    /// Resolves once everything asked of the cluster so far has taken effect
-    /// (subscriptions made, state written).
-    fn flush(&self) -> BoxFuture<'static, ()>;
-    /// Deregisters this node (clean shutdown).
-    fn shutdown(&self) -> BoxFuture<'static, ()>;
+    /// A named list, oldest first.
+    fn list_read(&self, name: &str) -> BoxFuture<'static, Result<Vec<String>, ClusterError>>;
+}
+
+/// Everything a node shares with the others, one trait per responsibility.
+/// Both backends implement each; a node holds one `Arc<dyn Cluster>`.
+pub trait Cluster:
+    Membership + Broker + SocketRegistry + SessionStore + ServiceRegistry + ListStore
+{
+}
+
+impl<T> Cluster for T where
+    T: Membership + Broker + SocketRegistry + SessionStore + ServiceRegistry + ListStore
+{
 }
 
 /// The backend the settings ask for: Redis when `REDIS_SERVER` is set, else the

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
@@ -29,11 +30,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::keys::Keys;
 use super::wire::{Message, WireFrame, WirePayload};
 use super::{
-    AckBroadcast, BroadcastMessage, Cluster, ClusterError, LocalNode, RemoteOp, SocketRecord,
-    Target, now_millis,
+    AckBroadcast, BroadcastMessage, Broker, ClusterError, ListStore, LocalNode, Membership,
+    MessageHandler, RemoteOp, ServiceRecord, ServiceRegistry, Services, SessionStore, SocketRecord,
+    SocketRegistry, Target, now_millis,
 };
-use super::{ComponentInfo, Routed};
-use crate::component::Descriptor;
 use crate::config::Settings;
 use crate::protocol::engineio::Frame;
 use crate::protocol::payload::Payload;
@@ -85,10 +85,12 @@ struct Shared {
     acks: Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<Payload>>>>,
     purge: redis::Script,
     dispatch: redis::Script,
-    /// The components this node hosts.
-    hosted: Mutex<Vec<Descriptor>>,
-    /// The cluster's components and their hosts, as last read from Redis.
-    registry: parking_lot::RwLock<Arc<Vec<ComponentInfo>>>,
+    /// The services this node hosts: (name, spec).
+    hosted: Mutex<Vec<(String, String)>>,
+    /// The cluster's services and their hosts, as last read from Redis.
+    registry: parking_lot::RwLock<Services>,
+    /// Handlers of upper layers' messages, by topic.
+    topics: parking_lot::RwLock<HashMap<String, Arc<dyn MessageHandler>>>,
 }
 
 enum Write {
@@ -171,6 +173,7 @@ impl RedisCluster {
             dispatch: redis::Script::new(DISPATCH),
             hosted: Mutex::new(Vec::new()),
             registry: parking_lot::RwLock::new(Arc::new(Vec::new())),
+            topics: parking_lot::RwLock::new(HashMap::new()),
         });
         tokio::spawn(writer(shared.clone(), write_queue));
         tokio::spawn(director(shared.clone(), directed_queue));
@@ -269,7 +272,8 @@ impl Shared {
         let message = match Message::decode(payload) {
             Ok(message) => message,
             Err(error) => {
-                tracing::warn!(channel, %error, "ignoring a cluster message");
+                metrics::counter!("rain_cluster_undecodable_total").increment(1);
+                tracing::warn!(channel, %error, "dropping a cluster message this node cannot read");
                 return;
             }
         };
@@ -365,11 +369,17 @@ impl Shared {
                 self.owners.lock().retain(|_, owner| *owner != node);
                 self.beat_now.notify_one();
             }
-            Message::ComponentsChanged { node } => {
-                tracing::debug!(node, "components changed");
+            Message::ServicesChanged { node } => {
+                tracing::debug!(node, "services changed");
                 self.beat_now.notify_one();
             }
-            Message::Routed(routed) => local.routed(routed),
+            Message::Topic { topic, body } => {
+                let handler = self.topics.read().get(&topic).cloned();
+                match handler {
+                    Some(handler) => handler.on_message(body),
+                    None => tracing::debug!(topic, "a message of a topic this node does not serve"),
+                }
+            }
         }
     }
 
@@ -413,90 +423,78 @@ impl Shared {
         Some(owner)
     }
 
-    /// Commands that announce hosted components and their intents.
-    fn component_commands(&self, descriptors: &[Descriptor]) -> Vec<redis::Cmd> {
+    /// Commands that announce hosted services.
+    fn service_commands(&self, services: &[(String, String)]) -> Vec<redis::Cmd> {
         let mut commands = Vec::new();
-        for descriptor in descriptors {
-            let key = descriptor.key();
-            let version = descriptor.version.to_string();
-            let json = serde_json::to_string(descriptor).unwrap_or_default();
-            commands.push(set_command("SADD", self.keys.components(), &key));
+        for (name, spec) in services {
+            commands.push(set_command("SADD", self.keys.services(), name));
             commands.push(
                 redis::cmd("HSET")
-                    .arg(self.keys.component(&descriptor.id, &version))
-                    .arg("descriptor")
-                    .arg(json)
+                    .arg(self.keys.service(name))
+                    .arg("spec")
+                    .arg(spec)
                     .to_owned(),
             );
             commands.push(set_command(
                 "SADD",
-                self.keys.component_nodes(&descriptor.id, &version),
+                self.keys.service_nodes(name),
                 &self.node_id,
             ));
             commands.push(set_command(
                 "SADD",
-                self.keys.node_components(&self.node_id),
-                &key,
+                self.keys.node_services(&self.node_id),
+                name,
             ));
-            for intent in &descriptor.intents {
-                commands.push(set_command(
-                    "SADD",
-                    self.keys.intent(&intent.category, &intent.action),
-                    &key,
-                ));
-            }
         }
         commands
     }
 
-    /// Reads the cluster's components and their hosts into the cached view.
+    /// Reads the cluster's services and their hosts into the cached view.
     async fn refresh_registry(&self) -> Result<(), redis::RedisError> {
         let mut connection = self
             .pool
             .get()
             .await
             .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
-        let keys: Vec<String> = connection.smembers(self.keys.components()).await?;
+        let names: Vec<String> = connection.smembers(self.keys.services()).await?;
         let mut pipe = redis::pipe();
-        for key in &keys {
-            let Some((id, version)) = key.rsplit_once('@') else {
-                continue;
-            };
-            pipe.hget(self.keys.component(id, version), "descriptor");
-            pipe.smembers(self.keys.component_nodes(id, version));
+        for name in &names {
+            pipe.hget(self.keys.service(name), "spec");
+            pipe.smembers(self.keys.service_nodes(name));
         }
         let answers: Vec<redis::Value> = pipe.query_async(&mut connection).await?;
         let mut registry = Vec::new();
-        for pair in answers.chunks(2) {
-            let [descriptor, hosts] = pair else { continue };
-            let descriptor: Option<String> = redis::from_redis_value(descriptor).ok();
+        for (name, pair) in names.into_iter().zip(answers.chunks(2)) {
+            let [spec, hosts] = pair else { continue };
+            let spec: Option<String> = redis::from_redis_value(spec).ok();
             let mut hosts: Vec<String> = redis::from_redis_value(hosts).unwrap_or_default();
-            if let Some(descriptor) =
-                descriptor.and_then(|json| serde_json::from_str::<Descriptor>(&json).ok())
-            {
+            if let Some(spec) = spec {
                 hosts.sort();
-                registry.push(ComponentInfo { descriptor, hosts });
+                registry.push(ServiceRecord {
+                    name,
+                    spec: spec.into(),
+                    hosts,
+                });
             }
         }
         self.include_hosted(&mut registry);
+        registry.sort_by(|a, b| a.name.cmp(&b.name));
         *self.registry.write() = Arc::new(registry);
         Ok(())
     }
 
-    /// This node's own components belong in its view even before Redis has them.
-    fn include_hosted(&self, registry: &mut Vec<ComponentInfo>) {
-        for descriptor in self.hosted.lock().iter() {
-            match registry
-                .iter_mut()
-                .find(|info| info.descriptor.key() == descriptor.key())
-            {
-                Some(info) if !info.hosts.contains(&self.node_id) => {
-                    info.hosts.push(self.node_id.clone());
-                    info.hosts.sort();
+    /// This node's own services belong in its view even before Redis has them.
+    fn include_hosted(&self, registry: &mut Vec<ServiceRecord>) {
+        for (name, spec) in self.hosted.lock().iter() {
+            match registry.iter_mut().find(|record| record.name == *name) {
+                Some(record) if !record.hosts.contains(&self.node_id) => {
+                    record.hosts.push(self.node_id.clone());
+                    record.hosts.sort();
                 }
                 Some(_) => {}
-                None => registry.push(ComponentInfo {
-                    descriptor: descriptor.clone(),
+                None => registry.push(ServiceRecord {
+                    name: name.clone(),
+                    spec: spec.as_str().into(),
                     hosts: vec![self.node_id.clone()],
                 }),
             }
@@ -506,7 +504,7 @@ impl Shared {
     /// Writes the node's whole local state again, in order with every other write.
     async fn register_local_state(&self) {
         let hosted = self.hosted.lock().clone();
-        for command in self.component_commands(&hosted) {
+        for command in self.service_commands(&hosted) {
             if self.writes.send(Write::Command(command)).await.is_err() {
                 return;
             }
@@ -589,7 +587,7 @@ impl Shared {
     }
 }
 
-impl Cluster for RedisCluster {
+impl Membership for RedisCluster {
     fn backend(&self) -> &'static str {
         "redis"
     }
@@ -611,6 +609,16 @@ impl Cluster for RedisCluster {
         self.shared.beat_now.notify_one();
     }
 
+    fn flush(&self) -> BoxFuture<'static, ()> {
+        flush(self.shared.clone()).boxed()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        shutdown(self.shared.clone()).boxed()
+    }
+}
+
+impl Broker for RedisCluster {
     fn publish_broadcast(&self, message: BroadcastMessage) {
         let shared = &self.shared;
         let frames: Vec<WireFrame> = message.frames.iter().map(WireFrame::from).collect();
@@ -744,6 +752,32 @@ impl Cluster for RedisCluster {
         }
     }
 
+    fn on_topic(&self, topic: &'static str, handler: Arc<dyn MessageHandler>) {
+        self.shared
+            .topics
+            .write()
+            .insert(topic.to_string(), handler);
+    }
+
+    fn send(&self, node: &str, topic: &'static str, body: Bytes) {
+        let shared = &self.shared;
+        if node == shared.node_id {
+            // No need to go through Redis to reach this node.
+            let handler = shared.topics.read().get(topic).cloned();
+            if let Some(handler) = handler {
+                tokio::spawn(async move { handler.on_message(body) });
+            }
+            return;
+        }
+        let message = Message::Topic {
+            topic: topic.to_string(),
+            body,
+        };
+        shared.publish(shared.keys.node_channel(node), &message, "node");
+    }
+}
+
+impl SocketRegistry for RedisCluster {
     fn socket_connected(&self, record: SocketRecord) {
         let shared = &self.shared;
         shared.interest(shared.keys.namespace_channel(&record.namespace), true);
@@ -821,7 +855,9 @@ impl Cluster for RedisCluster {
         }
         .boxed()
     }
+}
 
+impl SessionStore for RedisCluster {
     fn session_load(
         &self,
         id: &str,
@@ -879,15 +915,18 @@ impl Cluster for RedisCluster {
                 .to_owned(),
         );
     }
+}
 
-    fn history_append(
+impl ListStore for RedisCluster {
+    fn list_push(
         &self,
         name: &str,
         entry: String,
         keep: usize,
+        ttl: Duration,
     ) -> BoxFuture<'static, Result<(), ClusterError>> {
         let shared = self.shared.clone();
-        let key = shared.keys.history(name);
+        let key = shared.keys.list(name);
         async move {
             shared
                 .run(async |connection| {
@@ -895,6 +934,8 @@ impl Cluster for RedisCluster {
                         .lpush(&key, entry)
                         .ignore()
                         .ltrim(&key, 0, keep as isize - 1)
+                        .ignore()
+                        .pexpire(&key, ttl.as_millis() as i64)
                         .ignore()
                         .query_async::<()>(connection)
                         .await
@@ -904,9 +945,9 @@ impl Cluster for RedisCluster {
         .boxed()
     }
 
-    fn history(&self, name: &str) -> BoxFuture<'static, Result<Vec<String>, ClusterError>> {
+    fn list_read(&self, name: &str) -> BoxFuture<'static, Result<Vec<String>, ClusterError>> {
         let shared = self.shared.clone();
-        let key = shared.keys.history(name);
+        let key = shared.keys.list(name);
         async move {
             let mut entries: Vec<String> = shared
                 .run(async |connection| connection.lrange(&key, 0, -1).await)
@@ -916,38 +957,49 @@ impl Cluster for RedisCluster {
         }
         .boxed()
     }
+}
 
-    fn register_components(&self, descriptors: Vec<Descriptor>) {
+impl ServiceRegistry for RedisCluster {
+    fn register_services(&self, services: Vec<(String, String)>) {
         let shared = &self.shared;
-        for command in shared.component_commands(&descriptors) {
+        for command in shared.service_commands(&services) {
             shared.command(command);
         }
-        shared.hosted.lock().extend(descriptors);
+        shared.hosted.lock().extend(services);
         let mut view = shared.registry.read().as_ref().clone();
         shared.include_hosted(&mut view);
+        view.sort_by(|a, b| a.name.cmp(&b.name));
         *shared.registry.write() = Arc::new(view);
-        let changed = Message::ComponentsChanged {
+        let changed = Message::ServicesChanged {
             node: shared.node_id.clone(),
         };
         shared.publish(shared.keys.control_channel(), &changed, "node");
     }
 
-    fn components(&self) -> Arc<Vec<ComponentInfo>> {
+    fn services(&self) -> Services {
         self.shared.registry.read().clone()
     }
 
-    fn dispatch(&self, component: &str, message: Routed) -> BoxFuture<'static, Option<String>> {
+    fn dispatch(
+        &self,
+        service: &str,
+        topic: &'static str,
+        body: Bytes,
+    ) -> BoxFuture<'static, Option<String>> {
         let shared = self.shared.clone();
-        let component = component.to_string();
+        let service = service.to_string();
         async move {
-            let (id, version) = component.rsplit_once('@')?;
-            let payload = Message::Routed(message).encode();
+            let payload = Message::Topic {
+                topic: topic.to_string(),
+                body,
+            }
+            .encode();
             let host: Option<String> = shared
                 .run(async |connection| {
                     shared
                         .dispatch
-                        .key(shared.keys.component_nodes(id, version))
-                        .key(shared.keys.round_robin(id, version))
+                        .key(shared.keys.service_nodes(&service))
+                        .key(shared.keys.round_robin(&service))
                         .arg(shared.keys.node_channel(""))
                         .arg(payload)
                         .invoke_async(connection)
@@ -961,22 +1013,6 @@ impl Cluster for RedisCluster {
         .boxed()
     }
 
-    fn route(&self, node: &str, message: Routed) {
-        let shared = &self.shared;
-        if node == shared.node_id {
-            // No need to go through Redis to reach this node.
-            if let Some(local) = shared.local() {
-                tokio::spawn(async move { local.routed(message) });
-            }
-            return;
-        }
-        shared.publish(
-            shared.keys.node_channel(node),
-            &Message::Routed(message),
-            "node",
-        );
-    }
-
     fn record_instance(&self, instance_id: &str, fields: Vec<(String, String)>) {
         let shared = &self.shared;
         let mut command = redis::cmd("HSET");
@@ -986,62 +1022,61 @@ impl Cluster for RedisCluster {
         }
         shared.command(command);
     }
+}
 
-    fn flush(&self) -> BoxFuture<'static, ()> {
-        let shared = self.shared.clone();
-        async move {
-            if !shared.ready() {
-                return;
-            }
-            let (written, writes_done) = oneshot::channel();
-            let (subscribed, subscriptions_done) = oneshot::channel();
-            if shared.writes.try_send(Write::Barrier(written)).is_err() {
-                return;
-            }
-            shared.subscriptions.lock().barriers.push(subscribed);
-            shared.subscription_work.notify_one();
-            let _ = tokio::time::timeout(OP_TIMEOUT, async {
-                let _ = writes_done.await;
-                let _ = subscriptions_done.await;
-            })
-            .await;
+/// Resolves once every write queued so far is sent and every subscription
+/// change made (bounded by the operation timeout).
+async fn flush(shared: Arc<Shared>) {
+    {
+        if !shared.ready() {
+            return;
         }
-        .boxed()
+        let (written, writes_done) = oneshot::channel();
+        let (subscribed, subscriptions_done) = oneshot::channel();
+        if shared.writes.try_send(Write::Barrier(written)).is_err() {
+            return;
+        }
+        shared.subscriptions.lock().barriers.push(subscribed);
+        shared.subscription_work.notify_one();
+        let _ = tokio::time::timeout(OP_TIMEOUT, async {
+            let _ = writes_done.await;
+            let _ = subscriptions_done.await;
+        })
+        .await;
     }
+}
 
-    fn shutdown(&self) -> BoxFuture<'static, ()> {
-        let shared = self.shared.clone();
-        async move {
-            let purge = async {
-                let mut connection = shared.pool.get().await.ok()?;
-                let _: i64 = shared
-                    .purge
-                    .arg(shared.keys.prefix())
-                    .arg(&shared.node_id)
-                    .invoke_async(&mut connection)
-                    .await
-                    .ok()?;
-                let down = Message::NodeDown {
-                    node: shared.node_id.clone(),
-                };
-                let _: () = connection
-                    .publish(shared.keys.control_channel(), down.encode())
-                    .await
-                    .ok()?;
-                Some(())
-            };
-            if tokio::time::timeout(OP_TIMEOUT, purge)
+/// Purges this node from Redis and tells the others it is gone.
+async fn shutdown(shared: Arc<Shared>) {
+    {
+        let purge = async {
+            let mut connection = shared.pool.get().await.ok()?;
+            let _: i64 = shared
+                .purge
+                .arg(shared.keys.prefix())
+                .arg(&shared.node_id)
+                .invoke_async(&mut connection)
                 .await
-                .ok()
-                .flatten()
-                .is_none()
-            {
-                tracing::warn!(
-                    "could not deregister from Redis; the others will purge this node after its TTL"
-                );
-            }
+                .ok()?;
+            let down = Message::NodeDown {
+                node: shared.node_id.clone(),
+            };
+            let _: () = connection
+                .publish(shared.keys.control_channel(), down.encode())
+                .await
+                .ok()?;
+            Some(())
+        };
+        if tokio::time::timeout(OP_TIMEOUT, purge)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            tracing::warn!(
+                "could not deregister from Redis; the others will purge this node after its TTL"
+            );
         }
-        .boxed()
     }
 }
 
@@ -1270,7 +1305,12 @@ async fn beat(shared: &Shared) -> Result<(), redis::RedisError> {
         .unwrap_or_default();
     let address = shared.address.lock().clone();
     let components = {
-        let hosted: Vec<String> = shared.hosted.lock().iter().map(Descriptor::key).collect();
+        let hosted: Vec<String> = shared
+            .hosted
+            .lock()
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
         serde_json::to_string(&hosted).unwrap_or_else(|_| "[]".into())
     };
     let (existed,): (bool,) = redis::pipe()
@@ -1282,7 +1322,7 @@ async fn beat(shared: &Shared) -> Result<(), redis::RedisError> {
                 ("started_at", shared.started_at.to_string()),
                 ("heartbeat", now.to_string()),
                 ("sockets", sockets.to_string()),
-                ("components", components),
+                ("services", components),
             ],
         )
         .ignore()

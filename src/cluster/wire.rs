@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::{RemoteOp, Routed, Target};
+use super::{RemoteOp, Target};
 use crate::protocol::engineio::Frame;
 use crate::protocol::payload::Payload;
 
@@ -115,24 +115,43 @@ pub enum Message {
     },
     /// A node was found dead and purged (control channel).
     NodeDown { node: String },
-    /// A node registered components (control channel).
-    ComponentsChanged { node: String },
-    /// A Mothership message (node channel).
-    Routed(Routed),
+    /// A node registered services (control channel).
+    ServicesChanged { node: String },
+    /// An upper layer's message for one node (node channel), by topic; the
+    /// body is opaque here.
+    Topic { topic: String, body: Bytes },
 }
 
+/// The format of [`Message`], the first byte of every encoded message. A node
+/// counts and drops a message of another format (a rolling upgrade runs old and
+/// new builds side by side) instead of misreading it.
+pub const FORMAT: u8 = 1;
+
+/// Why a message could not be read.
 #[derive(Debug, Error)]
-#[error("malformed cluster message: {0}")]
-pub struct WireError(String);
+pub enum WireError {
+    #[error("cluster message of format {0}, this node reads format {FORMAT}")]
+    Format(u8),
+    #[error("empty cluster message")]
+    Empty,
+    #[error("malformed cluster message")]
+    Malformed(#[source] rmp_serde::decode::Error),
+}
 
 impl Message {
     pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![FORMAT];
         // Every field is plainly serialisable; encoding into a Vec cannot fail.
-        rmp_serde::to_vec(self).unwrap_or_default()
+        let _ = rmp_serde::encode::write(&mut bytes, self);
+        bytes
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
-        rmp_serde::from_slice(bytes).map_err(|e| WireError(e.to_string()))
+        match bytes.split_first() {
+            None => Err(WireError::Empty),
+            Some((&FORMAT, body)) => rmp_serde::from_slice(body).map_err(WireError::Malformed),
+            Some((&other, _)) => Err(WireError::Format(other)),
+        }
     }
 }
 
@@ -153,7 +172,18 @@ mod tests {
             ],
         };
         assert_eq!(Message::decode(&message.encode()).unwrap(), message);
-        assert!(Message::decode(b"\xc1garbage").is_err());
+        assert!(matches!(
+            Message::decode(b"\x01\xc1garbage"),
+            Err(WireError::Malformed(_))
+        ));
+        assert!(matches!(Message::decode(b""), Err(WireError::Empty)));
+    }
+
+    #[test]
+    fn a_message_of_another_format_is_refused() {
+        let mut bytes = Message::NodeDown { node: "a".into() }.encode();
+        bytes[0] = FORMAT + 1;
+        assert!(matches!(Message::decode(&bytes), Err(WireError::Format(f)) if f == FORMAT + 1));
     }
 
     #[test]

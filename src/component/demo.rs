@@ -24,6 +24,8 @@ use super::{Component, Context, Descriptor, Intent, Outcome};
 
 /// How many messages a chat room's history keeps.
 pub const CHAT_HISTORY: usize = 50;
+/// How long a room's history outlives its last message.
+pub const CHAT_HISTORY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The session field holding the rooms a session joined (a JSON array of strings).
 const ROOMS_FIELD: &str = "chat-rooms";
@@ -289,7 +291,7 @@ async fn chat_join(ctx: Context, args: Vec<Value>) -> Outcome {
         .emitter
         .io()
         .cluster()
-        .history(&history_name(&room))
+        .list_read(&history_name(&room))
         .await
         .map_err(|e| unavailable("history", e))?;
     let skip = entries.len().saturating_sub(CHAT_HISTORY);
@@ -337,7 +339,12 @@ async fn chat_say(ctx: Context, args: Vec<Value>) -> Outcome {
     ctx.emitter
         .io()
         .cluster()
-        .history_append(&history_name(&room), msg.to_string(), CHAT_HISTORY)
+        .list_push(
+            &history_name(&room),
+            msg.to_string(),
+            CHAT_HISTORY,
+            CHAT_HISTORY_TTL,
+        )
         .await
         .map_err(|e| unavailable("history", e))?;
     ctx.emitter
@@ -362,7 +369,7 @@ mod tests {
     use super::*;
     use crate::app_session::AppSession;
     use crate::cluster::Cluster;
-    use crate::component::{Effects, Emitter};
+    use crate::component::{Catalog, Effects, Emitter};
     use crate::config::Settings;
     use crate::io::SocketIo;
 
@@ -388,7 +395,7 @@ mod tests {
                 "node-a".into(),
                 None,
                 AppSession::new(Arc::from(session), self.cluster.clone()),
-                Emitter::new(self.io.clone()),
+                Emitter::new(self.io.clone(), Catalog::new(self.cluster.clone())),
             )
         }
     }
@@ -530,7 +537,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let entries = env.cluster.history("chat:lobby").await.unwrap();
+        let entries = env.cluster.list_read("chat:lobby").await.unwrap();
         let last: Value = serde_json::from_str(entries.last().unwrap()).unwrap();
         assert_eq!(last["nick"], "anonymous");
         assert_eq!(last["text"], "hey");
@@ -644,7 +651,7 @@ mod tests {
             call(&chat, &ctx, "shout", vec![]).await,
             Err(json!({"error": "unknown event shout"}))
         );
-        assert!(env.cluster.history("chat:r").await.unwrap().is_empty());
+        assert!(env.cluster.list_read("chat:r").await.unwrap().is_empty());
     }
 
     #[test]

@@ -270,6 +270,7 @@ impl Component for HttpComponent {
 
 #[cfg(test)]
 mod tests {
+    use crate::component::Catalog;
     use std::net::SocketAddr;
     use std::sync::Arc;
 
@@ -296,8 +297,8 @@ mod tests {
             "node-a".into(),
             "node-b".into(),
             Some("inst-1".into()),
-            AppSession::new(Arc::from("sess-1"), cluster),
-            Emitter::new(io),
+            AppSession::new(Arc::from("sess-1"), cluster.clone()),
+            Emitter::new(io, Catalog::new(cluster.clone())),
         )
     }
 

@@ -9,6 +9,7 @@
 //! own routing (see `crate::mothership`) or the cluster-wide registry (see
 //! `crate::cluster`).
 
+pub mod catalog;
 pub mod demo;
 pub mod descriptor;
 pub mod http;
@@ -19,6 +20,7 @@ use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use serde_json::Value;
 
+pub use catalog::{Catalog, ComponentInfo};
 pub use descriptor::{ChannelName, Descriptor, DescriptorError, HandlerSpec, Intent, Version};
 
 use crate::app_session::AppSession;
@@ -157,11 +159,12 @@ impl Context {
 #[derive(Clone)]
 pub struct Emitter {
     io: SocketIo,
+    catalog: Arc<Catalog>,
 }
 
 impl Emitter {
-    pub fn new(io: SocketIo) -> Self {
-        Emitter { io }
+    pub fn new(io: SocketIo, catalog: Arc<Catalog>) -> Self {
+        Emitter { io, catalog }
     }
 
     /// An event to one socket of a namespace, on whichever node it is.
@@ -174,46 +177,10 @@ impl Emitter {
     /// version (`/chat/1/main`, `/chat/1.0/main`) get it too.
     pub fn to_room(&self, namespace: &str, room: &str, event: &str, args: Vec<Value>) {
         let payload = Payload::new(args);
-        for alias in self.aliases(namespace) {
+        for alias in self.catalog.aliases(namespace) {
             self.io
                 .broadcast_to(&alias, &[room.to_string()], &[], event, payload.clone());
         }
-    }
-
-    /// Every name of a component channel that resolves to the same version as
-    /// `namespace` does now (just `namespace` for other namespaces).
-    fn aliases(&self, namespace: &str) -> Vec<String> {
-        let Some(name) = ChannelName::parse(namespace) else {
-            return vec![namespace.to_string()];
-        };
-        let known = self.io.cluster().components();
-        let newest = |fragment: &str| {
-            known
-                .iter()
-                .filter(|info| {
-                    info.descriptor.id == name.id
-                        && descriptor::version_matches(fragment, &info.descriptor.version)
-                })
-                .map(|info| info.descriptor.version)
-                .max()
-        };
-        let Some(version) = newest(name.version) else {
-            return vec![namespace.to_string()];
-        };
-        let mut fragments = vec![
-            version.major.to_string(),
-            format!("{}.{}", version.major, version.minor),
-        ];
-        fragments.extend(version.micro.map(|_| version.to_string()));
-        let mut aliases: Vec<String> = fragments
-            .into_iter()
-            .filter(|fragment| newest(fragment) == Some(version))
-            .map(|fragment| format!("/{}/{fragment}/{}", name.id, name.channel))
-            .collect();
-        if !aliases.iter().any(|alias| alias == namespace) {
-            aliases.push(namespace.to_string());
-        }
-        aliases
     }
 
     /// An event to every socket of a namespace, on every node.

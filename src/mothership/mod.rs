@@ -22,13 +22,17 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+mod messages;
+
+pub use messages::Routed;
+
 use crate::app_session::AppSession;
-use crate::cluster::Routed;
-use crate::component::descriptor::version_matches;
-use crate::component::{ChannelName, Component, Context, Effects, Emitter};
-use crate::io::{RoutedHandler, SocketIo};
+use crate::cluster::MessageHandler;
+use crate::component::{Catalog, ChannelName, Component, Context, Effects, Emitter};
+use crate::io::SocketIo;
 use crate::namespace::NamespaceHandler;
 use crate::socket::{AckSender, Event, Payload, Socket};
+use messages::TOPIC;
 
 /// The logging channel's name, under `/core` and under every component.
 const LOGGING: &str = "logging";
@@ -50,6 +54,7 @@ pub struct Mothership {
 
 struct Inner {
     io: SocketIo,
+    catalog: Arc<Catalog>,
     node_id: String,
     routing: Routing,
     timeout: Duration,
@@ -76,10 +81,12 @@ impl Mothership {
             .into_iter()
             .map(|component| (component.descriptor().key(), component))
             .collect();
-        let descriptors = hosted.values().map(|c| c.descriptor().clone()).collect();
+        let descriptors: Vec<_> = hosted.values().map(|c| c.descriptor().clone()).collect();
+        let catalog = Catalog::new(io.cluster().clone());
         let mothership = Mothership {
             inner: Arc::new(Inner {
                 io: io.clone(),
+                catalog: catalog.clone(),
                 node_id: io.cluster().node_id().to_string(),
                 routing,
                 timeout,
@@ -87,7 +94,8 @@ impl Mothership {
                 pending: Mutex::new(HashMap::new()),
             }),
         };
-        io.set_routed_handler(Arc::new(Receiver(mothership.inner.clone())));
+        io.cluster()
+            .on_topic(TOPIC, Arc::new(Receiver(mothership.inner.clone())));
         io.namespace("/core", CoreChannel(mothership.inner.clone()));
         io.namespace("/core/logging", LoggingChannel(mothership.inner.clone()));
         io.dynamic_namespace(
@@ -96,7 +104,7 @@ impl Mothership {
             move |name| ChannelName::parse(name).is_some_and(|c| c.id != "core"),
             ComponentChannel(mothership.inner.clone()),
         );
-        io.cluster().register_components(descriptors);
+        catalog.register(&descriptors);
         mothership
     }
 
@@ -112,13 +120,7 @@ impl Inner {
     /// What `channel` of the newest known component `id` matching `fragment`
     /// is, read from the shared registry view without copying it.
     fn resolve(&self, id: &str, fragment: &str, channel: &str) -> Option<Resolved> {
-        let components = self.io.cluster().components();
-        let info = components
-            .iter()
-            .filter(|info| {
-                info.descriptor.id == id && version_matches(fragment, &info.descriptor.version)
-            })
-            .max_by(|a, b| a.descriptor.version.cmp(&b.descriptor.version))?;
+        let info = self.catalog.newest(id, fragment)?;
         Some(Resolved {
             key: info.descriptor.key(),
             channel: channel.to_string(),
@@ -136,11 +138,12 @@ impl Inner {
     /// Hands a message to this node or, round-robin, to a live host; `None`
     /// when no host is live.
     async fn send(&self, component: &str, render: bool, message: Routed) -> Option<String> {
+        let body = message.encode();
         if self.runs_here(component, render) {
-            self.io.cluster().route(&self.node_id, message);
+            self.io.cluster().send(&self.node_id, TOPIC, body);
             return Some(self.node_id.clone());
         }
-        self.io.cluster().dispatch(component, message).await
+        self.io.cluster().dispatch(component, TOPIC, body).await
     }
 
     /// Runs `event` on a host of `component` and returns its answer.
@@ -256,7 +259,7 @@ impl Inner {
                     from.clone(),
                     instance.clone(),
                     AppSession::new(session.into(), cluster.clone()),
-                    Emitter::new(self.io.clone()),
+                    Emitter::new(self.io.clone(), self.catalog.clone()),
                 );
                 let args: Vec<Value> = serde_json::from_str(&args_json).unwrap_or_default();
                 let outcome = handler.on_event(ctx.clone(), event, args).await;
@@ -271,15 +274,13 @@ impl Inner {
             Ok(value) => (true, value),
             Err(value) => (false, value),
         };
-        cluster.route(
-            &from,
-            Routed::Reply {
-                request,
-                ok,
-                value_json: value.to_string(),
-                effects,
-            },
-        );
+        let reply = Routed::Reply {
+            request,
+            ok,
+            value_json: value.to_string(),
+            effects,
+        };
+        cluster.send(&from, TOPIC, reply.encode());
     }
 
     /// Tells a host of a component that a client came or went.
@@ -332,7 +333,7 @@ impl Inner {
             .map(|(node, _)| node.to_string())
             .filter(|node| *node == self.node_id || self.is_live_host(node))
             .unwrap_or_else(|| self.node_id.clone());
-        self.io.cluster().route(&node, routed);
+        self.io.cluster().send(&node, TOPIC, routed.encode());
         Ok(())
     }
 }
@@ -340,9 +341,15 @@ impl Inner {
 /// Takes the Mothership's messages for this node.
 struct Receiver(Arc<Inner>);
 
-impl RoutedHandler for Receiver {
-    fn routed(&self, message: Routed) {
-        self.0.clone().receive(message);
+impl MessageHandler for Receiver {
+    fn on_message(&self, body: bytes::Bytes) {
+        match Routed::decode(&body) {
+            Ok(message) => self.0.clone().receive(message),
+            Err(error) => {
+                metrics::counter!("rain_routed_undecodable_total").increment(1);
+                tracing::warn!(%error, "dropping a Mothership message this node cannot read");
+            }
+        }
     }
 }
 
@@ -403,7 +410,7 @@ impl Inner {
                         from,
                         None,
                         AppSession::new(session.into(), self.io.cluster().clone()),
-                        Emitter::new(self.io.clone()),
+                        Emitter::new(self.io.clone(), self.catalog.clone()),
                     );
                     if connected {
                         handler.on_connect(ctx);
@@ -641,35 +648,12 @@ impl NamespaceHandler for CoreChannel {
 impl Inner {
     /// Whether `node` hosts any component, as far as the registry knows.
     fn is_live_host(&self, node: &str) -> bool {
-        self.io
-            .cluster()
-            .components()
-            .iter()
-            .any(|info| info.hosts.iter().any(|host| host == node))
+        self.catalog.is_host(node)
     }
 
     /// The component (`id@version`, newest with a live host) and event that
     /// serve an intent.
     fn provider(&self, category: &str, action: &str) -> Option<(String, String)> {
-        self.io
-            .cluster()
-            .components()
-            .iter()
-            .filter(|info| !info.hosts.is_empty())
-            .filter_map(|info| {
-                let intent = info
-                    .descriptor
-                    .intents
-                    .iter()
-                    .find(|i| i.category == category && i.action == action)?
-                    .clone();
-                Some((
-                    info.descriptor.version,
-                    info.descriptor.key(),
-                    intent.provider,
-                ))
-            })
-            .max_by(|a, b| a.0.cmp(&b.0))
-            .map(|(_, key, provider)| (key, provider))
+        self.catalog.provider(category, action)
     }
 }

@@ -1,0 +1,320 @@
+//! The embedded backend: the cluster in process, no Redis.
+//!
+//! A [`MemoryHub`] is what Redis is to the networked backend: the shared state
+//! (sessions, lists, services, instances, round-robin cursors) and the way
+//! between nodes. Each node holds a [`MemoryCluster`], its handle on a hub.
+//! `cargo run` makes a hub of one node ([`MemoryCluster::new`]); tests put
+//! several nodes on one hub ([`MemoryHub::join`]) to exercise routing,
+//! round-robin and cross-node broadcasts without processes or Redis.
+//!
+//! The hub keeps no record per socket: where a socket is, and which sockets a
+//! namespace or room has, are answered by asking each node's [`LocalNode`],
+//! which for nodes in one process is the same answer Redis would give, and
+//! keeps an idle client as small as it is without a cluster. Does not own the
+//! storage of sessions, lists and services (see [`store`]).
+
+mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use parking_lot::RwLock;
+
+use super::{
+    AckBroadcast, BroadcastMessage, Broker, ClusterError, ListStore, LocalNode, Membership,
+    MessageHandler, RemoteOp, ServiceRegistry, Services, SessionStore, SocketRecord,
+    SocketRegistry, Target,
+};
+use crate::protocol::engineio::Frame;
+use crate::protocol::payload::Payload;
+use store::Store;
+
+/// The state and the nodes of one in-process cluster.
+pub struct MemoryHub {
+    store: Store,
+    nodes: RwLock<HashMap<String, Arc<Endpoint>>>,
+}
+
+/// One node as the hub reaches it.
+#[derive(Default)]
+struct Endpoint {
+    local: OnceLock<Weak<dyn LocalNode>>,
+    topics: RwLock<HashMap<&'static str, Arc<dyn MessageHandler>>>,
+}
+
+impl Endpoint {
+    fn local(&self) -> Option<Arc<dyn LocalNode>> {
+        self.local.get().and_then(Weak::upgrade)
+    }
+
+    /// Hands a message to the node's handler of `topic` on a task of its own,
+    /// as it would arrive from Redis; false when the node has no such handler.
+    fn deliver(&self, topic: &str, body: Bytes) -> bool {
+        let Some(handler) = self.topics.read().get(topic).cloned() else {
+            return false;
+        };
+        tokio::spawn(async move { handler.on_message(body) });
+        true
+    }
+}
+
+impl MemoryHub {
+    pub fn new(session_ttl: Duration) -> Arc<MemoryHub> {
+        Arc::new(MemoryHub {
+            store: Store::new(session_ttl),
+            nodes: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// A new node on this hub.
+    pub fn join(self: &Arc<Self>, node_id: &str) -> MemoryCluster {
+        let endpoint = Arc::new(Endpoint::default());
+        self.nodes
+            .write()
+            .insert(node_id.to_string(), endpoint.clone());
+        MemoryCluster {
+            node_id: node_id.to_string(),
+            hub: self.clone(),
+            endpoint,
+        }
+    }
+
+    /// Every node but `node_id`, as the nodes' own delivery targets.
+    fn others(&self, node_id: &str) -> Vec<Arc<dyn LocalNode>> {
+        self.nodes
+            .read()
+            .iter()
+            .filter(|(id, _)| *id != node_id)
+            .filter_map(|(_, endpoint)| endpoint.local())
+            .collect()
+    }
+
+    fn endpoint(&self, node_id: &str) -> Option<Arc<Endpoint>> {
+        self.nodes.read().get(node_id).cloned()
+    }
+}
+
+/// One node's handle on a [`MemoryHub`].
+pub struct MemoryCluster {
+    node_id: String,
+    hub: Arc<MemoryHub>,
+    endpoint: Arc<Endpoint>,
+}
+
+impl MemoryCluster {
+    /// A cluster of exactly this node.
+    pub fn new(node_id: String) -> Self {
+        Self::with_session_ttl(node_id, Duration::from_secs(86_400))
+    }
+
+    pub fn with_session_ttl(node_id: String, session_ttl: Duration) -> Self {
+        MemoryHub::new(session_ttl).join(&node_id)
+    }
+
+    /// The hub this node is on (to put more nodes on it).
+    pub fn hub(&self) -> &Arc<MemoryHub> {
+        &self.hub
+    }
+}
+
+impl Membership for MemoryCluster {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    fn attach(&self, local: Weak<dyn LocalNode>) {
+        let _ = self.endpoint.local.set(local);
+    }
+
+    // Every call takes effect before it returns: there is nothing to wait for.
+    fn flush(&self) -> BoxFuture<'static, ()> {
+        async {}.boxed()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        self.hub.nodes.write().remove(&self.node_id);
+        self.hub.store.forget_host(&self.node_id);
+        async {}.boxed()
+    }
+}
+
+impl Broker for MemoryCluster {
+    fn publish_broadcast(&self, message: BroadcastMessage) {
+        for node in self.hub.others(&self.node_id) {
+            node.deliver(
+                &message.namespace,
+                &message.rooms,
+                &message.except,
+                &message.frames,
+            );
+        }
+    }
+
+    fn publish_broadcast_with_ack(
+        &self,
+        broadcast: AckBroadcast,
+    ) -> BoxFuture<'static, Vec<Payload>> {
+        let asks: Vec<_> = self
+            .hub
+            .others(&self.node_id)
+            .iter()
+            .map(|node| node.deliver_with_ack(&broadcast).1)
+            .collect();
+        async move {
+            futures_util::future::join_all(asks)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn emit_to_socket(&self, namespace: &str, sid: &str, frames: Vec<Frame>) {
+        // A socket is on one node at most: the first that has it takes it.
+        for node in self.hub.others(&self.node_id) {
+            if node.deliver_to_socket(namespace, sid, &frames) {
+                return;
+            }
+        }
+    }
+
+    fn remote(&self, namespace: &str, target: Target, op: RemoteOp) {
+        for node in self.hub.others(&self.node_id) {
+            node.apply(namespace, &target, &op);
+        }
+    }
+
+    fn on_topic(&self, topic: &'static str, handler: Arc<dyn MessageHandler>) {
+        self.endpoint.topics.write().insert(topic, handler);
+    }
+
+    fn send(&self, node: &str, topic: &'static str, body: Bytes) {
+        match self.hub.endpoint(node) {
+            Some(endpoint) => {
+                endpoint.deliver(topic, body);
+            }
+            None => tracing::debug!(node, topic, "a message for a node that is not here"),
+        }
+    }
+}
+
+impl SocketRegistry for MemoryCluster {
+    // Nodes' own namespaces are the only record there is: fetches read them.
+    fn socket_connected(&self, _record: SocketRecord) {}
+
+    fn socket_disconnected(&self, _namespace: &str, _sid: &str) {}
+
+    fn room_joined(&self, _namespace: &str, _room: &str, _sid: &str, _rooms: &[String]) {}
+
+    fn room_left(&self, _namespace: &str, _room: &str, _sid: &str, _rooms: &[String]) {}
+
+    fn fetch_sockets(
+        &self,
+        namespace: &str,
+        room: Option<&str>,
+    ) -> BoxFuture<'static, Result<Vec<SocketRecord>, ClusterError>> {
+        let nodes: Vec<Arc<dyn LocalNode>> = self
+            .hub
+            .nodes
+            .read()
+            .values()
+            .filter_map(|endpoint| endpoint.local())
+            .collect();
+        let records: Vec<SocketRecord> = nodes
+            .iter()
+            .flat_map(|node| node.snapshot())
+            .filter(|r| {
+                r.namespace == namespace
+                    && room.is_none_or(|room| r.rooms.iter().any(|x| x == room))
+            })
+            .collect();
+        async move { Ok(records) }.boxed()
+    }
+}
+
+impl SessionStore for MemoryCluster {
+    fn session_load(
+        &self,
+        id: &str,
+    ) -> BoxFuture<'static, Result<HashMap<String, String>, ClusterError>> {
+        let fields = self.hub.store.session_load(id);
+        async move { Ok(fields) }.boxed()
+    }
+
+    fn session_store(
+        &self,
+        id: &str,
+        fields: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<(), ClusterError>> {
+        self.hub.store.session_store(id, fields);
+        async { Ok(()) }.boxed()
+    }
+
+    fn session_touch(&self, id: &str) {
+        self.hub.store.session_touch(id);
+    }
+}
+
+impl ServiceRegistry for MemoryCluster {
+    fn register_services(&self, services: Vec<(String, String)>) {
+        self.hub.store.register_services(&self.node_id, services);
+    }
+
+    fn services(&self) -> Services {
+        self.hub.store.services()
+    }
+
+    fn dispatch(
+        &self,
+        service: &str,
+        topic: &'static str,
+        body: Bytes,
+    ) -> BoxFuture<'static, Option<String>> {
+        // Round-robin over the hosts that listen on the topic, as the Redis
+        // backend skips hosts that no longer listen.
+        let hub = self.hub.clone();
+        let host = hub.store.pick_host(service, |host| {
+            hub.endpoint(host)
+                .is_some_and(|endpoint| endpoint.topics.read().contains_key(topic))
+        });
+        if let Some(endpoint) = host.as_deref().and_then(|host| hub.endpoint(host)) {
+            endpoint.deliver(topic, body);
+        }
+        async move { host }.boxed()
+    }
+
+    fn record_instance(&self, instance_id: &str, fields: Vec<(String, String)>) {
+        self.hub.store.record_instance(instance_id, fields);
+    }
+}
+
+impl ListStore for MemoryCluster {
+    fn list_push(
+        &self,
+        name: &str,
+        entry: String,
+        keep: usize,
+        ttl: Duration,
+    ) -> BoxFuture<'static, Result<(), ClusterError>> {
+        self.hub.store.list_push(name, entry, keep, ttl);
+        async { Ok(()) }.boxed()
+    }
+
+    fn list_read(&self, name: &str) -> BoxFuture<'static, Result<Vec<String>, ClusterError>> {
+        let entries = self.hub.store.list_read(name);
+        async move { Ok(entries) }.boxed()
+    }
+}

@@ -1,0 +1,234 @@
+//! The embedded backend's shared data: sessions, capped lists, the service
+//! registry with its round-robin cursors, and instances.
+//!
+//! Owns expiry the way Redis does it (a deadline per entry, swept lazily) so a
+//! long-running `cargo run` node does not grow with clients that left. Does not
+//! own nodes or message delivery (see the parent module).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::cluster::{ServiceRecord, Services};
+
+pub(super) struct Store {
+    session_ttl: Duration,
+    sessions: Mutex<Expiring<HashMap<String, String>>>,
+    lists: Mutex<Expiring<VecDeque<String>>>,
+    services: Mutex<ServiceTable>,
+    /// The registry as last built, shared with readers until it changes.
+    view: RwLock<Services>,
+    instances: Mutex<HashMap<String, Vec<(String, String)>>>,
+}
+
+/// Entries with a deadline; expired ones read as absent and are swept when the
+/// map has doubled since the last sweep (O(1) per write on average).
+struct Expiring<T> {
+    entries: HashMap<String, (T, Instant)>,
+    swept_at: usize,
+}
+
+impl<T: Default> Expiring<T> {
+    fn new() -> Self {
+        Expiring {
+            entries: HashMap::new(),
+            swept_at: 0,
+        }
+    }
+
+    /// The live entry for `key` (a fresh one if it expired or never was),
+    /// its deadline moved to `ttl` from now.
+    fn live(&mut self, key: &str, ttl: Duration) -> &mut T {
+        let now = Instant::now();
+        if self.entries.len() >= 2 * self.swept_at.max(64) {
+            self.entries.retain(|_, (_, deadline)| *deadline > now);
+            self.swept_at = self.entries.len();
+        }
+        let entry = self
+            .entries
+            .entry(key.to_string())
+            .or_insert_with(|| (T::default(), now + ttl));
+        if entry.1 <= now {
+            entry.0 = T::default();
+        }
+        entry.1 = now + ttl;
+        &mut entry.0
+    }
+
+    fn get(&self, key: &str) -> Option<&T> {
+        self.entries
+            .get(key)
+            .filter(|(_, deadline)| *deadline > Instant::now())
+            .map(|(value, _)| value)
+    }
+}
+
+#[derive(Default)]
+struct ServiceTable {
+    /// name → (spec, hosts)
+    services: HashMap<String, (Arc<str>, BTreeSet<String>)>,
+    cursors: HashMap<String, usize>,
+}
+
+impl Store {
+    pub(super) fn new(session_ttl: Duration) -> Self {
+        Store {
+            session_ttl,
+            sessions: Mutex::new(Expiring::new()),
+            lists: Mutex::new(Expiring::new()),
+            services: Mutex::new(ServiceTable::default()),
+            view: RwLock::new(Arc::new(Vec::new())),
+            instances: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(super) fn session_load(&self, id: &str) -> HashMap<String, String> {
+        self.sessions.lock().live(id, self.session_ttl).clone()
+    }
+
+    pub(super) fn session_store(&self, id: &str, fields: Vec<(String, String)>) {
+        self.sessions
+            .lock()
+            .live(id, self.session_ttl)
+            .extend(fields);
+    }
+
+    pub(super) fn session_touch(&self, id: &str) {
+        let mut sessions = self.sessions.lock();
+        if sessions.get(id).is_some() {
+            sessions.live(id, self.session_ttl);
+        }
+    }
+
+    pub(super) fn list_push(&self, name: &str, entry: String, keep: usize, ttl: Duration) {
+        let mut lists = self.lists.lock();
+        let list = lists.live(name, ttl);
+        list.push_back(entry);
+        while list.len() > keep {
+            list.pop_front();
+        }
+    }
+
+    pub(super) fn list_read(&self, name: &str) -> Vec<String> {
+        self.lists
+            .lock()
+            .get(name)
+            .map(|list| list.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn register_services(&self, host: &str, services: Vec<(String, String)>) {
+        let mut table = self.services.lock();
+        for (name, spec) in services {
+            let entry = table
+                .services
+                .entry(name)
+                .or_insert_with(|| (Arc::from(spec.as_str()), BTreeSet::new()));
+            entry.0 = spec.into();
+            entry.1.insert(host.to_string());
+        }
+        self.rebuild_view(&table);
+    }
+
+    /// A node left: it hosts nothing any more.
+    pub(super) fn forget_host(&self, host: &str) {
+        let mut table = self.services.lock();
+        for (_, hosts) in table.services.values_mut() {
+            hosts.remove(host);
+        }
+        self.rebuild_view(&table);
+    }
+
+    pub(super) fn services(&self) -> Services {
+        self.view.read().clone()
+    }
+
+    /// The next host of `service` in turn that `listens`, or `None`.
+    pub(super) fn pick_host(
+        &self,
+        service: &str,
+        listens: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let mut table = self.services.lock();
+        let hosts: Vec<String> = table.services.get(service)?.1.iter().cloned().collect();
+        if hosts.is_empty() {
+            return None;
+        }
+        let cursor = table.cursors.entry(service.to_string()).or_default();
+        let turn = *cursor;
+        *cursor = cursor.wrapping_add(1);
+        (0..hosts.len())
+            .map(|i| &hosts[(turn + i) % hosts.len()])
+            .find(|host| listens(host))
+            .cloned()
+    }
+
+    pub(super) fn record_instance(&self, instance_id: &str, fields: Vec<(String, String)>) {
+        self.instances
+            .lock()
+            .insert(instance_id.to_string(), fields);
+    }
+
+    fn rebuild_view(&self, table: &ServiceTable) {
+        let mut records: Vec<ServiceRecord> = table
+            .services
+            .iter()
+            .map(|(name, (spec, hosts))| ServiceRecord {
+                name: name.clone(),
+                spec: spec.clone(),
+                hosts: hosts.iter().cloned().collect(),
+            })
+            .collect();
+        records.sort_by(|a, b| a.name.cmp(&b.name));
+        *self.view.write() = Arc::new(records);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_keep_fields_until_they_expire() {
+        let store = Store::new(Duration::from_millis(50));
+        store.session_store("s", vec![("language".into(), "fr".into())]);
+        store.session_store("s", vec![("user".into(), "ann".into())]);
+        let fields = store.session_load("s");
+        assert_eq!(fields.get("language").map(String::as_str), Some("fr"));
+        assert_eq!(fields.get("user").map(String::as_str), Some("ann"));
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(store.session_load("s").is_empty(), "expired");
+    }
+
+    #[test]
+    fn a_list_keeps_its_newest_entries_until_it_expires() {
+        let store = Store::new(Duration::from_secs(60));
+        for i in 0..5 {
+            store.list_push("l", i.to_string(), 3, Duration::from_millis(50));
+        }
+        assert_eq!(store.list_read("l"), vec!["2", "3", "4"]);
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(store.list_read("l").is_empty(), "expired");
+    }
+
+    #[test]
+    fn hosts_are_picked_in_turn_skipping_those_that_do_not_listen() {
+        let store = Store::new(Duration::from_secs(60));
+        store.register_services("a", vec![("chat@1.0".into(), "{}".into())]);
+        store.register_services("b", vec![("chat@1.0".into(), "{}".into())]);
+        store.register_services("c", vec![("chat@1.0".into(), "{}".into())]);
+        let picks: Vec<String> = (0..6)
+            .map(|_| store.pick_host("chat@1.0", |_| true).unwrap())
+            .collect();
+        assert_eq!(picks, ["a", "b", "c", "a", "b", "c"]);
+        let picks: Vec<String> = (0..3)
+            .map(|_| store.pick_host("chat@1.0", |host| host != "b").unwrap())
+            .collect();
+        assert_eq!(picks, ["a", "c", "c"]);
+        assert_eq!(store.pick_host("nope@1", |_| true), None);
+        store.forget_host("a");
+        assert_eq!(store.services()[0].hosts, vec!["b", "c"]);
+    }
+}
