@@ -13,18 +13,7 @@ use std::sync::Arc;
 
 use crate::cluster::{Cluster, ClusterError};
 
-/// The longest session id accepted from a client.
-const MAX_ID: usize = 128;
-
-/// Whether a client-supplied session id is acceptable: 1–128 characters of
-/// `A-Z a-z 0-9 - _`.
-pub fn valid_session_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
+pub use crate::transport::valid_session_id;
 
 /// One client's session, readable and writable from any node.
 #[derive(Clone)]

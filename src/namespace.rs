@@ -243,10 +243,11 @@ impl Namespace {
                 .map(|sid| &**sid);
             let direct = sockets.contains_key(name.as_str()).then_some(name.as_str());
             for sid in members.chain(direct) {
-                if keep(sid) && (rooms.len() == 1 || seen.insert(sid)) {
-                    if let Some(socket) = sockets.get(sid) {
-                        targets.push(socket.clone());
-                    }
+                if keep(sid)
+                    && (rooms.len() == 1 || seen.insert(sid))
+                    && let Some(socket) = sockets.get(sid)
+                {
+                    targets.push(socket.clone());
                 }
             }
         }

@@ -105,6 +105,19 @@ pub async fn handle(State(engine): State<Engine>, request: Request<Body>) -> Res
 /// The cookie that carries a client's session id.
 pub const SESSION_COOKIE: &str = "rain_session";
 
+/// The longest session id accepted from a client.
+const MAX_ID: usize = 128;
+
+/// Whether a client-supplied session id is acceptable: 1–128 characters of
+/// `A-Z a-z 0-9 - _`.
+pub fn valid_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A well-formed session id from the request's cookies.
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
@@ -113,7 +126,7 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
-        .find(|id| crate::app_session::valid_session_id(id))
+        .find(|id| valid_session_id(id))
         .map(str::to_string)
 }
 
