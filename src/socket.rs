@@ -215,16 +215,18 @@ impl Socket {
         }
     }
 
-    /// Joins a room (idempotent).
+    /// Joins a room (idempotent). A socket that has disconnected joins nothing:
+    /// a join that arrives late (a component's answer) leaves no trace.
     pub fn join(&self, room: &str) {
+        // The room index and the cluster are told under this lock, so a
+        // disconnect either sees the room and removes it or comes first.
         let mut rooms = self.rooms.lock();
-        if rooms.iter().any(|r| &**r == room) {
+        if !self.is_connected() || rooms.iter().any(|r| &**r == room) {
             return;
         }
         let room: Arc<str> = room.into();
         rooms.push(room.clone());
         let now: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
-        drop(rooms);
         self.namespace.add_to_room(&room, &self.id, &now);
     }
 
@@ -236,7 +238,6 @@ impl Socket {
         };
         let room = rooms.swap_remove(index);
         let now: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
-        drop(rooms);
         self.namespace.remove_from_room(&room, &self.id, &now);
     }
 
@@ -275,8 +276,9 @@ impl Socket {
 
     /// Leaves every room and fails pending acks; called once when it disconnects.
     pub(crate) fn mark_disconnected(&self) -> Vec<Arc<str>> {
+        let mut rooms = self.rooms.lock();
         self.connected.store(false, Ordering::Release);
         self.pending_acks.lock().clear();
-        std::mem::take(&mut *self.rooms.lock())
+        std::mem::take(&mut *rooms)
     }
 }

@@ -1327,3 +1327,103 @@ async fn wait_gone(redis: &RedisServer, node: &str) {
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------
+// Redis state that heals itself
+// ---------------------------------------------------------------------------
+
+/// A component's `join` whose answer lands after the client left: the client
+/// asks to join and drops before the ack. Nothing of the socket may stay in
+/// Redis (no `conn:{sid}` ghost, no room member), and the node's subscriptions
+/// go back to what they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_that_lands_after_its_socket_left_leaves_nothing_behind() {
+    let handler: Handler = Arc::new(|body: Value| {
+        async move {
+            let arg = body["args"][0].clone();
+            // Long enough for the client to be gone when the answer lands.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            json!({ "data": { "joined": arg["room"] }, "join": [arg["room"]] })
+        }
+        .boxed()
+    });
+    let backend = Backend::start(handler);
+    let dir = ComponentsDir::new(&[(
+        "slow.json",
+        json!({
+            "id": "slow", "version": "1.0", "channels": ["main"], "lifecycle": false,
+            "handler": { "kind": "http", "url": format!("{}/slow", backend.url), "timeout_ms": 3000 },
+        }),
+    )]);
+    let (redis, nodes) = start(&[(
+        "A",
+        vec![("COMPONENTS", ""), ("COMPONENTS_DIR", dir.path())],
+    )]);
+    wait_hosts(&redis, "slow", "1.0", &["A"]).await;
+    let subscriptions_before = nodes[0].metrics().await.gauge("rain_cluster_subscriptions");
+
+    let mut js = Clients::start().await;
+    let ns = "/slow/1.0/main";
+    let sid = js.connect("gone", nodes[0].url(), ns, json!({})).await;
+    let join = js.send(json!({
+        "op": "emit", "name": "gone", "event": "join", "args": [{ "room": "ghost" }], "timeout": 3000,
+    }));
+    eventually(
+        Duration::from_secs(3),
+        "the join reached the backend",
+        || {
+            let asked = backend.bodies("join").len();
+            async move {
+                if asked == 1 {
+                    Ok(())
+                } else {
+                    Err(format!("{asked} joins"))
+                }
+            }
+        },
+    )
+    .await;
+    js.request(
+        json!({ "op": "disconnect", "name": "gone" }),
+        Duration::from_secs(3),
+    )
+    .await;
+    let asked_at = Instant::now();
+    let answer = js.wait(join, Duration::from_secs(6)).await;
+    assert_eq!(answer["ok"], json!(false), "the client had left: {answer}");
+    // Past the backend's answer (800 ms after it was asked), with a margin for
+    // the node to apply it.
+    tokio::time::sleep_until((asked_at + Duration::from_millis(1500)).into()).await;
+
+    let mut conn = redis.conn().await;
+    let ghost: bool = conn.exists(format!("rain:conn:{sid}")).await.unwrap();
+    assert!(!ghost, "rain:conn:{sid} outlived its socket");
+    let members: BTreeSet<String> = conn
+        .smembers(format!("rain:room-sockets:{ns}:ghost"))
+        .await
+        .unwrap();
+    assert!(members.is_empty(), "room members left behind: {members:?}");
+    let in_namespace: BTreeSet<String> = conn
+        .smembers(format!("rain:ns-sockets:{ns}"))
+        .await
+        .unwrap();
+    assert!(!in_namespace.contains(&sid), "{in_namespace:?}");
+    let node = &nodes[0];
+    eventually(
+        Duration::from_secs(2),
+        "the subscriptions gauge is back",
+        || async {
+            let now = node.metrics().await.gauge("rain_cluster_subscriptions");
+            if now == subscriptions_before {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{now} subscriptions, {subscriptions_before} before"
+                ))
+            }
+        },
+    )
+    .await;
+    let numsub = numsub(&mut conn, &format!("rain:room:{ns}:ghost")).await;
+    assert_eq!(numsub, 0, "a node still listens to the ghost room");
+}

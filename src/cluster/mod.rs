@@ -274,6 +274,8 @@ impl<T> Cluster for T where
 /// embedded one. Must be called inside a tokio runtime (the Redis backend starts
 /// its tasks).
 pub fn from_settings(settings: &Settings) -> Result<Arc<dyn Cluster>, ClusterError> {
+    // Before any task of the backend counts anything, so no early figure is lost.
+    crate::metrics::install();
     match &settings.redis_server {
         None => Ok(Arc::new(memory::MemoryCluster::new(
             settings.node_id.clone(),
