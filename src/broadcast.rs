@@ -1,7 +1,7 @@
 //! Broadcasts: an audience (rooms, exceptions) in one namespace, and an emit that
 //! encodes the packet once for every receiver on every node.
 //!
-//! Owns the audience builder and the encode-once rule (DESIGN.md §7): the frames
+//! Owns the audience builder and the encode-once rule: the frames
 //! are built a single time and shared by reference count between local sockets and
 //! the cluster message. Does not own room indexes (see `crate::namespace`).
 

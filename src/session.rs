@@ -8,7 +8,7 @@
 //!
 //! The queue is a plain mutex-guarded `VecDeque` rather than a channel: an idle
 //! session then holds no buffer at all, which is most of the per-client memory
-//! budget (DESIGN.md §7), and a writer can take a whole burst in one lock.
+//! budget, and a writer can take a whole burst in one lock.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -1,7 +1,10 @@
-//! Every Redis key and pub/sub channel name, in one place (DESIGN.md §4–5).
+//! Every Redis key and pub/sub channel name, in one place.
 //!
-//! Owns naming only: the prefix and the hash tags that keep the keys one Lua
-//! script touches on one Redis Cluster slot. Does not talk to Redis.
+//! Owns naming only: the prefix (`KEY_PREFIX`) and the layout below, which the
+//! Lua scripts under `redis/` follow too. Keys carry no hash tags: the scripts
+//! touch keys of many sockets and rooms at once, so the layout assumes one
+//! Redis, not Redis Cluster (see `docs/architecture.md`). Does not talk to
+//! Redis.
 
 /// Builds prefixed names for one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
