@@ -108,10 +108,23 @@ pub trait MessageHandler: Send + Sync + 'static {
 /// Errors of the cluster layer.
 #[derive(Debug, Error)]
 pub enum ClusterError {
-    #[error("invalid REDIS_SERVER {url:?}: {reason}")]
-    InvalidUrl { url: String, reason: String },
-    #[error("redis: {0}")]
-    Redis(String),
+    /// `REDIS_SERVER` is not a Redis URL the client or the pool accepts.
+    #[error("invalid REDIS_SERVER {url:?}")]
+    InvalidUrl {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Redis answered with an error, or the connection failed mid-command.
+    #[error("redis command failed")]
+    Redis(#[from] ::redis::RedisError),
+    /// No connection could be had from the pool (Redis unreachable, or every
+    /// connection busy for too long).
+    #[error("no Redis connection from the pool")]
+    Pool(#[source] deadpool_redis::PoolError),
+    /// The operation did not complete within the operation timeout.
+    #[error("redis did not answer in time")]
+    Timeout,
     #[error("the cluster backend is not ready (Redis unreachable)")]
     NotReady,
 }

@@ -1,7 +1,8 @@
 //! The messages nodes send each other over Redis pub/sub, and their encoding
 //! (MessagePack, via `rmp-serde`: compact, and binary frames travel as raw bytes).
 //!
-//! Owns the format only; what a node does with a message is in `super::redis`.
+//! Owns the format only; what a node does with a message is in `super::redis`
+//! (its inbox).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,213 @@
+//! The Redis backend: shared state in Redis, messages over Redis pub/sub.
+//!
+//! Owns the node's handle ([`RedisCluster`]), the state its tasks and trait
+//! impls share (`RedisNode`), its [`Membership`], and `flush`. Four tasks per
+//! node, each in a module of its own:
+//! - the `writer`: every state change and PUBLISH, queued in order (bounded)
+//!   and sent as pipelines, so traffic never waits on a round trip;
+//! - the `subscriber`: one dedicated pub/sub connection that follows the
+//!   node's interest (its node channel, `control`, and the room and namespace
+//!   channels it has local members of), reconnects by itself and resubscribes
+//!   everything;
+//! - the `heartbeat`: refreshes the node's registration, re-registers all
+//!   local state when Redis lost it (restart, or this node was purged), and
+//!   purges nodes whose heartbeat lapsed (`redis/purge_node.lua`);
+//! - the `director`: emits and operations addressed to one socket, in order:
+//!   it finds the owning node (cached) and publishes on that node's channel.
+//!
+//! The rest, by responsibility: what a received message does (`inbox`);
+//! broadcasts and topics (`broker`), broadcasts with acks (`acks`); the
+//! socket records (`sockets`), the service registry (`services`), sessions
+//! and lists (`store`). Every command on a pooled connection goes through
+//! `pool::CommandPool::run`.
+//!
+//! Does not own local delivery (received messages go to the [`LocalNode`]),
+//! key and channel names ([`super::keys`]) nor the message format
+//! ([`super::wire`]).
+
+mod acks;
+mod broker;
+mod director;
+mod heartbeat;
+mod inbox;
+mod pool;
+mod services;
+mod sockets;
+mod store;
+mod subscriber;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use parking_lot::RwLock;
+
+use super::keys::Keys;
+use super::{ClusterError, LocalNode, Membership, MessageHandler};
+use crate::config::Settings;
+use acks::Acks;
+use director::Director;
+use heartbeat::Heartbeat;
+use pool::CommandPool;
+use services::ServiceState;
+use subscriber::Subscriptions;
+use writer::Writer;
+
+/// How long one Redis operation may take before it counts as failed.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The Redis-backed cluster.
+pub struct RedisCluster {
+    node: Arc<RedisNode>,
+}
+
+/// This node as the Redis backend sees it: its identity, its connections, and
+/// the state of each task. Shared by the tasks (the writer and the director
+/// hold it; the subscriber and the heartbeat hold a weak reference) and the
+/// trait impls.
+struct RedisNode {
+    id: String,
+    keys: Keys,
+    /// Connections for commands (not pub/sub).
+    pool: CommandPool,
+    /// The sliding TTL of a session.
+    session_ttl: Duration,
+    local: OnceLock<Weak<dyn LocalNode>>,
+    writer: Writer,
+    subscriptions: Subscriptions,
+    director: Director,
+    heartbeat: Heartbeat,
+    services: ServiceState,
+    acks: Acks,
+    /// Handlers of upper layers' messages, by topic.
+    topics: RwLock<HashMap<String, Arc<dyn MessageHandler>>>,
+}
+
+impl RedisCluster {
+    /// Connects (lazily: a Redis that is down now is retried in the background)
+    /// and starts the node's cluster tasks.
+    pub fn start(url: &str, settings: &Settings) -> Result<RedisCluster, ClusterError> {
+        let invalid = |source: Box<dyn std::error::Error + Send + Sync>| ClusterError::InvalidUrl {
+            url: url.to_string(),
+            source,
+        };
+        let client = redis::Client::open(url).map_err(|e| invalid(e.into()))?;
+        let pool = CommandPool::new(url).map_err(|e| invalid(e.into()))?;
+        let (writer, write_queue) = Writer::new();
+        let (director, directed_queue) = Director::new();
+        let node = Arc::new(RedisNode {
+            id: settings.node_id.clone(),
+            keys: Keys::new(settings.key_prefix.clone()),
+            pool,
+            session_ttl: settings.session_ttl(),
+            local: OnceLock::new(),
+            writer,
+            subscriptions: Subscriptions::new(client),
+            director,
+            heartbeat: Heartbeat::new(settings),
+            services: ServiceState::new(),
+            acks: Acks::default(),
+            topics: RwLock::new(HashMap::new()),
+        });
+        tokio::spawn(writer::run(node.clone(), write_queue));
+        tokio::spawn(director::run(node.clone(), directed_queue));
+        tokio::spawn(subscriber::run(Arc::downgrade(&node)));
+        tokio::spawn(heartbeat::run(Arc::downgrade(&node)));
+        Ok(RedisCluster { node })
+    }
+}
+
+impl RedisNode {
+    fn local(&self) -> Option<Arc<dyn LocalNode>> {
+        self.local.get().and_then(Weak::upgrade)
+    }
+
+    /// Whether the pub/sub connection is up and the last heartbeat succeeded.
+    fn ready(&self) -> bool {
+        self.subscriptions.is_up() && self.heartbeat.is_ok()
+    }
+}
+
+impl Membership for RedisCluster {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node.id
+    }
+
+    fn is_ready(&self) -> bool {
+        self.node.ready()
+    }
+
+    fn attach(&self, local: Weak<dyn LocalNode>) {
+        let _ = self.node.local.set(local);
+    }
+
+    fn set_address(&self, address: String) {
+        self.node.heartbeat.set_address(address);
+    }
+
+    fn flush(&self) -> BoxFuture<'static, ()> {
+        flush(self.node.clone()).boxed()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        heartbeat::deregister(self.node.clone()).boxed()
+    }
+}
+
+/// Resolves once every write queued so far is sent and every subscription
+/// change made (bounded by the operation timeout).
+async fn flush(node: Arc<RedisNode>) {
+    if !node.ready() {
+        return;
+    }
+    let Some(writes_done) = node.writer.barrier() else {
+        return;
+    };
+    let subscriptions_done = node.subscriptions.barrier();
+    let _ = tokio::time::timeout(OP_TIMEOUT, async {
+        let _ = writes_done.await;
+        let _ = subscriptions_done.await;
+    })
+    .await;
+}
+
+/// `SADD` or `SREM` of one member.
+fn set_command(
+    op: &str,
+    key: impl redis::ToRedisArgs,
+    member: impl redis::ToRedisArgs,
+) -> redis::Cmd {
+    redis::cmd(op).arg(key).arg(member).to_owned()
+}
+
+/// A command's words, for tests of what the node writes where.
+#[cfg(test)]
+fn words(command: &redis::Cmd) -> Vec<String> {
+    command
+        .args_iter()
+        .map(|arg| match arg {
+            redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            redis::Arg::Cursor => "<cursor>".to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_command_names_its_key_and_member() {
+        assert_eq!(
+            words(&set_command("SADD", "rain:room-sockets:/:lobby", "sid1")),
+            ["SADD", "rain:room-sockets:/:lobby", "sid1"]
+        );
+    }
+}

@@ -1,0 +1,254 @@
+//! The [`ServiceRegistry`] of the Redis backend: the services this node hosts,
+//! the cluster's registry as last read, and dispatch to a live host.
+//!
+//! Owns [`ServiceState`] (hosted services and the cached view, which always
+//! includes this node's own services), the commands that announce hosted
+//! services ([`service_commands`]: `services`, `service:{name}`,
+//! `service:{name}:nodes`, `node-services:{id}`), reading the registry back
+//! ([`refresh`], on every heartbeat and on a `ServicesChanged`), and dispatch
+//! (`redis/dispatch.lua`: round-robin over the hosts that still listen, and
+//! the PUBLISH, in one script). Does not own what a service's spec means (it
+//! is opaque here) nor when the registry is read (see `super::heartbeat`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
+use redis::AsyncCommands;
+
+use super::{RedisCluster, RedisNode, set_command};
+use crate::cluster::keys::Keys;
+use crate::cluster::wire::Message;
+use crate::cluster::{ClusterError, ServiceRecord, ServiceRegistry, Services};
+
+const DISPATCH: &str = include_str!("../../../redis/dispatch.lua");
+
+/// The services this node hosts, and its view of the cluster's registry.
+pub(super) struct ServiceState {
+    /// The services this node hosts: (name, spec).
+    hosted: Mutex<Vec<(String, String)>>,
+    /// The cluster's services and their hosts, as last read from Redis.
+    view: RwLock<Services>,
+    dispatch: redis::Script,
+}
+
+impl ServiceState {
+    pub(super) fn new() -> ServiceState {
+        ServiceState {
+            hosted: Mutex::new(Vec::new()),
+            view: RwLock::new(Arc::new(Vec::new())),
+            dispatch: redis::Script::new(DISPATCH),
+        }
+    }
+
+    /// The services this node hosts: (name, spec).
+    pub(super) fn hosted(&self) -> Vec<(String, String)> {
+        self.hosted.lock().clone()
+    }
+
+    /// The names of the services this node hosts.
+    pub(super) fn hosted_names(&self) -> Vec<String> {
+        self.hosted
+            .lock()
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+/// Commands that announce services hosted by `node_id`.
+pub(super) fn service_commands(
+    keys: &Keys,
+    node_id: &str,
+    services: &[(String, String)],
+) -> Vec<redis::Cmd> {
+    let mut commands = Vec::new();
+    for (name, spec) in services {
+        commands.push(set_command("SADD", keys.services(), name));
+        commands.push(
+            redis::cmd("HSET")
+                .arg(keys.service(name))
+                .arg("spec")
+                .arg(spec)
+                .to_owned(),
+        );
+        commands.push(set_command("SADD", keys.service_nodes(name), node_id));
+        commands.push(set_command("SADD", keys.node_services(node_id), name));
+    }
+    commands
+}
+
+/// Reads the cluster's services and their hosts into the cached view.
+pub(super) async fn refresh(node: &RedisNode) -> Result<(), ClusterError> {
+    let (names, answers) = node
+        .pool
+        .run(async |connection| {
+            let names: Vec<String> = connection.smembers(node.keys.services()).await?;
+            let mut pipe = redis::pipe();
+            for name in &names {
+                pipe.hget(node.keys.service(name), "spec");
+                pipe.smembers(node.keys.service_nodes(name));
+            }
+            let answers: Vec<redis::Value> = pipe.query_async(connection).await?;
+            Ok((names, answers))
+        })
+        .await?;
+    let mut registry = Vec::new();
+    for (name, pair) in names.into_iter().zip(answers.chunks(2)) {
+        let [spec, hosts] = pair else { continue };
+        let spec: Option<String> = redis::from_redis_value(spec).ok();
+        let mut hosts: Vec<String> = redis::from_redis_value(hosts).unwrap_or_default();
+        if let Some(spec) = spec {
+            hosts.sort();
+            registry.push(ServiceRecord {
+                name,
+                spec: spec.into(),
+                hosts,
+            });
+        }
+    }
+    include_hosted(&mut registry, &node.services.hosted(), &node.id);
+    registry.sort_by(|a, b| a.name.cmp(&b.name));
+    *node.services.view.write() = Arc::new(registry);
+    Ok(())
+}
+
+/// This node's own services belong in its view even before Redis has them.
+fn include_hosted(registry: &mut Vec<ServiceRecord>, hosted: &[(String, String)], node_id: &str) {
+    for (name, spec) in hosted {
+        match registry.iter_mut().find(|record| record.name == *name) {
+            Some(record) if !record.hosts.iter().any(|host| host == node_id) => {
+                record.hosts.push(node_id.to_string());
+                record.hosts.sort();
+            }
+            Some(_) => {}
+            None => registry.push(ServiceRecord {
+                name: name.clone(),
+                spec: spec.as_str().into(),
+                hosts: vec![node_id.to_string()],
+            }),
+        }
+    }
+}
+
+impl ServiceRegistry for RedisCluster {
+    fn register_services(&self, services: Vec<(String, String)>) {
+        let node = &self.node;
+        for command in service_commands(&node.keys, &node.id, &services) {
+            node.writer.command(command);
+        }
+        node.services.hosted.lock().extend(services);
+        let mut view = node.services.view.read().as_ref().clone();
+        include_hosted(&mut view, &node.services.hosted(), &node.id);
+        view.sort_by(|a, b| a.name.cmp(&b.name));
+        *node.services.view.write() = Arc::new(view);
+        let changed = Message::ServicesChanged {
+            node: node.id.clone(),
+        };
+        node.writer
+            .publish(node.keys.control_channel(), &changed, "node");
+    }
+
+    fn services(&self) -> Services {
+        self.node.services.view.read().clone()
+    }
+
+    fn dispatch(
+        &self,
+        service: &str,
+        topic: &'static str,
+        body: Bytes,
+    ) -> BoxFuture<'static, Option<String>> {
+        let node = self.node.clone();
+        let service = service.to_string();
+        async move {
+            let payload = Message::Topic {
+                topic: topic.to_string(),
+                body,
+            }
+            .encode();
+            let host: Option<String> = node
+                .pool
+                .run(async |connection| {
+                    node.services
+                        .dispatch
+                        .key(node.keys.service_nodes(&service))
+                        .key(node.keys.round_robin(&service))
+                        .arg(node.keys.node_channel(""))
+                        .arg(payload)
+                        .invoke_async(connection)
+                        .await
+                })
+                .await
+                .ok()?;
+            metrics::counter!("rain_cluster_published_total", "kind" => "node").increment(1);
+            host
+        }
+        .boxed()
+    }
+
+    fn record_instance(&self, instance_id: &str, fields: Vec<(String, String)>) {
+        let node = &self.node;
+        let mut command = redis::cmd("HSET");
+        command.arg(node.keys.instance(instance_id));
+        for (field, value) in fields {
+            command.arg(field).arg(value);
+        }
+        node.writer.command(command);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::redis::words;
+
+    #[test]
+    fn a_hosted_service_is_announced_under_its_keys() {
+        let keys = Keys::new("rain:");
+        let services = [("chat@1.0.0".to_string(), "{}".to_string())];
+        let commands: Vec<Vec<String>> = service_commands(&keys, "n1", &services)
+            .iter()
+            .map(words)
+            .collect();
+        assert_eq!(
+            commands,
+            [
+                vec!["SADD", "rain:services", "chat@1.0.0"],
+                vec!["HSET", "rain:service:chat@1.0.0", "spec", "{}"],
+                vec!["SADD", "rain:service:chat@1.0.0:nodes", "n1"],
+                vec!["SADD", "rain:node-services:n1", "chat@1.0.0"],
+            ]
+        );
+    }
+
+    fn record(name: &str, hosts: &[&str]) -> ServiceRecord {
+        ServiceRecord {
+            name: name.to_string(),
+            spec: "{}".into(),
+            hosts: hosts.iter().map(|host| host.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_view_always_includes_this_node_s_services() {
+        let mut registry = vec![record("a", &["n3", "n1"]), record("b", &["n2", "n3"])];
+        let hosted = [
+            ("a".to_string(), "{}".to_string()),
+            ("b".to_string(), "{}".to_string()),
+            ("c".to_string(), "{\"new\":1}".to_string()),
+        ];
+        include_hosted(&mut registry, &hosted, "n1");
+        assert_eq!(registry[0], record("a", &["n3", "n1"]), "already listed");
+        assert_eq!(
+            registry[1],
+            record("b", &["n1", "n2", "n3"]),
+            "added, sorted"
+        );
+        assert_eq!(registry[2].name, "c");
+        assert_eq!(&*registry[2].spec, "{\"new\":1}");
+        assert_eq!(registry[2].hosts, ["n1"]);
+    }
+}
