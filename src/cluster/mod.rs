@@ -118,10 +118,6 @@ pub enum ClusterError {
     /// Redis answered with an error, or the connection failed mid-command.
     #[error("redis command failed")]
     Redis(#[from] ::redis::RedisError),
-    /// No connection could be had from the pool (Redis unreachable, or every
-    /// connection busy for too long).
-    #[error("no Redis connection from the pool")]
-    Pool(#[source] deadpool_redis::PoolError),
     /// The operation did not complete within the operation timeout.
     #[error("redis did not answer in time")]
     Timeout,

@@ -64,7 +64,7 @@ pub(super) async fn publish(node: Arc<RedisNode>, broadcast: AckBroadcast) -> Ve
     let mut answers = node.acks.open(request);
     let deadline = tokio::time::Instant::now() + broadcast.timeout + ACK_GRACE;
     let sent = node
-        .pool
+        .commands
         .run(async |connection| {
             let names: Vec<&String> = channels.iter().map(|(channel, _, _)| channel).collect();
             let counts: Vec<(String, usize)> = redis::cmd("PUBSUB")

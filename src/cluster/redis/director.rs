@@ -109,7 +109,7 @@ async fn owner(node: &RedisNode, sid: &str) -> Option<String> {
         return Some(owner);
     }
     let owner: Option<String> = node
-        .pool
+        .commands
         .run(async |connection| connection.hget(node.keys.conn(sid), "node").await)
         .await
         .ok()?;

@@ -147,7 +147,7 @@ async fn beat(node: &RedisNode) -> Result<(), ClusterError> {
         ("services", components),
     ];
     let existed = node
-        .pool
+        .beat_commands
         .run(async |connection| {
             let (existed,): (bool,) = redis::pipe()
                 .exists(&key)
@@ -204,7 +204,7 @@ async fn register_local_state(node: &RedisNode) {
 /// Purges every other node whose heartbeat lapsed, and announces each.
 async fn reap(node: &RedisNode) -> Result<(), ClusterError> {
     let cutoff = now_millis().saturating_sub(node.heartbeat.ttl.as_millis() as u64);
-    node.pool
+    node.beat_commands
         .run(async |connection| {
             let dead: Vec<String> = connection
                 .zrangebyscore(node.keys.nodes(), "-inf", cutoff)
@@ -235,7 +235,7 @@ async fn reap(node: &RedisNode) -> Result<(), ClusterError> {
 /// Purges this node from Redis and tells the others it is gone.
 pub(super) async fn deregister(node: Arc<RedisNode>) {
     let purged = node
-        .pool
+        .beat_commands
         .run(async |connection| {
             let _: i64 = node
                 .heartbeat

@@ -19,7 +19,8 @@
 //! broadcasts and topics (`broker`), broadcasts with acks (`acks`); the
 //! socket records (`sockets`), the service registry (`services`), sessions
 //! and lists (`store`). Every command on a pooled connection goes through
-//! `pool::CommandPool::run`.
+//! `commands::Commands::run`, on one of two multiplexed connections: one for
+//! traffic, one for the heartbeat.
 //!
 //! Does not own local delivery (received messages go to the [`LocalNode`]),
 //! key and channel names ([`super::keys`]) nor the message format
@@ -27,10 +28,10 @@
 
 mod acks;
 mod broker;
+mod commands;
 mod director;
 mod heartbeat;
 mod inbox;
-mod pool;
 mod services;
 mod sockets;
 mod store;
@@ -51,7 +52,7 @@ use crate::config::Settings;
 use acks::Acks;
 use director::Director;
 use heartbeat::Heartbeat;
-use pool::CommandPool;
+use commands::Commands;
 use services::ServiceState;
 use subscriber::Subscriptions;
 use writer::Writer;
@@ -71,8 +72,11 @@ pub struct RedisCluster {
 struct RedisNode {
     id: String,
     keys: Keys,
-    /// Connections for commands (not pub/sub).
-    pool: CommandPool,
+    /// Commands of client traffic (not pub/sub).
+    commands: Commands,
+    /// Commands of the heartbeat (registration, reaping), on a connection of
+    /// their own.
+    beat_commands: Commands,
     /// The sliding TTL of a session.
     session_ttl: Duration,
     local: OnceLock<Weak<dyn LocalNode>>,
@@ -95,13 +99,15 @@ impl RedisCluster {
             source,
         };
         let client = redis::Client::open(url).map_err(|e| invalid(e.into()))?;
-        let pool = CommandPool::new(url).map_err(|e| invalid(e.into()))?;
+        let commands = Commands::new(client.clone());
+        let beat_commands = Commands::new(client.clone());
         let (writer, write_queue) = Writer::new();
         let (director, directed_queue) = Director::new();
         let node = Arc::new(RedisNode {
             id: settings.node_id.clone(),
             keys: Keys::new(settings.key_prefix.clone()),
-            pool,
+            commands,
+            beat_commands,
             session_ttl: settings.session_ttl(),
             local: OnceLock::new(),
             writer,

@@ -83,7 +83,7 @@ pub(super) fn service_commands(
 /// Reads the cluster's services and their hosts into the cached view.
 pub(super) async fn refresh(node: &RedisNode) -> Result<(), ClusterError> {
     let (names, answers) = node
-        .pool
+        .commands
         .run(async |connection| {
             let names: Vec<String> = connection.smembers(node.keys.services()).await?;
             let mut pipe = redis::pipe();
@@ -170,7 +170,7 @@ impl ServiceRegistry for RedisCluster {
             }
             .encode();
             let host: Option<String> = node
-                .pool
+                .commands
                 .run(async |connection| {
                     node.services
                         .dispatch

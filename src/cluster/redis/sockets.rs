@@ -154,7 +154,7 @@ impl SocketRegistry for RedisCluster {
         };
         async move {
             let (sids, hashes) = node
-                .pool
+                .commands
                 .run(async |connection| {
                     let sids: Vec<String> = connection.smembers(&set).await?;
                     let mut pipe = redis::pipe();

@@ -25,7 +25,7 @@ impl SessionStore for RedisCluster {
         let node = self.node.clone();
         let key = node.keys.session(id);
         async move {
-            node.pool
+            node.commands
                 .run(async |connection| {
                     let (fields,): (HashMap<String, String>,) = redis::pipe()
                         .hgetall(&key)
@@ -51,7 +51,7 @@ impl SessionStore for RedisCluster {
             if fields.is_empty() {
                 return Ok(());
             }
-            node.pool
+            node.commands
                 .run(async |connection| {
                     redis::pipe()
                         .hset_multiple(&key, &fields)
@@ -88,7 +88,7 @@ impl ListStore for RedisCluster {
         let node = self.node.clone();
         let key = node.keys.list(name);
         async move {
-            node.pool
+            node.commands
                 .run(async |connection| {
                     redis::pipe()
                         .lpush(&key, entry)
@@ -110,7 +110,7 @@ impl ListStore for RedisCluster {
         let key = node.keys.list(name);
         async move {
             let mut entries: Vec<String> = node
-                .pool
+                .commands
                 .run(async |connection| connection.lrange(&key, 0, -1).await)
                 .await?;
             entries.reverse();

@@ -109,7 +109,7 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
         }
         if pipe.cmd_iter().next().is_some() {
             let sent = node
-                .pool
+                .commands
                 .run(async |connection| pipe.query_async::<()>(connection).await)
                 .await;
             match sent {
