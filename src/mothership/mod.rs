@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 
 mod messages;
 
+pub use crate::config::Routing;
 pub use messages::Routed;
 
 use crate::app_session::AppSession;
@@ -36,15 +37,6 @@ use messages::TOPIC;
 
 /// The logging channel's name, under `/core` and under every component.
 const LOGGING: &str = "logging";
-
-/// How events are spread over a component's hosts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Routing {
-    /// This node's own handler when it hosts the component, else round-robin.
-    PreferLocal,
-    /// Round-robin across every live host, this node included.
-    RoundRobin,
-}
 
 /// The Mothership of one node. Cheap to clone.
 #[derive(Clone)]
