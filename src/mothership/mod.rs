@@ -29,7 +29,7 @@ pub use messages::Routed;
 
 use crate::app_session::AppSession;
 use crate::cluster::MessageHandler;
-use crate::component::{Catalog, ChannelName, Component, Context, Effects, Emitter};
+use crate::component::{Catalog, ChannelName, Component, Context, ContextParts, Effects, Emitter};
 use crate::io::SocketIo;
 use crate::namespace::NamespaceHandler;
 use crate::socket::{AckSender, Event, Payload, Socket};
@@ -243,16 +243,16 @@ impl Inner {
                 } else {
                     instance
                 };
-                let ctx = Context::new(
-                    socket,
+                let ctx = Context::from(ContextParts {
+                    socket_id: socket,
                     namespace,
                     channel,
-                    self.node_id.clone(),
-                    from.clone(),
-                    instance.clone(),
-                    AppSession::new(session.into(), cluster.clone()),
-                    Emitter::new(self.io.clone(), self.catalog.clone()),
-                );
+                    node_id: self.node_id.clone(),
+                    origin_node: from.clone(),
+                    instance_id: instance.clone(),
+                    session: AppSession::new(session.into(), cluster.clone()),
+                    emitter: Emitter::new(self.io.clone(), self.catalog.clone()),
+                });
                 let args: Vec<Value> = serde_json::from_str(&args_json).unwrap_or_default();
                 let outcome = handler.on_event(ctx.clone(), event, args).await;
                 let outcome = match (outcome, create_instance.then_some(instance).flatten()) {
@@ -394,16 +394,16 @@ impl Inner {
                 session,
             } => {
                 if let Some(handler) = self.hosted.get(&component) {
-                    let ctx = Context::new(
-                        socket,
+                    let ctx = Context::from(ContextParts {
+                        socket_id: socket,
                         namespace,
                         channel,
-                        self.node_id.clone(),
-                        from,
-                        None,
-                        AppSession::new(session.into(), self.io.cluster().clone()),
-                        Emitter::new(self.io.clone(), self.catalog.clone()),
-                    );
+                        node_id: self.node_id.clone(),
+                        origin_node: from,
+                        instance_id: None,
+                        session: AppSession::new(session.into(), self.io.cluster().clone()),
+                        emitter: Emitter::new(self.io.clone(), self.catalog.clone()),
+                    });
                     if connected {
                         handler.on_connect(ctx);
                     } else {
