@@ -32,6 +32,8 @@ mod core;
 mod logging;
 mod messages;
 mod router;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
