@@ -70,9 +70,9 @@ pub struct Settings {
     pub components: Vec<String>,
     /// A folder of component descriptors (`*.json`, HTTP backends) this node hosts.
     pub components_dir: Option<String>,
-    /// `local` (this node's own handler when it hosts the component) or
-    /// `round-robin` (every live host in turn).
-    pub routing: String,
+    /// How a component's events are spread over its hosts (`local` or
+    /// `round-robin`).
+    pub routing: Routing,
     /// How long a routed event may wait for its handler's answer (ms).
     pub route_timeout_ms: u64,
     /// `tracing` filter, e.g. `info` or `rain_node=debug`; `RUST_LOG` is used
@@ -102,10 +102,53 @@ impl Default for Settings {
             session_ttl_ms: 86_400_000,
             components: vec!["echo@1.0".to_string(), "chat@1.0".to_string()],
             components_dir: None,
-            routing: "local".to_string(),
+            routing: Routing::PreferLocal,
             route_timeout_ms: 10_000,
             log: "info".to_string(),
         }
+    }
+}
+
+/// How a node spreads a component's events over the component's hosts: the
+/// `ROUTING` setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Routing {
+    /// `local`: this node's own handler when it hosts the component, else the
+    /// live hosts in turn.
+    #[default]
+    #[serde(rename = "local")]
+    PreferLocal,
+    /// `round-robin`: every live host in turn, this node included.
+    #[serde(rename = "round-robin")]
+    RoundRobin,
+}
+
+impl Routing {
+    /// The setting's text for this mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Routing::PreferLocal => "local",
+            Routing::RoundRobin => "round-robin",
+        }
+    }
+}
+
+impl FromStr for Routing {
+    type Err = String;
+
+    /// `local` or `round-robin`; anything else is refused with the reason.
+    fn from_str(text: &str) -> Result<Routing, String> {
+        match text {
+            "local" => Ok(Routing::PreferLocal),
+            "round-robin" => Ok(Routing::RoundRobin),
+            _ => Err("must be local or round-robin".to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -690,10 +733,14 @@ impl Settings {
             }
         }
 
-        let mut settings: Settings = builder
-            .build()
-            .and_then(config::Config::try_deserialize)
-            .map_err(ConfigError::Merge)?;
+        let merged = builder.build().map_err(ConfigError::Merge)?;
+        // The mode is read from the merged text, so a later layer may correct
+        // an earlier one, and a bad value is reported under its setting's name.
+        let routing = merged.get_string(ROUTING.key).map_err(ConfigError::Merge)?;
+        if let Err(reason) = routing.parse::<Routing>() {
+            return Err(invalid(ROUTING.env, format!("{routing:?}"), &reason));
+        }
+        let mut settings: Settings = merged.try_deserialize().map_err(ConfigError::Merge)?;
         if settings.redis_server.as_deref() == Some("") {
             settings.redis_server = None;
         }
@@ -748,13 +795,6 @@ impl Settings {
                 NODE_ID.env,
                 format!("{:?}", self.node_id),
                 "must be non-empty and contain no whitespace",
-            ));
-        }
-        if self.routing != "local" && self.routing != "round-robin" {
-            return Err(invalid(
-                ROUTING.env,
-                format!("{:?}", self.routing),
-                "must be local or round-robin",
             ));
         }
         let path = &self.socketio_path;
@@ -1009,7 +1049,7 @@ mod tests {
             session_ttl_ms: 10,
             components: vec!["echo@1.0".into()],
             components_dir: Some("/srv/components".into()),
-            routing: "round-robin".into(),
+            routing: Routing::RoundRobin,
             route_timeout_ms: 11,
             log: "rain_node=debug,warn".into(),
         };
@@ -1149,6 +1189,45 @@ mod tests {
         ] {
             load(&[], &[(name, value)]).unwrap();
         }
+    }
+
+    #[test]
+    fn routing_is_parsed_into_its_mode() {
+        assert_eq!(load(&[], &[]).unwrap().routing, Routing::PreferLocal);
+        let s = load(&[], &[("ROUTING", "round-robin")]).unwrap();
+        assert_eq!(s.routing, Routing::RoundRobin);
+        let s = load(&["--routing", "local"], &[("ROUTING", "round-robin")]).unwrap();
+        assert_eq!(s.routing, Routing::PreferLocal);
+        let f = TempFile::new("routing = \"round-robin\"\n");
+        let s = load(&[], &[("RAIN_CONFIG", f.path())]).unwrap();
+        assert_eq!(s.routing, Routing::RoundRobin);
+        for mode in [Routing::PreferLocal, Routing::RoundRobin] {
+            assert_eq!(mode.as_str().parse::<Routing>(), Ok(mode));
+            assert_eq!(mode.to_string(), mode.as_str());
+        }
+
+        assert_eq!(
+            err(&[], &[("ROUTING", "fastest")]),
+            r#"invalid setting ROUTING="fastest": must be local or round-robin"#
+        );
+        assert_eq!(
+            err(&["--routing=Local"], &[]),
+            r#"invalid setting ROUTING="Local": must be local or round-robin"#
+        );
+        // The merged value counts: a flag corrects a bad environment value.
+        let s = load(&["--routing=round-robin"], &[("ROUTING", "nope")]).unwrap();
+        assert_eq!(s.routing, Routing::RoundRobin);
+        let f = TempFile::new("routing = \"random\"\n");
+        assert_eq!(
+            err(&[], &[("RAIN_CONFIG", f.path())]),
+            r#"invalid setting ROUTING="random": must be local or round-robin"#
+        );
+        let f = TempFile::new("routing = 1\n");
+        let e = err(&[], &[("RAIN_CONFIG", f.path())]);
+        assert!(
+            e.starts_with("invalid setting ROUTING=1 in config file"),
+            "{e}"
+        );
     }
 
     #[test]

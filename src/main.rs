@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use rain_node::config::Settings;
 use rain_node::io::SocketIo;
-use rain_node::mothership::{Mothership, Routing};
+use rain_node::mothership::Mothership;
 use rain_node::namespace::NamespaceHandler;
 use rain_node::server::{Server, shutdown_signal};
 use rain_node::socket::{Event, Payload, Socket};
@@ -55,11 +55,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     io.namespace("/", MainNamespace);
     let components =
         rain_node::component::from_settings(&settings).context("cannot load the components")?;
-    let routing = match settings.routing.as_str() {
-        "round-robin" => Routing::RoundRobin,
-        _ => Routing::PreferLocal,
-    };
-    let mothership = Mothership::install(&io, routing, settings.route_timeout(), components);
+    let mothership =
+        Mothership::install(&io, settings.routing, settings.route_timeout(), components);
     let server = Server::bind(&settings, io).await?;
     // Scripts wait for this exact line (stdout); everything else goes to stderr.
     println!("rain-node listening on http://{}", server.local_addr());

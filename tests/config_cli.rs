@@ -103,6 +103,13 @@ fn out_of_range_port_flag_exits_2() {
 }
 
 #[test]
+fn unknown_routing_mode_exits_2() {
+    let out = run(&[], &[("ROUTING", "random")]);
+    assert_rejected(&out, "ROUTING");
+    assert!(text(&out.stderr).contains("must be local or round-robin"));
+}
+
+#[test]
 fn missing_config_file_exits_2() {
     let out = run(&[], &[("RAIN_CONFIG", "/nonexistent/rain.toml")]);
     assert_rejected(&out, "/nonexistent/rain.toml");

@@ -369,7 +369,7 @@ mod tests {
     use super::*;
     use crate::app_session::AppSession;
     use crate::cluster::Cluster;
-    use crate::component::{Catalog, Effects, Emitter};
+    use crate::component::{Catalog, ContextParts, Effects, Emitter};
     use crate::config::Settings;
     use crate::io::SocketIo;
 
@@ -387,16 +387,16 @@ mod tests {
 
     impl Env {
         fn context(&self, sid: &str, session: &str, namespace: &str) -> Context {
-            Context::new(
-                sid.into(),
-                namespace.into(),
-                "main".into(),
-                "node-a".into(),
-                "node-a".into(),
-                None,
-                AppSession::new(Arc::from(session), self.cluster.clone()),
-                Emitter::new(self.io.clone(), Catalog::new(self.cluster.clone())),
-            )
+            Context::from(ContextParts {
+                socket_id: sid.into(),
+                namespace: namespace.into(),
+                channel: "main".into(),
+                node_id: "node-a".into(),
+                origin_node: "node-a".into(),
+                instance_id: None,
+                session: AppSession::new(Arc::from(session), self.cluster.clone()),
+                emitter: Emitter::new(self.io.clone(), Catalog::new(self.cluster.clone())),
+            })
         }
     }
 

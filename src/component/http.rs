@@ -282,7 +282,7 @@ mod tests {
 
     use super::*;
     use crate::app_session::AppSession;
-    use crate::component::{Effects, Emitter};
+    use crate::component::{ContextParts, Effects, Emitter};
     use crate::config::Settings;
     use crate::io::SocketIo;
 
@@ -290,16 +290,16 @@ mod tests {
         let settings = Settings::default();
         let cluster = crate::cluster::from_settings(&settings).unwrap();
         let io = SocketIo::new(&settings, cluster.clone());
-        Context::new(
-            "sid-1".into(),
-            "/hb/1/main".into(),
-            "main".into(),
-            "node-a".into(),
-            "node-b".into(),
-            Some("inst-1".into()),
-            AppSession::new(Arc::from("sess-1"), cluster.clone()),
-            Emitter::new(io, Catalog::new(cluster.clone())),
-        )
+        Context::from(ContextParts {
+            socket_id: "sid-1".into(),
+            namespace: "/hb/1/main".into(),
+            channel: "main".into(),
+            node_id: "node-a".into(),
+            origin_node: "node-b".into(),
+            instance_id: Some("inst-1".into()),
+            session: AppSession::new(Arc::from("sess-1"), cluster.clone()),
+            emitter: Emitter::new(io, Catalog::new(cluster.clone())),
+        })
     }
 
     fn descriptor(url: &str, timeout_ms: u64) -> Descriptor {

@@ -115,18 +115,38 @@ pub struct Effects {
     pub leave: Vec<String>,
 }
 
-impl Context {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        socket_id: String,
-        namespace: String,
-        channel: String,
-        node_id: String,
-        origin_node: String,
-        instance_id: Option<String>,
-        session: AppSession,
-        emitter: Emitter,
-    ) -> Self {
+/// What a [`Context`] is made of, filled in by field name:
+/// `Context::from(ContextParts { socket_id, namespace, .. })`.
+pub struct ContextParts {
+    /// The client's socket id.
+    pub socket_id: String,
+    /// The channel's namespace as the client connected to it.
+    pub namespace: String,
+    /// The channel name (the last part of the namespace).
+    pub channel: String,
+    /// The node running the handler.
+    pub node_id: String,
+    /// The node holding the client's socket.
+    pub origin_node: String,
+    /// The instance the event is about, if any.
+    pub instance_id: Option<String>,
+    pub session: AppSession,
+    pub emitter: Emitter,
+}
+
+impl From<ContextParts> for Context {
+    /// A context with no effects yet.
+    fn from(parts: ContextParts) -> Context {
+        let ContextParts {
+            socket_id,
+            namespace,
+            channel,
+            node_id,
+            origin_node,
+            instance_id,
+            session,
+            emitter,
+        } = parts;
         Context {
             socket_id,
             namespace,
@@ -139,7 +159,9 @@ impl Context {
             effects: Arc::new(Mutex::new(Effects::default())),
         }
     }
+}
 
+impl Context {
     /// The calling socket joins a room (of its channel), wherever it is connected.
     pub fn join(&self, room: &str) {
         self.effects.lock().join.push(room.to_string());

@@ -1,0 +1,40 @@
+//! `/core` `change_language({language})` (or `change_language(language)`):
+//! stores the language in the client's session, which every node reads, and
+//! answers `{language, node}`.
+//!
+//! Owns this command's arguments and effect. Does not own the session's storage
+//! (see `crate::app_session`) or dispatch (see `super`).
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::text;
+use crate::mothership::router::{Answer, Router};
+use crate::socket::Socket;
+
+#[derive(Debug, PartialEq)]
+pub(super) struct ChangeLanguage {
+    pub(super) language: String,
+}
+
+impl ChangeLanguage {
+    pub(super) fn parse(arg: &Value) -> Result<ChangeLanguage, String> {
+        let language = text(arg, "language")
+            .or_else(|| arg.as_str().map(str::to_string))
+            .ok_or("change_language needs {language}")?;
+        Ok(ChangeLanguage { language })
+    }
+
+    pub(super) async fn apply(self, router: &Router, socket: &Arc<Socket>) -> Answer {
+        let ChangeLanguage { language } = self;
+        let stored = socket
+            .session()
+            .set(vec![("language".into(), language.clone())])
+            .await;
+        Answer::plain(match stored {
+            Ok(()) => Ok(json!({ "language": language, "node": router.node_id })),
+            Err(error) => Err(json!({ "error": error.to_string() })),
+        })
+    }
+}

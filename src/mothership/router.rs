@@ -1,0 +1,337 @@
+//! The router: a node's side of every routed call, both ends of it.
+//!
+//! Owns calling a host of a component (this node or a live host picked
+//! round-robin by the cluster) and waiting for its answer (the table of
+//! pending answers, the route timeout), serving a request for a component
+//! hosted here (first creating the instance, for a `render`), sending the
+//! answer back to the node that asked, applying an answer's room changes to
+//! the calling socket before acking it, and serving connect/disconnect
+//! notices. Takes this node's Mothership messages off the cluster
+//! ([`Receiver`]).
+//!
+//! Does not own the messages' format (see `super::messages`), which channel an
+//! event arrived on or what a `/core` command means (see `super::channel`,
+//! `super::core`), or what is done with a log line (see `super::logging`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::core::render;
+use super::logging;
+use super::messages::{Routed, TOPIC};
+use crate::app_session::AppSession;
+use crate::cluster::MessageHandler;
+use crate::component::{Catalog, Component, Context, ContextParts, Effects, Emitter};
+use crate::config::Routing;
+use crate::io::SocketIo;
+use crate::socket::{AckSender, Payload, Socket};
+
+/// A node's router: the components it hosts, how it routes, and the calls it
+/// is waiting on.
+pub(super) struct Router {
+    pub(super) io: SocketIo,
+    pub(super) catalog: Arc<Catalog>,
+    pub(super) node_id: String,
+    routing: Routing,
+    timeout: Duration,
+    hosted: HashMap<String, Arc<dyn Component>>,
+    /// Calls sent to a host and not answered yet, by request id.
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+}
+
+/// What the origin asks of a component.
+pub(super) struct Request {
+    pub(super) channel: String,
+    pub(super) event: String,
+    pub(super) args: Vec<Value>,
+    /// Create an instance on the host first (a `render`).
+    pub(super) create_instance: bool,
+}
+
+/// A handler's answer as the origin node receives it.
+pub(super) struct Answer {
+    pub(super) outcome: Result<Value, Value>,
+    pub(super) effects: Effects,
+}
+
+impl Answer {
+    /// An answer with no room changes.
+    pub(super) fn plain(outcome: Result<Value, Value>) -> Answer {
+        Answer {
+            outcome,
+            effects: Effects::default(),
+        }
+    }
+}
+
+impl Router {
+    pub(super) fn new(
+        io: SocketIo,
+        catalog: Arc<Catalog>,
+        routing: Routing,
+        timeout: Duration,
+        hosted: HashMap<String, Arc<dyn Component>>,
+    ) -> Router {
+        Router {
+            node_id: io.cluster().node_id().to_string(),
+            io,
+            catalog,
+            routing,
+            timeout,
+            hosted,
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The components this node hosts, as `id@version`, sorted.
+    pub(super) fn hosted_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.hosted.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Whether this node runs the component's handler itself. Renders always go
+    /// round-robin: they create instances, which should spread over the hosts.
+    fn runs_here(&self, component: &str, render: bool) -> bool {
+        !render && self.routing == Routing::PreferLocal && self.hosted.contains_key(component)
+    }
+
+    /// Hands a message to this node or, round-robin, to a live host; `None`
+    /// when no host is live.
+    pub(super) async fn send(
+        &self,
+        component: &str,
+        render: bool,
+        message: Routed,
+    ) -> Option<String> {
+        let body = message.encode();
+        if self.runs_here(component, render) {
+            self.io.cluster().send(&self.node_id, TOPIC, body);
+            return Some(self.node_id.clone());
+        }
+        self.io.cluster().dispatch(component, TOPIC, body).await
+    }
+
+    /// Runs `request` on a host of `component` (`id@version`) for `socket` and
+    /// returns its answer.
+    pub(super) async fn call(
+        &self,
+        socket: &Arc<Socket>,
+        component: &str,
+        request: Request,
+    ) -> Answer {
+        let id: u64 = rand::random();
+        let (sender, receiver) = oneshot::channel();
+        self.pending.lock().insert(id, sender);
+        let render = request.create_instance;
+        let message = Routed::Request {
+            request: id,
+            from: self.node_id.clone(),
+            component: component.to_string(),
+            namespace: socket.namespace().name().to_string(),
+            channel: request.channel,
+            event: request.event,
+            args_json: serde_json::to_string(&request.args).unwrap_or_else(|_| "[]".into()),
+            socket: socket.id().to_string(),
+            session: socket.session_id().to_string(),
+            instance: None,
+            create_instance: render,
+        };
+        let Some(node) = self.send(component, render, message).await else {
+            self.pending.lock().remove(&id);
+            return Answer::plain(Err(
+                json!({ "error": "component unavailable", "component": component }),
+            ));
+        };
+        let answer = tokio::time::timeout(self.timeout, receiver).await;
+        self.pending.lock().remove(&id);
+        match answer {
+            Ok(Ok(answer)) => answer,
+            _ => Answer::plain(Err(
+                json!({ "error": "component timeout", "component": component, "node": node }),
+            )),
+        }
+    }
+
+    /// Applies an answer's room changes to the calling socket, then acks it.
+    pub(super) async fn reply(&self, socket: &Arc<Socket>, ack: Option<AckSender>, answer: Answer) {
+        for room in &answer.effects.join {
+            socket.join(room);
+        }
+        for room in &answer.effects.leave {
+            socket.leave(room);
+        }
+        if !answer.effects.join.is_empty() {
+            // The client may broadcast to the room as soon as it has the ack.
+            socket.namespace().cluster().flush().await;
+        }
+        if let Some(ack) = ack {
+            let _ = ack.send(ack_payload(answer.outcome));
+        }
+    }
+
+    /// Runs a request for a component hosted here and sends the answer back.
+    async fn serve(self: Arc<Self>, routed: Routed) {
+        let Routed::Request {
+            request,
+            from,
+            component,
+            namespace,
+            channel,
+            event,
+            args_json,
+            socket,
+            session,
+            instance,
+            create_instance,
+        } = routed
+        else {
+            return;
+        };
+        let (outcome, effects) = match self.hosted.get(&component) {
+            None => (
+                Err(
+                    json!({ "error": "component unavailable", "component": component, "node": self.node_id }),
+                ),
+                Effects::default(),
+            ),
+            Some(handler) => {
+                let created =
+                    create_instance.then(|| render::create_instance(&self, handler.as_ref()));
+                let ctx = Context::from(ContextParts {
+                    socket_id: socket,
+                    namespace,
+                    channel,
+                    node_id: self.node_id.clone(),
+                    origin_node: from.clone(),
+                    instance_id: created.clone().or(instance),
+                    session: self.session(session),
+                    emitter: self.emitter(),
+                });
+                let args: Vec<Value> = serde_json::from_str(&args_json).unwrap_or_default();
+                let outcome = handler.on_event(ctx.clone(), event, args).await;
+                let outcome = match (outcome, created) {
+                    (Ok(data), Some(instance)) => {
+                        Ok(render::with_instance(data, &instance, &self.node_id))
+                    }
+                    (outcome, _) => outcome,
+                };
+                (outcome, ctx.take_effects())
+            }
+        };
+        let (ok, value) = match outcome {
+            Ok(value) => (true, value),
+            Err(value) => (false, value),
+        };
+        let reply = Routed::Reply {
+            request,
+            ok,
+            value_json: value.to_string(),
+            effects,
+        };
+        self.io.cluster().send(&from, TOPIC, reply.encode());
+    }
+
+    /// A connect/disconnect notice for a component hosted here.
+    fn on_lifecycle(&self, routed: Routed) {
+        let Routed::Lifecycle {
+            connected,
+            from,
+            component,
+            namespace,
+            channel,
+            socket,
+            session,
+        } = routed
+        else {
+            return;
+        };
+        let Some(handler) = self.hosted.get(&component) else {
+            return;
+        };
+        let ctx = Context::from(ContextParts {
+            socket_id: socket,
+            namespace,
+            channel,
+            node_id: self.node_id.clone(),
+            origin_node: from,
+            instance_id: None,
+            session: self.session(session),
+            emitter: self.emitter(),
+        });
+        if connected {
+            handler.on_connect(ctx);
+        } else {
+            handler.on_disconnect(ctx);
+        }
+    }
+
+    /// A handler's answer to a call of this node: to the one waiting for it.
+    fn on_reply(&self, request: u64, ok: bool, value_json: &str, effects: Effects) {
+        let value: Value = serde_json::from_str(value_json).unwrap_or(Value::Null);
+        if let Some(waiting) = self.pending.lock().remove(&request) {
+            let outcome = if ok { Ok(value) } else { Err(value) };
+            let _ = waiting.send(Answer { outcome, effects });
+        }
+    }
+
+    fn receive(self: Arc<Self>, message: Routed) {
+        match message {
+            Routed::Reply {
+                request,
+                ok,
+                value_json,
+                effects,
+            } => self.on_reply(request, ok, &value_json, effects),
+            log @ Routed::Log { .. } => logging::write(log),
+            lifecycle @ Routed::Lifecycle { .. } => self.on_lifecycle(lifecycle),
+            // Handlers are async: each request runs on its own task.
+            request @ Routed::Request { .. } => {
+                tokio::spawn(self.serve(request));
+            }
+        }
+    }
+
+    fn session(&self, id: String) -> AppSession {
+        AppSession::new(id.into(), self.io.cluster().clone())
+    }
+
+    fn emitter(&self) -> Emitter {
+        Emitter::new(self.io.clone(), self.catalog.clone())
+    }
+}
+
+/// Takes the Mothership's messages for this node off the cluster.
+pub(super) struct Receiver(pub(super) Arc<Router>);
+
+impl MessageHandler for Receiver {
+    fn on_message(&self, body: bytes::Bytes) {
+        match Routed::decode(&body) {
+            Ok(message) => self.0.clone().receive(message),
+            Err(error) => {
+                metrics::counter!("rain_routed_undecodable_total").increment(1);
+                tracing::warn!(%error, "dropping a Mothership message this node cannot read");
+            }
+        }
+    }
+}
+
+/// `(error | null, data)`, RAIN's ack convention.
+pub(super) fn ack_payload(outcome: Result<Value, Value>) -> Payload {
+    match outcome {
+        Ok(data) => Payload::new(vec![Value::Null, data]),
+        Err(error) => Payload::new(vec![error, Value::Null]),
+    }
+}
+
+/// Acks `{error: message}`, when the client asked for an ack.
+pub(super) fn error_ack(ack: Option<AckSender>, message: &str) {
+    if let Some(ack) = ack {
+        let _ = ack.send(ack_payload(Err(json!({ "error": message }))));
+    }
+}

@@ -1,0 +1,116 @@
+//! The chat component across nodes: hosted on one node, with members on both,
+//! through two version aliases of its channel.
+//!
+//! Owns this scenario only; the harness is in `super::harness`.
+
+use serde_json::{Value, json};
+
+use super::harness::Nodes;
+use crate::config::Routing::PreferLocal;
+
+const MAIN: &str = "/chat/1/main";
+const ALIAS: &str = "/chat/1.0/main";
+
+/// The `message` a member receives: `(nick, text, node)`.
+fn said(args: &[Value]) -> (String, String, String) {
+    let message = &args[0];
+    assert_eq!(message["room"], "lobby", "{message}");
+    assert!(message["ts"].as_u64().is_some_and(|ts| ts > 0), "{message}");
+    let text = |key: &str| message[key].as_str().unwrap_or_default().to_string();
+    (text("nick"), text("text"), text("node"))
+}
+
+fn message(nick: &str, text: &str) -> (String, String, String) {
+    (nick.into(), text.into(), "B".into())
+}
+
+#[tokio::test]
+async fn chat_rooms_span_nodes_and_keep_their_history() {
+    let nodes = Nodes::start(&[("A", PreferLocal, &[]), ("B", PreferLocal, &["chat"])]);
+    let (mut ann, mut bob) = (nodes.client("A", "ann"), nodes.client("B", "bob"));
+    ann.connect(MAIN).await.unwrap();
+    bob.connect(ALIAS).await.unwrap();
+
+    let joined = ann
+        .ok(
+            MAIN,
+            "join",
+            vec![json!({ "room": "lobby", "nick": "ann" })],
+        )
+        .await;
+    assert_eq!(
+        joined,
+        json!({ "room": "lobby", "history": [], "node": "B" })
+    );
+    bob.ok(
+        ALIAS,
+        "join",
+        vec![json!({ "room": "lobby", "nick": "bob" })],
+    )
+    .await;
+
+    // A say from either node reaches every member on both nodes, sender included.
+    let ack = ann
+        .ok(
+            MAIN,
+            "say",
+            vec![json!({ "room": "lobby", "text": "hello" })],
+        )
+        .await;
+    assert_eq!(ack, json!({ "node": "B" }));
+    assert_eq!(
+        said(&ann.event(MAIN, "message").await),
+        message("ann", "hello")
+    );
+    assert_eq!(
+        said(&bob.event(ALIAS, "message").await),
+        message("ann", "hello")
+    );
+    bob.ok(
+        ALIAS,
+        "say",
+        vec![json!({ "room": "lobby", "text": "hi ann" })],
+    )
+    .await;
+    assert_eq!(
+        said(&bob.event(ALIAS, "message").await),
+        message("bob", "hi ann")
+    );
+    assert_eq!(
+        said(&ann.event(MAIN, "message").await),
+        message("bob", "hi ann")
+    );
+
+    // A newcomer on A gets the room's history, oldest first.
+    let mut cid = nodes.client("A", "cid");
+    cid.connect(MAIN).await.unwrap();
+    let joined = cid.ok(MAIN, "join", vec![json!({ "room": "lobby" })]).await;
+    let history: Vec<(String, String, String)> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| said(std::slice::from_ref(m)))
+        .collect();
+    assert_eq!(history, [message("ann", "hello"), message("bob", "hi ann")]);
+
+    // Who left hears no more; a stranger may not say anything.
+    ann.ok(MAIN, "leave", vec![json!({ "room": "lobby" })])
+        .await;
+    bob.ok(
+        ALIAS,
+        "say",
+        vec![json!({ "room": "lobby", "text": "bye" })],
+    )
+    .await;
+    assert_eq!(
+        said(&cid.event(MAIN, "message").await),
+        message("bob", "bye")
+    );
+    // Delivery to A's members happens in one go: ann would have it by now.
+    assert_eq!(ann.pending_events(), Vec::<Value>::new());
+    assert_eq!(
+        ann.call(MAIN, "say", vec![json!({ "room": "lobby", "text": "x" })])
+            .await,
+        (json!({ "error": "not joined" }), Value::Null)
+    );
+}
