@@ -1,5 +1,7 @@
-//! Helpers of the interop tests: start the `testbed` example on a free port and
-//! run an external client program (node, python) against it.
+//! Helpers of the integration tests: start the `testbed` example (or another node
+//! program) on a free port, run an external client program (node, python)
+//! against it, and the one [`eventually`]. `redis-server` and cluster nodes live
+//! in [`cluster`].
 //!
 //! The testbed starts from an empty environment (`PATH` and `HOME` only, plus the
 //! variables a test gives), so nothing of the developer's environment (a
@@ -317,5 +319,27 @@ pub fn run_to_success(
         stdout,
         stderr,
         elapsed,
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Ok`, or panics with its last
+/// `Err` message after `timeout`. `check` is an async closure, which may borrow
+/// (mutably too) what the test holds: `eventually(t, "…", async || { … }).await`.
+pub async fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(message) => {
+                if started.elapsed() >= timeout {
+                    panic!("{what}: still not true after {timeout:?}: {message}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
