@@ -1,8 +1,8 @@
-//! Cluster helpers (`tests/cluster.rs`, `tests/mothership.rs`): the one
-//! `redis-server` spawner (a private server per test), cluster nodes (the
-//! `testbed` or the `rain-node` binary) pointed at it, a Prometheus text reader,
-//! a raw Socket.IO-over-websocket client, and runners for external client
-//! programs given the cluster's addresses.
+//! Cluster helpers (`tests/cluster.rs`, `tests/mothership.rs`, the
+//! `routed_rtt` bench): the one `redis-server` spawner (a private server per test
+//! or bench), cluster nodes (the `testbed` or the `rain-node` binary) pointed at
+//! it, a Prometheus text reader, a raw Socket.IO-over-websocket client, and
+//! runners for external client programs given the cluster's addresses.
 //!
 //! Never touches the Redis on port 6379: every `RedisServer` runs on a free port,
 //! without persistence, and is killed when dropped. The node-process spawner
