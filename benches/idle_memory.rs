@@ -7,7 +7,8 @@
 //! BENCH_SERVER=testbed cargo bench --bench idle_memory   # the testbed example instead
 //! ```
 //!
-//! It starts the `rain-node` binary (`SERVER_PORT=0`, every other setting at its
+//! It starts the `rain-node` binary with the node spawner of `tests/support`
+//! (`SERVER_PORT=0`, `LOG` from `BENCH_LOG` or `warn`, every other setting at its
 //! default), samples the server's `VmRSS` from `/proc/<pid>/status`, opens
 //! `CLIENTS` websocket clients (`ws://…/socket.io/?EIO=4&transport=websocket`),
 //! each of which does the Engine.IO handshake, joins the namespace `/` (`40` →
@@ -28,17 +29,19 @@
 //! (`ulimit -Hn`, /etc/security/limits.conf, or `prlimit`) or lower `CLIENTS`.
 //! Linux only (it reads `/proc`).
 
-use std::io::{BufRead, BufReader, Read};
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
+
+use support::{Testbed, spawn_program};
 
 /// Connections being set up at the same time.
 const PARALLEL_CONNECTS: usize = 256;
@@ -63,12 +66,13 @@ fn main() {
     raise_fd_limit(clients);
 
     let server_path = server_binary();
-    let mut server = Server::start(&server_path);
+    let log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into());
+    let mut server = spawn_program(&server_path, &[("LOG", &log)]);
     println!(
         "server: {} (pid {}) at {}",
         server_path.display(),
         server.pid(),
-        server.url
+        server.url()
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -88,14 +92,14 @@ fn main() {
     }
 }
 
-async fn run(server: &Server, clients: usize) -> Result<(), String> {
+async fn run(server: &Testbed, clients: usize) -> Result<(), String> {
     // let the server finish starting up, then take the baseline
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(server.pid())?;
 
     let ws_url = format!(
         "{}/socket.io/?EIO=4&transport=websocket",
-        server.url.replacen("http://", "ws://", 1)
+        server.url().replacen("http://", "ws://", 1)
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let joined = Arc::new(AtomicUsize::new(0));
@@ -277,109 +281,6 @@ fn server_binary() -> PathBuf {
         );
     }
     path
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    stderr: Arc<std::sync::Mutex<String>>,
-}
-
-impl Server {
-    fn start(path: &PathBuf) -> Server {
-        let mut cmd = Command::new(path);
-        cmd.env_clear();
-        for key in ["PATH", "HOME"] {
-            if let Some(v) = std::env::var_os(key) {
-                cmd.env(key, v);
-            }
-        }
-        cmd.env("SERVER_HOST", "127.0.0.1")
-            .env("SERVER_PORT", "0")
-            .env(
-                "LOG",
-                std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
-
-        // keep the pipes drained so the server never blocks on its logs
-        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
-        {
-            let mut pipe = child.stderr.take().unwrap();
-            let sink = stderr.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let mut s = sink.lock().unwrap();
-                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    if s.len() > 1 << 20 {
-                        let cut = s.len() - (1 << 19);
-                        let cut = (cut..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-                        s.drain(..cut);
-                    }
-                }
-            });
-        }
-        let (tx, rx) = mpsc::channel();
-        {
-            let out = child.stdout.take().unwrap();
-            std::thread::spawn(move || {
-                let mut tx = Some(tx);
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(i) = line.find("listening on http://") {
-                        if let Some(tx) = tx.take() {
-                            let url = line[i + "listening on ".len()..].trim().to_string();
-                            let _ = tx.send(url);
-                        }
-                    }
-                }
-            });
-        }
-        let url = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(url) => url.trim_end_matches('/').to_string(),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                std::thread::sleep(Duration::from_millis(50));
-                panic!(
-                    "{} did not print `listening on http://…` within 20 s; stderr:\n{}",
-                    path.display(),
-                    stderr.lock().unwrap()
-                );
-            }
-        };
-        Server { child, url, stderr }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn stderr_tail(&self, lines: usize) -> String {
-        let s = self.stderr.lock().unwrap();
-        let all: Vec<&str> = s.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 fn rss_kib(pid: u32) -> Result<u64, String> {

@@ -7,85 +7,38 @@
 //! EVENTS=20000 cargo bench --bench routed_rtt
 //! ```
 //!
-//! Starts its own `redis-server` on a free port and two `rain-node` processes:
-//! A hosts nothing, C hosts `echo@1.0`. A raw websocket Socket.IO client sends
-//! `echo` events one at a time (each waits for its ack) and prints the latency
-//! percentiles. Under `cargo test --all-targets` (no `--bench`) it makes a quick
-//! run of 200 events so the harness itself stays tested. It prints figures only.
+//! Starts its own `redis-server` on a free port and two `rain-node` processes,
+//! both with the spawners of `tests/support`: A hosts nothing, C hosts
+//! `echo@1.0`. A raw websocket Socket.IO client sends `echo` events one at a time
+//! (each waits for its ack) and prints the latency percentiles. Under
+//! `cargo test --all-targets` (no `--bench`) it makes a quick run of 200 events
+//! so the harness itself stays tested. It prints figures only.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 
-struct Process(Child);
+use support::cluster::RedisServer;
+use support::{Testbed, spawn_program};
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_redis() -> (Process, String) {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Process(child), format!("redis://127.0.0.1:{port}"))
-}
-
-fn start_node(redis: &str, id: &str, components: &str) -> (Process, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rain-node"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("REDIS_SERVER", redis)
-        .env("NODE_ID", id)
-        .env("COMPONENTS", components)
-        .env("LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rain-node starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("rain-node listening on ")
-        .expect("listening line")
-        .to_string();
-    (Process(child), url)
+/// Starts the `rain-node` binary as node `id` of the cluster at `redis`, hosting
+/// `components`, with every other setting at its default.
+fn start_node(redis: &str, id: &str, components: &str) -> Testbed {
+    spawn_program(
+        Path::new(env!("CARGO_BIN_EXE_rain-node")),
+        &[
+            ("REDIS_SERVER", redis),
+            ("NODE_ID", id),
+            ("COMPONENTS", components),
+            ("LOG", "warn"),
+        ],
+    )
 }
 
 type Ws =
@@ -162,17 +115,18 @@ async fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(if bench_mode { 5000 } else { 200 });
-    let (_redis, redis_url) = start_redis();
-    let (_a, a) = start_node(&redis_url, "A", "");
-    let (_c, c) = start_node(&redis_url, "C", "echo@1.0");
+    let redis = RedisServer::start();
+    let node_a = start_node(&redis.url(), "A", "");
+    let node_c = start_node(&redis.url(), "C", "echo@1.0");
+    let (a, c) = (node_a.url(), node_c.url());
     // Let A's view of the component registry catch up with C's announcement.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // Warm up both paths, then measure.
-    round_trips(&a, 100).await;
-    round_trips(&c, 100).await;
-    let (routed, routed_node) = round_trips(&a, count).await;
-    let (local, local_node) = round_trips(&c, count).await;
+    round_trips(a, 100).await;
+    round_trips(c, 100).await;
+    let (routed, routed_node) = round_trips(a, count).await;
+    let (local, local_node) = round_trips(c, count).await;
     assert_eq!(routed_node, "C");
     assert_eq!(local_node, "C");
     report(

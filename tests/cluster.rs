@@ -21,31 +21,10 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use support::cluster::{
-    HEARTBEAT_MS, LineChild, NODE_TTL_MS, Node, RedisServer, SioClient, eventually, numsub,
-    run_with_nodes, spawn_nodes, wait_subscribers,
+    HEARTBEAT_MS, LineChild, NODE_TTL_MS, Node, RedisServer, SioClient, numsub, run_with_nodes,
+    spawn_nodes, wait_subscribers,
 };
-use support::{crate_dir, spawn_testbed};
-
-/// Polls `$body` (a `Result<T, String>` expression, may `.await`) every 50 ms until
-/// it is `Ok`; panics with the last error after `$timeout`.
-macro_rules! eventually {
-    ($timeout:expr, $what:expr, $body:expr) => {{
-        let timeout: Duration = $timeout;
-        let started = Instant::now();
-        loop {
-            let result: Result<_, String> = async { $body }.await;
-            match result {
-                Ok(value) => break value,
-                Err(message) => {
-                    if started.elapsed() >= timeout {
-                        panic!("{}: still not true after {:?}: {}", $what, timeout, message);
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }};
-}
+use support::{crate_dir, eventually, spawn_testbed};
 
 const SETUP_HINT: &str = "run `scripts/test` once (it installs the test clients: \
      `npm ci` in tests/js and `python3 -m pip install -r tests/python/requirements.txt`)";
@@ -252,18 +231,19 @@ async fn fetch_sockets_lists_remote_sockets_and_forgets_disconnected_ones() {
     ]
     .into_iter()
     .collect();
-    eventually!(
+    eventually(
         Duration::from_secs(1),
         "fetch-sockets from A lists every socket with its node and rooms",
-        {
+        async || {
             let got = fetch_sockets(&mut a, None).await;
             if got == everyone {
                 Ok(())
             } else {
                 Err(format!("got {got:?}, want {everyone:?}"))
             }
-        }
-    );
+        },
+    )
+    .await;
     let in_r2: Listing = [entry(&b, "B", &["r2"]), entry(&c, "C", &["r2", "only-c"])]
         .into_iter()
         .collect();
@@ -284,10 +264,10 @@ async fn fetch_sockets_lists_remote_sockets_and_forgets_disconnected_ones() {
     c.close().await;
     b2.drop_abruptly();
     let mut conn = redis.conn().await;
-    eventually!(
+    eventually(
         Duration::from_secs(1),
         "disconnected sockets leave Redis",
-        {
+        async || {
             let mut left = Vec::new();
             for sid in [&c_sid, &b2_sid] {
                 if exists(&mut conn, &format!("rain:conn:{sid}")).await {
@@ -323,23 +303,25 @@ async fn fetch_sockets_lists_remote_sockets_and_forgets_disconnected_ones() {
             } else {
                 Err(left.join("; "))
             }
-        }
-    );
+        },
+    )
+    .await;
     let rest: Listing = [entry(&a, "A", &[]), entry(&b, "B", &["r2"])]
         .into_iter()
         .collect();
-    eventually!(
+    eventually(
         Duration::from_secs(1),
         "fetch-sockets forgets disconnected sockets",
-        {
+        async || {
             let got = fetch_sockets(&mut a, None).await;
             if got == rest {
                 Ok(())
             } else {
                 Err(format!("got {got:?}, want {rest:?}"))
             }
-        }
-    );
+        },
+    )
+    .await;
 }
 
 /// The keys of the contract: node registration, socket records and the indexes.
@@ -355,10 +337,10 @@ async fn redis_keys_follow_the_layout() {
     let mut conn = redis.conn().await;
 
     // rain:nodes: every node with a recent heartbeat
-    eventually!(
+    eventually(
         Duration::from_secs(2),
         "rain:nodes lists A, B, C with recent heartbeats",
-        {
+        async || {
             let scores: Vec<(String, f64)> = conn
                 .zrange_withscores("rain:nodes", 0, -1)
                 .await
@@ -376,26 +358,28 @@ async fn redis_keys_follow_the_layout() {
                     "ZRANGE rain:nodes WITHSCORES = {scores:?} (now {now})"
                 ))
             }
-        }
-    );
+        },
+    )
+    .await;
 
     // rain:node:{id}: a hash with a TTL; the address is the one the node listens on
     // (it may be written by the first heartbeat after the node started listening)
     for node in &nodes {
         let key = format!("rain:node:{}", node.id);
         let port = node.url().rsplit(':').next().unwrap().to_string();
-        let hash = eventually!(
+        let hash = eventually(
             Duration::from_millis(2 * HEARTBEAT_MS + 500),
-            format!("{key} names the node's address"),
-            {
+            &format!("{key} names the node's address"),
+            async || {
                 let hash = hgetall(&mut conn, &key).await;
                 if hash.get("address").is_some_and(|a| a.contains(&port)) {
                     Ok(hash)
                 } else {
                     Err(format!("HGETALL {key} = {hash:?} (port {port})"))
                 }
-            }
-        );
+            },
+        )
+        .await;
         for field in ["address", "started_at", "heartbeat", "sockets"] {
             assert!(hash.contains_key(field), "{key} has no `{field}`: {hash:?}");
         }
@@ -403,10 +387,10 @@ async fn redis_keys_follow_the_layout() {
         assert!(pttl > 0, "{key} has no TTL (PTTL {pttl})");
     }
     // `sockets` counts the node's sockets (refreshed at least every heartbeat)
-    eventually!(
+    eventually(
         Duration::from_millis(4 * HEARTBEAT_MS + 500),
         "rain:node:{id} `sockets` counts the node's sockets",
-        {
+        async || {
             let mut wrong = Vec::new();
             for (id, want) in [("A", 1), ("B", 2), ("C", 1)] {
                 let hash = hgetall(&mut conn, &format!("rain:node:{id}")).await;
@@ -420,28 +404,34 @@ async fn redis_keys_follow_the_layout() {
             } else {
                 Err(wrong.join("; "))
             }
-        }
-    );
+        },
+    )
+    .await;
 
     // rain:conn:{sid}
-    eventually!(Duration::from_secs(1), "rain:conn:{sid} records", {
-        let hash = hgetall(&mut conn, &format!("rain:conn:{}", b.sid)).await;
-        let rooms: Option<BTreeSet<String>> = hash
-            .get("rooms")
-            .and_then(|r| serde_json::from_str::<Vec<String>>(r).ok())
-            .map(|r| r.into_iter().filter(|r| *r != b.sid).collect());
-        let at = hash.get("connected_at").and_then(|t| t.parse::<u64>().ok());
-        let fresh = at.is_some_and(|at| at.abs_diff(now_ms()) < 60_000);
-        if hash.get("node").map(String::as_str) == Some("B")
-            && hash.get("namespace").map(String::as_str) == Some("/")
-            && rooms == Some(set(&["lobby"]))
-            && fresh
-        {
-            Ok(())
-        } else {
-            Err(format!("HGETALL rain:conn:{} = {hash:?}", b.sid))
-        }
-    });
+    eventually(
+        Duration::from_secs(1),
+        "rain:conn:{sid} records",
+        async || {
+            let hash = hgetall(&mut conn, &format!("rain:conn:{}", b.sid)).await;
+            let rooms: Option<BTreeSet<String>> = hash
+                .get("rooms")
+                .and_then(|r| serde_json::from_str::<Vec<String>>(r).ok())
+                .map(|r| r.into_iter().filter(|r| *r != b.sid).collect());
+            let at = hash.get("connected_at").and_then(|t| t.parse::<u64>().ok());
+            let fresh = at.is_some_and(|at| at.abs_diff(now_ms()) < 60_000);
+            if hash.get("node").map(String::as_str) == Some("B")
+                && hash.get("namespace").map(String::as_str) == Some("/")
+                && rooms == Some(set(&["lobby"]))
+                && fresh
+            {
+                Ok(())
+            } else {
+                Err(format!("HGETALL rain:conn:{} = {hash:?}", b.sid))
+            }
+        },
+    )
+    .await;
     let hash = hgetall(&mut conn, &format!("rain:conn:{}", a.sid)).await;
     assert_eq!(
         hash.get("node").map(String::as_str),
@@ -452,7 +442,7 @@ async fn redis_keys_follow_the_layout() {
 
     // the indexes
     let all = set(&[&a.sid, &b.sid, &b2.sid, &c.sid]);
-    eventually!(Duration::from_secs(1), "the socket indexes", {
+    eventually(Duration::from_secs(1), "the socket indexes", async || {
         let got = (
             smembers(&mut conn, "rain:node-sockets:A").await,
             smembers(&mut conn, "rain:node-sockets:B").await,
@@ -474,7 +464,7 @@ async fn redis_keys_follow_the_layout() {
                 "(node-sockets:A, :B, :C, ns-sockets:/, room-sockets:/:lobby) = {got:?}, want {want:?}"
             ))
         }
-    });
+    }).await;
     drop((a, b2));
 }
 
@@ -561,18 +551,19 @@ async fn nodes_only_receive_rooms_they_have_members_of() {
         "B must stay subscribed to r while b2 is in it"
     );
     b2.call("leave", json!("r")).await;
-    eventually!(
+    eventually(
         Duration::from_secs(1),
         "B unsubscribes from r when its last member leaves",
-        {
+        async || {
             let n = numsub(&mut conn, "rain:room:/:r").await;
             if n == 0 {
                 Ok(())
             } else {
                 Err(format!("PUBSUB NUMSUB rain:room:/:r = {n}"))
             }
-        }
-    );
+        },
+    )
+    .await;
     let subs_after = nb.metrics().await.gauge("rain_cluster_subscriptions");
     assert!(
         subs_after < subs_b,
@@ -592,13 +583,14 @@ async fn metrics_count_what_crosses_redis() {
     let mut c = SioClient::connect(nc.url()).await;
     wait_subscribers(&redis, "rain:ns:/", 3).await;
     let mut conn = redis.conn().await;
-    eventually!(Duration::from_secs(1), "c's socket record", {
+    eventually(Duration::from_secs(1), "c's socket record", async || {
         if exists(&mut conn, &format!("rain:conn:{}", c.sid)).await {
             Ok(())
         } else {
             Err("missing".to_string())
         }
-    });
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let ns = [("kind", "namespace")];
@@ -676,18 +668,19 @@ async fn a_dead_node_is_forgotten_and_the_others_keep_serving() {
     let c2 = SioClient::connect(nc.url()).await;
     c1.call("join", json!("dead-room")).await;
     let (c1_sid, c2_sid) = (c1.sid.clone(), c2.sid.clone());
-    eventually!(
+    eventually(
         Duration::from_secs(1),
         "fetch-sockets from A lists all four",
-        {
+        async || {
             let got = fetch_sockets(&mut a, None).await;
             if got.len() == 4 {
                 Ok(())
             } else {
                 Err(format!("{got:?}"))
             }
-        }
-    );
+        },
+    )
+    .await;
     let mut conn = redis.conn().await;
     assert!(
         exists(&mut conn, "rain:node:C").await,
@@ -697,10 +690,10 @@ async fn a_dead_node_is_forgotten_and_the_others_keep_serving() {
     nc.kill9();
     let killed = Instant::now();
     let deadline = Duration::from_millis(NODE_TTL_MS + 2000);
-    eventually!(
+    eventually(
         deadline,
         "everything of the killed node C is gone from Redis",
-        {
+        async || {
             let mut left = Vec::new();
             if exists(&mut conn, "rain:node:C").await {
                 left.push("rain:node:C exists".to_string());
@@ -734,24 +727,26 @@ async fn a_dead_node_is_forgotten_and_the_others_keep_serving() {
             } else {
                 Err(left.join("; "))
             }
-        }
-    );
+        },
+    )
+    .await;
     let remaining = deadline.saturating_sub(killed.elapsed()) + Duration::from_millis(100);
     let want: Listing = [entry(&a, "A", &[]), entry(&b, "B", &[])]
         .into_iter()
         .collect();
-    eventually!(
+    eventually(
         remaining,
         "fetch-sockets from A no longer lists C's sockets",
-        {
+        async || {
             let got = fetch_sockets(&mut a, None).await;
             if got == want {
                 Ok(())
             } else {
                 Err(format!("got {got:?}, want {want:?}"))
             }
-        }
-    );
+        },
+    )
+    .await;
     eprintln!("C forgotten {:?} after the kill", killed.elapsed());
 
     // A and B keep serving each other
@@ -796,18 +791,19 @@ async fn nodes_survive_a_redis_restart() {
     ]
     .into_iter()
     .collect();
-    eventually!(
+    eventually(
         Duration::from_secs(1),
         "fetch-sockets lists the three clients",
-        {
+        async || {
             let got = fetch_sockets(&mut a1, None).await;
             if got == everyone {
                 Ok(())
             } else {
                 Err(format!("got {got:?}"))
             }
-        }
-    );
+        },
+    )
+    .await;
     // cross-node works before the outage
     a1.call(
         "to-room",
@@ -818,10 +814,10 @@ async fn nodes_survive_a_redis_restart() {
 
     tokio::task::block_in_place(|| redis.stop());
     let stopped = Instant::now();
-    eventually!(
+    eventually(
         Duration::from_secs(3),
         "every node's /readyz is 503 while Redis is down",
-        {
+        async || {
             let mut wrong = Vec::new();
             for node in &nodes {
                 let ready = node.status_of("/readyz").await;
@@ -838,8 +834,9 @@ async fn nodes_survive_a_redis_restart() {
             } else {
                 Err(wrong.join("; "))
             }
-        }
-    );
+        },
+    )
+    .await;
     eprintln!("not ready {:?} after Redis stopped", stopped.elapsed());
 
     // a node still serves its own sockets
@@ -894,10 +891,10 @@ async fn nodes_survive_a_redis_restart() {
     let within = Duration::from_secs(5);
     // cross-node delivery comes back by itself
     let mut n = 0;
-    eventually!(
+    eventually(
         within,
         "cross-node to-room (A → B) works again after Redis came back",
-        {
+        async || {
             n += 1;
             let _ = a1
                 .call_timeout(
@@ -910,14 +907,15 @@ async fn nodes_survive_a_redis_restart() {
                 Some(_) => Ok(()),
                 None => Err(format!("{n} tries")),
             }
-        }
-    );
+        },
+    )
+    .await;
     eprintln!(
         "cross-node delivery back {:?} after the restart",
         restarted.elapsed()
     );
     let left = within.saturating_sub(restarted.elapsed()) + Duration::from_millis(100);
-    eventually!(left, "every /readyz is 200 again", {
+    eventually(left, "every /readyz is 200 again", async || {
         let mut wrong = Vec::new();
         for node in &nodes {
             let ready = node.status_of("/readyz").await;
@@ -930,23 +928,25 @@ async fn nodes_survive_a_redis_restart() {
         } else {
             Err(wrong.join("; "))
         }
-    });
+    })
+    .await;
     let left = within.saturating_sub(restarted.elapsed()) + Duration::from_millis(100);
-    eventually!(
+    eventually(
         left,
         "fetch-sockets lists the clients again (state re-registered)",
-        {
+        async || {
             let got = fetch_sockets(&mut a1, None).await;
             if got == everyone {
                 Ok(())
             } else {
                 Err(format!("got {got:?}, want {everyone:?}"))
             }
-        }
-    );
+        },
+    )
+    .await;
     let left = within.saturating_sub(restarted.elapsed()) + Duration::from_millis(100);
     let mut conn = redis.conn().await;
-    eventually!(left, "the nodes registered again", {
+    eventually(left, "the nodes registered again", async || {
         let ids: BTreeSet<String> = conn
             .zrange("rain:nodes", 0, -1)
             .await
@@ -959,7 +959,8 @@ async fn nodes_survive_a_redis_restart() {
                 "rain:nodes = {ids:?}, rain:node:A exists: {node_a}"
             ))
         }
-    });
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------
@@ -1097,9 +1098,10 @@ async fn a_node_stopped_with_sigterm_deregisters_at_once() {
     let nodes = spawn_nodes(&redis.url(), &["A", "C"], &long_ttl);
     let client = SioClient::connect(nodes[1].url()).await;
     let mut conn = redis.conn().await;
-    eventually(Duration::from_secs(3), "C's socket registered", || {
-        let mut conn = conn.clone();
-        async move {
+    eventually(
+        Duration::from_secs(3),
+        "C's socket registered",
+        async || {
             let sids: Vec<String> = conn
                 .smembers("rain:node-sockets:C")
                 .await
@@ -1109,8 +1111,8 @@ async fn a_node_stopped_with_sigterm_deregisters_at_once() {
             } else {
                 Err(format!("sockets of C: {sids:?}"))
             }
-        }
-    })
+        },
+    )
     .await;
 
     let stopped = Instant::now();
@@ -1119,20 +1121,17 @@ async fn a_node_stopped_with_sigterm_deregisters_at_once() {
         .status()
         .unwrap();
     assert!(status.success());
-    eventually(Duration::from_secs(3), "C deregistered", || {
-        let mut conn = conn.clone();
-        async move {
-            let e = |e: redis::RedisError| e.to_string();
-            let node: bool = conn.exists("rain:node:C").await.map_err(e)?;
-            let sockets: bool = conn.exists("rain:node-sockets:C").await.map_err(e)?;
-            let listed: Option<f64> = conn.zscore("rain:nodes", "C").await.map_err(e)?;
-            if !node && !sockets && listed.is_none() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "node key {node}, sockets key {sockets}, in nodes {listed:?}"
-                ))
-            }
+    eventually(Duration::from_secs(3), "C deregistered", async || {
+        let e = |e: redis::RedisError| e.to_string();
+        let node: bool = conn.exists("rain:node:C").await.map_err(e)?;
+        let sockets: bool = conn.exists("rain:node-sockets:C").await.map_err(e)?;
+        let listed: Option<f64> = conn.zscore("rain:nodes", "C").await.map_err(e)?;
+        if !node && !sockets && listed.is_none() {
+            Ok(())
+        } else {
+            Err(format!(
+                "node key {node}, sockets key {sockets}, in nodes {listed:?}"
+            ))
         }
     })
     .await;

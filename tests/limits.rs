@@ -242,27 +242,10 @@ async fn a_client_that_does_not_read_is_disconnected_and_others_keep_receiving()
 
 #[tokio::test]
 async fn sigterm_closes_every_client_so_it_reconnects_and_exits_zero() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
-    let mut child = Command::new(support::testbed_path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("SERVER_PORT", "0")
-        .env("SHUTDOWN_TIMEOUT_MS", "3000")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("testbed starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("rain-node listening on ")
-        .expect("listening line")
-        .to_string();
+    let mut testbed = spawn_testbed(&[("SHUTDOWN_TIMEOUT_MS", "3000")]);
+    let url = testbed.url().to_string();
 
     let ws_url = format!(
         "{}/socket.io/?EIO=4&transport=websocket",
@@ -295,7 +278,7 @@ async fn sigterm_closes_every_client_so_it_reconnects_and_exits_zero() {
 
     let started = std::time::Instant::now();
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &testbed.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -320,22 +303,13 @@ async fn sigterm_closes_every_client_so_it_reconnects_and_exits_zero() {
         "the session is gone"
     );
 
-    let exit = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    let (_testbed, exit) = tokio::task::spawn_blocking(move || {
+        let exit = testbed.wait_exit(Duration::from_secs(5));
+        (testbed, exit)
     })
     .await
-    .unwrap()
-    .expect("the node exits within the shutdown timeout");
+    .unwrap();
+    let exit = exit.expect("the node exits within the shutdown timeout");
     assert!(exit.success(), "exit status {exit:?}");
     assert!(
         started.elapsed() < Duration::from_secs(4),

@@ -26,10 +26,8 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use support::cluster::{
-    HEARTBEAT_MS, NODE_TTL_MS, Node, RedisServer, eventually, numsub, spawn_binary_nodes,
-};
-use support::crate_dir;
+use support::cluster::{HEARTBEAT_MS, NODE_TTL_MS, Node, RedisServer, numsub, spawn_binary_nodes};
+use support::{crate_dir, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rain-node");
 /// `ROUTE_TIMEOUT_MS` of every node here.
@@ -1309,20 +1307,14 @@ async fn log_lines_for_a_node_that_is_gone_are_logged_where_they_arrive() {
 /// Waits until no connection listens on a node's channel (Redis has seen the
 /// killed process's sockets close).
 async fn wait_gone(redis: &RedisServer, node: &str) {
-    let conn = redis.conn().await;
+    let mut conn = redis.conn().await;
     let channel = format!("rain:node:{node}");
     eventually(
         Duration::from_secs(2),
         &format!("{channel} has no listener"),
-        || {
-            let mut conn = conn.clone();
-            let channel = channel.clone();
-            async move {
-                match numsub(&mut conn, &channel).await {
-                    0 => Ok(()),
-                    n => Err(format!("{n} listener(s)")),
-                }
-            }
+        async || match numsub(&mut conn, &channel).await {
+            0 => Ok(()),
+            n => Err(format!("{n} listener(s)")),
         },
     )
     .await;

@@ -1,9 +1,13 @@
-//! Helpers of the cluster tests (`tests/cluster.rs`): a private `redis-server` per
-//! test, `testbed` nodes pointed at it, a Prometheus text reader, a raw
-//! Socket.IO-over-websocket client, and a runner for the `tests/js_cluster` scripts.
+//! Cluster helpers (`tests/cluster.rs`, `tests/mothership.rs`, the
+//! `routed_rtt` bench): the one `redis-server` spawner (a private server per test
+//! or bench), cluster nodes (the `testbed` or the `rain-node` binary) pointed at
+//! it, a Prometheus text reader, a raw Socket.IO-over-websocket client, and
+//! runners for external client programs given the cluster's addresses.
 //!
-//! Never touches the Redis on port 6379: every test starts its own `redis-server`
-//! on a free port, without persistence, and kills it when done.
+//! Never touches the Redis on port 6379: every `RedisServer` runs on a free port,
+//! without persistence, and is killed when dropped. The node-process spawner
+//! itself ([`super::spawn_program`]) and the polling helper
+//! ([`super::eventually`]) are the parent module's, not this one's.
 
 #![allow(dead_code)]
 
@@ -22,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Testbed, collect, tail};
+use super::{Testbed, collect, eventually, tail};
 
 // ---------------------------------------------------------------------------
 // redis-server
@@ -837,44 +841,20 @@ fn parse_packet(packet: &str, pending: &Pending) -> Option<Incoming> {
 // waiting
 // ---------------------------------------------------------------------------
 
-/// Polls `check` every 50 ms until it returns `Ok`, or panics with its last
-/// `Err` message after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let started = Instant::now();
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(message) => {
-                if started.elapsed() >= timeout {
-                    panic!("{what}: still not true after {timeout:?}: {message}");
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until at least `count` subscriber connections listen on `channel`
 /// (`PUBSUB NUMSUB`): a node's SUBSCRIBE is asynchronous, so a message published
 /// right after a join could otherwise legitimately miss it.
 pub async fn wait_subscribers(redis: &RedisServer, channel: &str, count: i64) {
-    let conn = redis.conn().await;
+    let mut conn = redis.conn().await;
     eventually(
         Duration::from_secs(2),
         &format!("{count} subscriber(s) on `{channel}`"),
-        || {
-            let mut conn = conn.clone();
-            async move {
-                let n = numsub(&mut conn, channel).await;
-                if n >= count {
-                    Ok(())
-                } else {
-                    Err(format!("PUBSUB NUMSUB says {n}"))
-                }
+        async || {
+            let n = numsub(&mut conn, channel).await;
+            if n >= count {
+                Ok(())
+            } else {
+                Err(format!("PUBSUB NUMSUB says {n}"))
             }
         },
     )

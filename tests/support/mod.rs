@@ -1,11 +1,16 @@
-//! Helpers of the interop tests: start the `testbed` example on a free port and
-//! run an external client program (node, python) against it.
+//! Test support shared by every integration test and by the benches (which
+//! include it with `#[path = "../tests/support/mod.rs"]`): the one node-process
+//! spawner ([`spawn_program`], [`spawn_testbed`] → [`Testbed`]), the runner of
+//! external client programs (node, python), and the one [`eventually`].
 //!
-//! The testbed starts from an empty environment (`PATH` and `HOME` only, plus the
-//! variables a test gives), so nothing of the developer's environment (a
+//! A node starts from an empty environment (`PATH` and `HOME` only, plus the
+//! variables a caller gives), so nothing of the developer's environment (a
 //! `REDIS_SERVER`, a `RAIN_CONFIG`, …) leaks into it. Set `RAIN_TESTBED_LOG`
 //! (e.g. `rain_node=debug`) to pass a log filter to it as `LOG`; its stderr is
 //! printed when a test fails.
+//!
+//! `redis-server`, cluster nodes and the raw Socket.IO client live in
+//! [`cluster`]; this module knows nothing of Redis.
 
 #![allow(dead_code)]
 
@@ -85,12 +90,33 @@ impl Testbed {
     pub fn stderr_tail(&self, lines: usize) -> String {
         tail(&self.stderr(), lines)
     }
+
+    /// Kills the server (SIGKILL) and waits for it to exit; dropping does too.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the server to exit by itself (after a signal, say): its exit
+    /// status, or `None` if it still runs after `timeout` (then it is killed when
+    /// dropped).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the server") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Testbed {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         if thread::panicking() {
             // give the reader thread a moment to collect the last lines
             thread::sleep(Duration::from_millis(50));
@@ -317,5 +343,27 @@ pub fn run_to_success(
         stdout,
         stderr,
         elapsed,
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Ok`, or panics with its last
+/// `Err` message after `timeout`. `check` is an async closure, which may borrow
+/// (mutably too) what the test holds: `eventually(t, "…", async || { … }).await`.
+pub async fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(message) => {
+                if started.elapsed() >= timeout {
+                    panic!("{what}: still not true after {timeout:?}: {message}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
