@@ -181,11 +181,11 @@ pub fn spawn_program(path: &Path, envs: &[(&str, &str)]) -> Testbed {
                     Ok(_) => {}
                 }
                 let trimmed = line.trim_end();
-                if let Some(url) = trimmed.strip_prefix(READY_PREFIX) {
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(url.trim().to_string());
-                        continue;
-                    }
+                if let Some(url) = trimmed.strip_prefix(READY_PREFIX)
+                    && let Some(tx) = ready_tx.take()
+                {
+                    let _ = tx.send(url.trim().to_string());
+                    continue;
                 }
                 rest.lock().unwrap().push_str(&line);
             }
