@@ -75,6 +75,13 @@ pub struct Settings {
     pub routing: Routing,
     /// How long a routed event may wait for its handler's answer (ms).
     pub route_timeout_ms: u64,
+    /// Most sockets of a dead node one purge step removes, so purging a large
+    /// node never blocks Redis for long (≥ 1).
+    pub purge_batch: usize,
+    /// How long a rendered instance lives after its rendering socket left (ms).
+    pub instance_ttl_ms: u64,
+    /// How long a chat room's history lives after its last message (ms).
+    pub chat_history_ttl_ms: u64,
     /// `tracing` filter, e.g. `info` or `rain_node=debug`; `RUST_LOG` is used
     /// when `LOG` is not set.
     pub log: String,
@@ -104,6 +111,9 @@ impl Default for Settings {
             components_dir: None,
             routing: Routing::PreferLocal,
             route_timeout_ms: 10_000,
+            purge_batch: 1_000,
+            instance_ttl_ms: 3_600_000,
+            chat_history_ttl_ms: 86_400_000,
             log: "info".to_string(),
         }
     }
@@ -378,6 +388,27 @@ const ROUTE_TIMEOUT_MS: Field = field!(
     "10000",
     "How long a routed event waits for its handler's answer, in ms"
 );
+const PURGE_BATCH: Field = field!(
+    "purge_batch",
+    "PURGE_BATCH",
+    Usize,
+    "1000",
+    "Most sockets of a dead node removed from Redis in one step of its purge"
+);
+const INSTANCE_TTL_MS: Field = field!(
+    "instance_ttl_ms",
+    "INSTANCE_TTL_MS",
+    U64,
+    "3600000",
+    "How long a rendered instance lives after its rendering socket left, in ms"
+);
+const CHAT_HISTORY_TTL_MS: Field = field!(
+    "chat_history_ttl_ms",
+    "CHAT_HISTORY_TTL_MS",
+    U64,
+    "86400000",
+    "How long a chat room's history lives after its last message, in ms"
+);
 const LOG: Field = field!(
     "log",
     "LOG",
@@ -387,7 +418,7 @@ const LOG: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 22] = [
+const FIELDS: [&Field; 25] = [
     &REDIS_SERVER,
     &SERVER_HOST,
     &SERVER_PORT,
@@ -409,6 +440,9 @@ const FIELDS: [&Field; 22] = [
     &COMPONENTS_DIR,
     &ROUTING,
     &ROUTE_TIMEOUT_MS,
+    &PURGE_BATCH,
+    &INSTANCE_TTL_MS,
+    &CHAT_HISTORY_TTL_MS,
     &LOG,
 ];
 
@@ -478,13 +512,19 @@ struct Cli {
     routing: Option<String>,
     #[arg(long, value_name = "MS", help = ROUTE_TIMEOUT_MS.help)]
     route_timeout_ms: Option<String>,
+    #[arg(long, value_name = "N", help = PURGE_BATCH.help)]
+    purge_batch: Option<String>,
+    #[arg(long, value_name = "MS", help = INSTANCE_TTL_MS.help)]
+    instance_ttl_ms: Option<String>,
+    #[arg(long, value_name = "MS", help = CHAT_HISTORY_TTL_MS.help)]
+    chat_history_ttl_ms: Option<String>,
     #[arg(long, value_name = "FILTER", help = LOG.help)]
     log: Option<String>,
 }
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 22] {
+    fn values(&self) -> [Option<&String>; 25] {
         [
             self.redis_server.as_ref(),
             self.server_host.as_ref(),
@@ -507,6 +547,9 @@ impl Cli {
             self.components_dir.as_ref(),
             self.routing.as_ref(),
             self.route_timeout_ms.as_ref(),
+            self.purge_batch.as_ref(),
+            self.instance_ttl_ms.as_ref(),
+            self.chat_history_ttl_ms.as_ref(),
             self.log.as_ref(),
         ]
     }
@@ -761,11 +804,26 @@ impl Settings {
             (HEARTBEAT_MS.env, self.heartbeat_ms),
             (SESSION_TTL_MS.env, self.session_ttl_ms),
             (ROUTE_TIMEOUT_MS.env, self.route_timeout_ms),
+            (PURGE_BATCH.env, self.purge_batch as u64),
+            (INSTANCE_TTL_MS.env, self.instance_ttl_ms),
+            (CHAT_HISTORY_TTL_MS.env, self.chat_history_ttl_ms),
         ];
         for (name, value) in at_least_one {
             if value < 1 {
                 return Err(invalid(name, value, "must be at least 1"));
             }
+        }
+        // A node must beat at least three times within its TTL, or one slow
+        // beat would have the others purge a live node.
+        if self.heartbeat_ms.saturating_mul(3) > self.node_ttl_ms {
+            return Err(invalid(
+                HEARTBEAT_MS.env,
+                self.heartbeat_ms,
+                &format!(
+                    "three heartbeats must fit in NODE_TTL_MS={} (HEARTBEAT_MS × 3 ≤ NODE_TTL_MS)",
+                    self.node_ttl_ms
+                ),
+            ));
         }
         if let Some(url) = &self.redis_server
             && !["redis://", "rediss://", "unix://"]
@@ -838,6 +896,16 @@ impl Settings {
 
     pub fn session_ttl(&self) -> Duration {
         Duration::from_millis(self.session_ttl_ms)
+    }
+
+    /// How long a rendered instance lives after its rendering socket left.
+    pub fn instance_ttl(&self) -> Duration {
+        Duration::from_millis(self.instance_ttl_ms)
+    }
+
+    /// How long a chat room's history lives after its last message.
+    pub fn chat_history_ttl(&self) -> Duration {
+        Duration::from_millis(self.chat_history_ttl_ms)
     }
 
     pub fn route_timeout(&self) -> Duration {
@@ -1020,13 +1088,16 @@ mod tests {
             ("CORS_ORIGINS", "http://a"),
             ("SHUTDOWN_TIMEOUT_MS", "7"),
             ("KEY_PREFIX", ""),
-            ("NODE_TTL_MS", "8"),
+            ("NODE_TTL_MS", "30"),
             ("HEARTBEAT_MS", "9"),
             ("SESSION_TTL_MS", "10"),
             ("COMPONENTS", "echo@1.0"),
             ("COMPONENTS_DIR", "/srv/components"),
             ("ROUTING", "round-robin"),
             ("ROUTE_TIMEOUT_MS", "11"),
+            ("PURGE_BATCH", "12"),
+            ("INSTANCE_TTL_MS", "13"),
+            ("CHAT_HISTORY_TTL_MS", "14"),
             ("LOG", "rain_node=debug,warn"),
         ];
         let expected = Settings {
@@ -1044,13 +1115,16 @@ mod tests {
             cors_origins: vec!["http://a".into()],
             shutdown_timeout_ms: 7,
             key_prefix: String::new(),
-            node_ttl_ms: 8,
+            node_ttl_ms: 30,
             heartbeat_ms: 9,
             session_ttl_ms: 10,
             components: vec!["echo@1.0".into()],
             components_dir: Some("/srv/components".into()),
             routing: Routing::RoundRobin,
             route_timeout_ms: 11,
+            purge_batch: 12,
+            instance_ttl_ms: 13,
+            chat_history_ttl_ms: 14,
             log: "rain_node=debug,warn".into(),
         };
         assert_eq!(load(&[], &values).unwrap(), expected);
@@ -1060,6 +1134,18 @@ mod tests {
             .collect();
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         assert_eq!(load(&flags, &[]).unwrap(), expected);
+    }
+
+    #[test]
+    fn three_heartbeats_must_fit_in_the_node_ttl() {
+        let ok = load(&[], &[("HEARTBEAT_MS", "1000"), ("NODE_TTL_MS", "3000")]);
+        assert_eq!(ok.unwrap().node_ttl_ms, 3000);
+        let err = load(&[], &[("HEARTBEAT_MS", "1000"), ("NODE_TTL_MS", "2999")]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("HEARTBEAT_MS") && text.contains("NODE_TTL_MS=2999"),
+            "{text}"
+        );
     }
 
     #[test]

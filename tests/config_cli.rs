@@ -110,6 +110,23 @@ fn unknown_routing_mode_exits_2() {
 }
 
 #[test]
+fn a_heartbeat_too_slow_for_the_node_ttl_exits_2_naming_both() {
+    let out = run(&[], &[("HEARTBEAT_MS", "1000"), ("NODE_TTL_MS", "2999")]);
+    assert_rejected(&out, "HEARTBEAT_MS");
+    assert!(
+        text(&out.stderr).contains("NODE_TTL_MS=2999"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_purge_batch_of_zero_exits_2() {
+    let out = run(&[], &[("PURGE_BATCH", "0")]);
+    assert_rejected(&out, "PURGE_BATCH");
+}
+
+#[test]
 fn missing_config_file_exits_2() {
     let out = run(&[], &[("RAIN_CONFIG", "/nonexistent/rain.toml")]);
     assert_rejected(&out, "/nonexistent/rain.toml");

@@ -14,6 +14,7 @@
 //! Does not own routing (see `crate::mothership`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -21,11 +22,10 @@ use serde_json::{Map, Value, json};
 
 use super::descriptor::version_matches;
 use super::{Component, Context, Descriptor, Intent, Outcome};
+use crate::config::Settings;
 
 /// How many messages a chat room's history keeps.
 pub const CHAT_HISTORY: usize = 50;
-/// How long a room's history outlives its last message.
-pub const CHAT_HISTORY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The session field holding the rooms a session joined (a JSON array of strings).
 const ROOMS_FIELD: &str = "chat-rooms";
@@ -35,14 +35,14 @@ const MAX_NAME: usize = 200;
 
 /// The built-in component for `name` (`id` or `id@version`, e.g. `chat`,
 /// `chat@1.0`, `chat@1`).
-pub fn builtin(name: &str) -> Option<Arc<dyn Component>> {
+pub fn builtin(name: &str, settings: &Settings) -> Option<Arc<dyn Component>> {
     let (id, version) = match name.split_once('@') {
         Some((id, version)) => (id, Some(version)),
         None => (name, None),
     };
     let component: Arc<dyn Component> = match id {
         "echo" => Arc::new(Echo::new()),
-        "chat" => Arc::new(Chat::new()),
+        "chat" => Arc::new(Chat::with_history_ttl(settings.chat_history_ttl())),
         _ => return None,
     };
     match version {
@@ -161,11 +161,18 @@ impl Component for Echo {
 /// concurrent joins of one session may lose one (again, fine for a demo).
 pub struct Chat {
     descriptor: Descriptor,
+    /// How long a room's history outlives its last message.
+    history_ttl: Duration,
 }
 
 impl Chat {
     pub fn new() -> Self {
+        Chat::with_history_ttl(Settings::default().chat_history_ttl())
+    }
+
+    pub fn with_history_ttl(history_ttl: Duration) -> Self {
         Chat {
+            history_ttl,
             descriptor: demo_descriptor(
                 "chat",
                 Intent {
@@ -197,7 +204,7 @@ impl Component for Chat {
     ) -> BoxFuture<'static, Outcome> {
         match event.as_str() {
             "join" => chat_join(ctx, args).boxed(),
-            "say" => chat_say(ctx, args).boxed(),
+            "say" => chat_say(ctx, args, self.history_ttl).boxed(),
             "leave" => chat_leave(ctx, args).boxed(),
             "render" => {
                 let outcome = render(&self.descriptor, &ctx, &args);
@@ -304,7 +311,7 @@ async fn chat_join(ctx: Context, args: Vec<Value>) -> Outcome {
     Ok(json!({ "room": room, "history": history, "node": ctx.node_id }))
 }
 
-async fn chat_say(ctx: Context, args: Vec<Value>) -> Outcome {
+async fn chat_say(ctx: Context, args: Vec<Value>, history_ttl: Duration) -> Outcome {
     let fields = object_arg("say", &args, "{room, text}")?;
     let room = name_field("say", fields, "room")?;
     let text = match fields.get("text") {
@@ -343,7 +350,7 @@ async fn chat_say(ctx: Context, args: Vec<Value>) -> Outcome {
             &history_name(&room),
             msg.to_string(),
             CHAT_HISTORY,
-            CHAT_HISTORY_TTL,
+            history_ttl,
         )
         .await
         .map_err(|e| unavailable("history", e))?;
@@ -656,13 +663,43 @@ mod tests {
 
     #[test]
     fn builtins_by_name() {
-        assert_eq!(builtin("echo").unwrap().descriptor().key(), "echo@1.0");
-        assert_eq!(builtin("echo@1.0").unwrap().descriptor().key(), "echo@1.0");
-        assert_eq!(builtin("chat").unwrap().descriptor().key(), "chat@1.0");
-        assert_eq!(builtin("chat@1.0").unwrap().descriptor().key(), "chat@1.0");
-        assert_eq!(builtin("chat@1").unwrap().descriptor().key(), "chat@1.0");
-        assert!(builtin("chat@2.0").is_none());
-        assert!(builtin("nope").is_none());
-        assert!(builtin("").is_none());
+        assert_eq!(
+            builtin("echo", &Settings::default())
+                .unwrap()
+                .descriptor()
+                .key(),
+            "echo@1.0"
+        );
+        assert_eq!(
+            builtin("echo@1.0", &Settings::default())
+                .unwrap()
+                .descriptor()
+                .key(),
+            "echo@1.0"
+        );
+        assert_eq!(
+            builtin("chat", &Settings::default())
+                .unwrap()
+                .descriptor()
+                .key(),
+            "chat@1.0"
+        );
+        assert_eq!(
+            builtin("chat@1.0", &Settings::default())
+                .unwrap()
+                .descriptor()
+                .key(),
+            "chat@1.0"
+        );
+        assert_eq!(
+            builtin("chat@1", &Settings::default())
+                .unwrap()
+                .descriptor()
+                .key(),
+            "chat@1.0"
+        );
+        assert!(builtin("chat@2.0", &Settings::default()).is_none());
+        assert!(builtin("nope", &Settings::default()).is_none());
+        assert!(builtin("", &Settings::default()).is_none());
     }
 }

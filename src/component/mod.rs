@@ -58,7 +58,8 @@ pub fn from_settings(settings: &Settings) -> Result<Vec<Arc<dyn Component>>, Des
     let mut components: Vec<Arc<dyn Component>> = Vec::new();
     for name in &settings.components {
         components.push(
-            demo::builtin(name).ok_or_else(|| DescriptorError::UnknownBuiltin(name.clone()))?,
+            demo::builtin(name, settings)
+                .ok_or_else(|| DescriptorError::UnknownBuiltin(name.clone()))?,
         );
     }
     if let Some(dir) = &settings.components_dir {

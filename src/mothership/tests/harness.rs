@@ -57,7 +57,10 @@ impl Nodes {
         let specs = specs.iter().map(|&(id, routing, names)| {
             let components = names
                 .iter()
-                .map(|name| demo::builtin(name).expect("a built-in component"))
+                .map(|name| {
+                    demo::builtin(name, &crate::config::Settings::default())
+                        .expect("a built-in component")
+                })
                 .collect();
             (id, routing, components)
         });
