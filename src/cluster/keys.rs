@@ -6,6 +6,11 @@
 //! Redis, not Redis Cluster (see `docs/architecture.md`). Does not talk to
 //! Redis.
 
+/// The version of the key layout below, recorded in every node's record
+/// (`node:{id}` field `schema`) so nodes of different builds can tell whether
+/// they share one. 2: node epochs and batched purges.
+pub const SCHEMA: u32 = 2;
+
 /// Builds prefixed names for one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
@@ -22,6 +27,17 @@ impl Keys {
     /// Hash of one node's registration (address, start, components, stats); has a TTL.
     pub fn node(&self, node_id: &str) -> String {
         format!("{}node:{node_id}", self.prefix)
+    }
+
+    /// Hash of node id → the start epoch of its incarnation whose state is in
+    /// Redis (what a purge checks it removes the right one).
+    pub fn node_epochs(&self) -> String {
+        format!("{}node-epochs", self.prefix)
+    }
+
+    /// Set of the instances a node rendered (purged with the node).
+    pub fn node_instances(&self, node_id: &str) -> String {
+        format!("{}node-instances:{node_id}", self.prefix)
     }
 
     /// Sorted set of node ids by last heartbeat.

@@ -118,6 +118,9 @@ pub enum ClusterError {
     /// Redis answered with an error, or the connection failed mid-command.
     #[error("redis command failed")]
     Redis(#[from] ::redis::RedisError),
+    /// A write to Redis was lost (the node is repairing its state).
+    #[error("a write to Redis was lost")]
+    Lost,
     /// The operation did not complete within the operation timeout.
     #[error("redis did not answer in time")]
     Timeout,
@@ -166,8 +169,10 @@ pub trait Membership: Send + Sync + 'static {
     /// The address this node serves on, for the node registry.
     fn set_address(&self, _address: String) {}
     /// Resolves once everything asked of the cluster so far has taken effect
-    /// (subscriptions made, state written).
-    fn flush(&self) -> BoxFuture<'static, ()>;
+    /// (subscriptions made, state written); an error when some of it did not
+    /// (the node then repairs its state, but the caller must not say it is
+    /// done).
+    fn flush(&self) -> BoxFuture<'static, Result<(), ClusterError>>;
     /// Deregisters this node (clean shutdown).
     fn shutdown(&self) -> BoxFuture<'static, ()>;
 }
@@ -248,8 +253,10 @@ pub trait ServiceRegistry: Send + Sync + 'static {
         topic: &'static str,
         body: Bytes,
     ) -> BoxFuture<'static, Option<String>>;
-    /// Records an instance of a service (`instance:{id}`).
-    fn record_instance(&self, instance_id: &str, fields: Vec<(String, String)>);
+    /// Records an instance of a service (`instance:{id}`) that this node
+    /// rendered for `socket`: it belongs to this node (gone with it) and
+    /// expires `INSTANCE_TTL_MS` after the socket left.
+    fn record_instance(&self, instance_id: &str, socket: &str, fields: Vec<(String, String)>);
 }
 
 /// Small shared lists for upper layers' data (a chat room's recent messages):
@@ -286,9 +293,7 @@ pub fn from_settings(settings: &Settings) -> Result<Arc<dyn Cluster>, ClusterErr
     // Before any task of the backend counts anything, so no early figure is lost.
     crate::metrics::install();
     match &settings.redis_server {
-        None => Ok(Arc::new(memory::MemoryCluster::new(
-            settings.node_id.clone(),
-        ))),
+        None => Ok(Arc::new(memory::MemoryCluster::from_settings(settings))),
         Some(url) => Ok(Arc::new(redis::RedisCluster::start(url, settings)?)),
     }
 }

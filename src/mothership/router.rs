@@ -166,12 +166,20 @@ impl Router {
         for room in &answer.effects.leave {
             socket.leave(room);
         }
-        if !answer.effects.join.is_empty() {
-            // The client may broadcast to the room as soon as it has the ack.
-            socket.namespace().cluster().flush().await;
+        let mut outcome = answer.outcome;
+        // The client may broadcast to the room as soon as it has the ack: a
+        // join is acked once the room's subscription is live, or as an error.
+        if !answer.effects.join.is_empty()
+            && let Err(error) = socket.namespace().cluster().flush().await
+        {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "a join could not be confirmed"
+            );
+            outcome = Err(json!({ "error": "cluster unavailable, try again" }));
         }
         if let Some(ack) = ack {
-            let _ = ack.send(ack_payload(answer.outcome));
+            let _ = ack.send(ack_payload(outcome));
         }
     }
 
@@ -201,8 +209,8 @@ impl Router {
                 Effects::default(),
             ),
             Some(handler) => {
-                let created =
-                    create_instance.then(|| render::create_instance(&self, handler.as_ref()));
+                let created = create_instance
+                    .then(|| render::create_instance(&self, handler.as_ref(), &socket));
                 let ctx = Context::from(ContextParts {
                     socket_id: socket,
                     namespace,

@@ -29,6 +29,7 @@ use super::{
     MessageHandler, RemoteOp, ServiceRegistry, Services, SessionStore, SocketRecord,
     SocketRegistry, Target,
 };
+use crate::config::Settings;
 use crate::protocol::engineio::Frame;
 use crate::protocol::payload::Payload;
 use store::Store;
@@ -63,9 +64,10 @@ impl Endpoint {
 }
 
 impl MemoryHub {
-    pub fn new(session_ttl: Duration) -> Arc<MemoryHub> {
+    /// A hub keeping sessions `SESSION_TTL_MS` and instances `INSTANCE_TTL_MS`.
+    pub fn new(settings: &Settings) -> Arc<MemoryHub> {
         Arc::new(MemoryHub {
-            store: Store::new(session_ttl),
+            store: Store::new(settings.session_ttl(), settings.instance_ttl()),
             nodes: RwLock::new(HashMap::new()),
         })
     }
@@ -106,13 +108,14 @@ pub struct MemoryCluster {
 }
 
 impl MemoryCluster {
-    /// A cluster of exactly this node.
+    /// A cluster of exactly this node, with the default settings.
     pub fn new(node_id: String) -> Self {
-        Self::with_session_ttl(node_id, Duration::from_secs(86_400))
+        MemoryHub::new(&Settings::default()).join(&node_id)
     }
 
-    pub fn with_session_ttl(node_id: String, session_ttl: Duration) -> Self {
-        MemoryHub::new(session_ttl).join(&node_id)
+    /// A cluster of exactly the node the settings name.
+    pub fn from_settings(settings: &Settings) -> Self {
+        MemoryHub::new(settings).join(&settings.node_id)
     }
 
     /// The hub this node is on (to put more nodes on it).
@@ -139,8 +142,8 @@ impl Membership for MemoryCluster {
     }
 
     // Every call takes effect before it returns: there is nothing to wait for.
-    fn flush(&self) -> BoxFuture<'static, ()> {
-        async {}.boxed()
+    fn flush(&self) -> BoxFuture<'static, Result<(), ClusterError>> {
+        async { Ok(()) }.boxed()
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {
@@ -296,8 +299,11 @@ impl ServiceRegistry for MemoryCluster {
         async move { host }.boxed()
     }
 
-    fn record_instance(&self, instance_id: &str, fields: Vec<(String, String)>) {
-        self.hub.store.record_instance(instance_id, fields);
+    // An instance here expires INSTANCE_TTL_MS after it was rendered, without
+    // refreshes: one process has no use for longer-lived ones, and nothing a
+    // client creates may stay for ever.
+    fn record_instance(&self, instance_id: &str, socket: &str, fields: Vec<(String, String)>) {
+        self.hub.store.record_instance(instance_id, socket, fields);
     }
 }
 

@@ -20,7 +20,8 @@ pub(super) struct Store {
     services: Mutex<ServiceTable>,
     /// The registry as last built, shared with readers until it changes.
     view: RwLock<Services>,
-    instances: Mutex<HashMap<String, Vec<(String, String)>>>,
+    instance_ttl: Duration,
+    instances: Mutex<Expiring<Vec<(String, String)>>>,
 }
 
 /// Entries with a deadline; expired ones read as absent and are swept when the
@@ -73,14 +74,15 @@ struct ServiceTable {
 }
 
 impl Store {
-    pub(super) fn new(session_ttl: Duration) -> Self {
+    pub(super) fn new(session_ttl: Duration, instance_ttl: Duration) -> Self {
         Store {
             session_ttl,
             sessions: Mutex::new(Expiring::new()),
             lists: Mutex::new(Expiring::new()),
             services: Mutex::new(ServiceTable::default()),
             view: RwLock::new(Arc::new(Vec::new())),
-            instances: Mutex::new(HashMap::new()),
+            instance_ttl,
+            instances: Mutex::new(Expiring::new()),
         }
     }
 
@@ -165,10 +167,14 @@ impl Store {
             .cloned()
     }
 
-    pub(super) fn record_instance(&self, instance_id: &str, fields: Vec<(String, String)>) {
-        self.instances
-            .lock()
-            .insert(instance_id.to_string(), fields);
+    pub(super) fn record_instance(
+        &self,
+        instance_id: &str,
+        socket: &str,
+        mut fields: Vec<(String, String)>,
+    ) {
+        fields.push(("socket".into(), socket.to_string()));
+        *self.instances.lock().live(instance_id, self.instance_ttl) = fields;
     }
 
     fn rebuild_view(&self, table: &ServiceTable) {
@@ -192,7 +198,7 @@ mod tests {
 
     #[test]
     fn sessions_keep_fields_until_they_expire() {
-        let store = Store::new(Duration::from_millis(50));
+        let store = Store::new(Duration::from_millis(50), Duration::from_secs(60));
         store.session_store("s", vec![("language".into(), "fr".into())]);
         store.session_store("s", vec![("user".into(), "ann".into())]);
         let fields = store.session_load("s");
@@ -204,7 +210,7 @@ mod tests {
 
     #[test]
     fn a_list_keeps_its_newest_entries_until_it_expires() {
-        let store = Store::new(Duration::from_secs(60));
+        let store = Store::new(Duration::from_secs(60), Duration::from_secs(60));
         for i in 0..5 {
             store.list_push("l", i.to_string(), 3, Duration::from_millis(50));
         }
@@ -215,7 +221,7 @@ mod tests {
 
     #[test]
     fn hosts_are_picked_in_turn_skipping_those_that_do_not_listen() {
-        let store = Store::new(Duration::from_secs(60));
+        let store = Store::new(Duration::from_secs(60), Duration::from_secs(60));
         store.register_services("a", vec![("chat@1.0".into(), "{}".into())]);
         store.register_services("b", vec![("chat@1.0".into(), "{}".into())]);
         store.register_services("c", vec![("chat@1.0".into(), "{}".into())]);

@@ -1,69 +1,131 @@
-//! The heartbeat: this node's registration, the re-registration of its local
-//! state, the reaping of dead nodes, and deregistration.
+//! The heartbeat: this node's registration, the repair of its state in Redis,
+//! the reaping of dead nodes, and deregistration.
 //!
-//! Owns the registration's state ([`Heartbeat`]: period, TTL, address, whether
-//! the last beat succeeded) and the task ([`run`]) that, every period or when
-//! woken (the address became known, a node died, services changed): refreshes
-//! `node:{id}` and `nodes`; writes the node's whole local state again when
-//! Redis lost it (first start, Redis restarted empty, or this node was purged
-//! while cut off), through the writer so it stays ordered with later changes;
-//! purges every node whose heartbeat lapsed (`redis/purge_node.lua`) and
-//! announces it on `control`; and reads the service registry again. Also owns
-//! [`deregister`] (clean shutdown). Does not own what the local state is (the
-//! [`LocalNode`](crate::cluster::LocalNode) says) nor the commands that record
-//! sockets and services (see `super::sockets` and `super::services`).
+//! Owns the registration's state ([`Heartbeat`]: period, TTL, this
+//! incarnation's epoch, whether the last beat succeeded, repairs owed) and the
+//! task ([`run`]) that, every period or when woken, on a connection of its own
+//! (client traffic cannot delay it):
+//! - beats (`redis/beat.lua`): refreshes `node:{id}`, whose expiry on Redis's
+//!   clock is the node's liveness, so no node compares clocks with another;
+//! - purges the state of an earlier incarnation of the same node id (a node
+//!   restarted within its TTL inherits none of its sockets) before this one
+//!   writes anything: the writer waits for the first beat;
+//! - reconciles: after a lost write (a failed pipeline, a full queue) or when
+//!   Redis lost the node's record (restart, or a purge while this node was
+//!   stopped), makes Redis hold exactly the sockets and rooms the node holds
+//!   (`redis/reconcile_sockets.lua`), twice, since a write that timed out here
+//!   may still be executed by Redis later;
+//! - reaps nodes whose record expired, `PURGE_BATCH` sockets per script call
+//!   (`redis/purge_node.lua`, which re-checks in every call that the node is
+//!   still dead with the same epoch), and announces each on `control`;
+//! - reads the service registry again and keeps its rendered instances alive.
+//!
+//! Also owns [`deregister`] (clean shutdown). Does not own what the local state
+//! is (the [`LocalNode`](crate::cluster::LocalNode) says) nor the commands that
+//! record sockets and services as they change (see `super::sockets`,
+//! `super::services`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::AsyncCommands;
-use tokio::sync::Notify;
+use serde_json::json;
+use tokio::sync::{Notify, watch};
 
-use super::{OP_TIMEOUT, RedisNode, services, set_command, sockets};
+use super::{OP_TIMEOUT, RedisNode, services};
+use crate::cluster::keys::SCHEMA;
 use crate::cluster::wire::Message;
-use crate::cluster::{ClusterError, now_millis};
+use crate::cluster::{ClusterError, SocketRecord, now_millis};
 use crate::config::Settings;
 
+const BEAT: &str = include_str!("../../../redis/beat.lua");
 const PURGE_NODE: &str = include_str!("../../../redis/purge_node.lua");
+const RECONCILE_SOCKETS: &str = include_str!("../../../redis/reconcile_sockets.lua");
+const REFRESH_INSTANCES: &str = include_str!("../../../redis/refresh_instances.lua");
+
+/// Sockets written by one reconcile script call.
+const RECONCILE_BATCH: usize = 200;
+/// Reconcile passes owed after a lost write: the second catches a write that
+/// timed out here but that Redis executed after the first.
+const REPAIR_PASSES: u32 = 2;
 
 /// The node's registration in Redis.
 pub(super) struct Heartbeat {
     period: Duration,
     /// How long a node's registration lives without a beat.
     ttl: Duration,
+    /// Sockets of a dead node purged per script call.
+    purge_batch: usize,
+    /// How long a rendered instance lives once its socket left.
+    instance_ttl: Duration,
     /// Milliseconds since the Unix epoch.
     started_at: u64,
+    /// This incarnation of the node id: a restart is a new epoch.
+    epoch: String,
     /// The address this node serves on.
     address: Mutex<String>,
     /// Whether the last beat succeeded (and no write failed since).
     ok: AtomicBool,
+    /// Reconcile passes still owed.
+    repairs: AtomicU32,
+    /// Set once the first beat registered this incarnation: the writer sends
+    /// nothing before, so no write lands among an earlier incarnation's state.
+    registered: watch::Sender<bool>,
+    /// Deregistered: beat no more.
+    leaving: AtomicBool,
     /// Wakes the task early.
     wake: Notify,
+    beat: redis::Script,
     purge: redis::Script,
+    refresh_instances: redis::Script,
+}
+
+/// What a beat found.
+enum Beat {
+    /// Registered; `existed` is false when Redis had lost the record.
+    Registered { existed: bool },
+    /// An earlier incarnation of this node id still has state in Redis.
+    Replaced { old_epoch: String },
 }
 
 impl Heartbeat {
     pub(super) fn new(settings: &Settings) -> Heartbeat {
+        let started_at = now_millis();
         Heartbeat {
             period: settings.heartbeat(),
             ttl: settings.node_ttl(),
-            started_at: now_millis(),
+            purge_batch: settings.purge_batch.max(1),
+            instance_ttl: settings.instance_ttl(),
+            started_at,
+            epoch: format!("{started_at}-{:08x}", rand::random::<u32>()),
             address: Mutex::new(String::new()),
             ok: AtomicBool::new(false),
+            repairs: AtomicU32::new(0),
+            registered: watch::Sender::new(false),
+            leaving: AtomicBool::new(false),
             wake: Notify::new(),
+            beat: redis::Script::new(BEAT),
             purge: redis::Script::new(PURGE_NODE),
+            refresh_instances: redis::Script::new(REFRESH_INSTANCES),
         }
+    }
+
+    pub(super) fn instance_ttl_ms(&self) -> u64 {
+        self.instance_ttl.as_millis() as u64
     }
 
     pub(super) fn is_ok(&self) -> bool {
         self.ok.load(Ordering::Acquire)
     }
 
-    /// A write failed: the node is not ready until a beat succeeds.
-    pub(super) fn failed(&self) {
+    /// A write was lost: the node is not ready until a beat succeeds, and its
+    /// state in Redis is reconciled.
+    pub(super) fn write_lost(&self) {
         self.ok.store(false, Ordering::Release);
+        self.repairs.store(REPAIR_PASSES, Ordering::Release);
     }
 
     /// Beats now rather than after the period.
@@ -76,183 +138,328 @@ impl Heartbeat {
         *self.address.lock() = address;
         self.wake();
     }
+
+    /// Resolves once this incarnation is registered (at once after that).
+    pub(super) async fn registered(&self) {
+        let mut registered = self.registered.subscribe();
+        let _ = registered.wait_for(|registered| *registered).await;
+    }
 }
 
-/// Registers the node, re-registers its state when Redis lost it, and purges
-/// dead nodes.
+/// Beats, repairs, reaps, every period or when woken, until the node is gone.
 pub(super) async fn run(weak: Weak<RedisNode>) {
     loop {
         let Some(node) = weak.upgrade() else { return };
         let heartbeat = &node.heartbeat;
-        // Bounds the re-registration too: it waits for room in the write queue.
-        let beat = tokio::time::timeout(OP_TIMEOUT, beat(&node))
-            .await
-            .unwrap_or(Err(ClusterError::Timeout));
-        // Failures are reported; timeouts are not (a beat that timed out still
-        // marks the node not ready).
-        if let Err(error) = &beat
-            && !matches!(error, ClusterError::Timeout)
-            && heartbeat.is_ok()
-        {
-            tracing::warn!(
-                error = error as &dyn std::error::Error,
-                "Redis heartbeat failed"
-            );
+        if heartbeat.leaving.load(Ordering::Acquire) {
+            return;
         }
-        let ok = beat.is_ok();
+        let ok = match register(&node).await {
+            Ok(()) => true,
+            Err(error) => {
+                // Timeouts are not logged (Redis away is reported once by the
+                // writer); the node is marked not ready all the same.
+                if !matches!(error, ClusterError::Timeout) && heartbeat.is_ok() {
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "Redis heartbeat failed"
+                    );
+                }
+                false
+            }
+        };
         heartbeat.ok.store(ok, Ordering::Release);
-        if ok
-            && let Err(error) = reap(&node).await
-            && !matches!(error, ClusterError::Timeout)
-        {
-            tracing::warn!(
-                error = &error as &dyn std::error::Error,
-                "could not purge dead nodes"
-            );
-        }
-        if ok
-            && let Err(error) = services::refresh(&node).await
-            && !matches!(error, ClusterError::Timeout)
-        {
-            tracing::warn!(
-                error = &error as &dyn std::error::Error,
-                "could not read the component registry"
-            );
+        if ok {
+            let chores = [
+                ("could not purge dead nodes", reap(&node).await),
+                (
+                    "could not read the service registry",
+                    services::refresh(&node).await,
+                ),
+                (
+                    "could not refresh rendered instances",
+                    refresh_instances(&node).await,
+                ),
+            ];
+            for (what, outcome) in chores {
+                if let Err(error) = outcome
+                    && !matches!(error, ClusterError::Timeout)
+                {
+                    tracing::warn!(error = &error as &dyn std::error::Error, "{what}");
+                }
+            }
         }
         // Beat again after the period, or at once when woken.
         let _ = tokio::time::timeout(heartbeat.period, heartbeat.wake.notified()).await;
     }
 }
 
-/// Refreshes the node's registration; writes its local state again when the
-/// registration was missing.
-async fn beat(node: &RedisNode) -> Result<(), ClusterError> {
+/// One beat, with what it calls for: purging an earlier incarnation first,
+/// reconciling when writes were lost or Redis lost the record.
+async fn register(node: &RedisNode) -> Result<(), ClusterError> {
     let heartbeat = &node.heartbeat;
-    let key = node.keys.node(&node.id);
-    let now = now_millis();
+    if node.writer.take_lost() {
+        heartbeat.repairs.store(REPAIR_PASSES, Ordering::Release);
+    }
+    let existed = match beat(node).await? {
+        Beat::Registered { existed } => existed,
+        Beat::Replaced { old_epoch } => {
+            tracing::warn!(
+                epoch = old_epoch,
+                "this node id has state of an earlier run in Redis: purging it first"
+            );
+            purge(node, &node.id, &old_epoch, "known").await?;
+            match beat(node).await? {
+                Beat::Registered { existed } => existed,
+                Beat::Replaced { .. } => return Err(ClusterError::NotReady),
+            }
+        }
+    };
+    if !existed {
+        if *heartbeat.registered.borrow() {
+            tracing::warn!("this node's record was gone from Redis: writing its state again");
+        }
+        // Once now; a write that was in flight may still land, so the
+        // next beat checks again.
+        heartbeat.repairs.fetch_max(1, Ordering::AcqRel);
+    }
+    if heartbeat.repairs.load(Ordering::Acquire) > 0 {
+        // A reconcile that raced with local changes, or found no room in the
+        // write queue, is owed again at the next beat.
+        if reconcile(node).await? {
+            let _ = heartbeat
+                .repairs
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
+    }
+    heartbeat.registered.send_replace(true);
+    Ok(())
+}
+
+/// Refreshes the node's record (`redis/beat.lua`).
+async fn beat(node: &RedisNode) -> Result<Beat, ClusterError> {
+    let heartbeat = &node.heartbeat;
     let sockets = node
         .local()
         .map(|local| local.socket_count())
         .unwrap_or_default();
+    let services =
+        serde_json::to_string(&node.services.hosted_names()).unwrap_or_else(|_| "[]".into());
     let address = heartbeat.address.lock().clone();
-    let components = {
-        let hosted = node.services.hosted_names();
-        serde_json::to_string(&hosted).unwrap_or_else(|_| "[]".into())
-    };
-    let fields = [
-        ("address", address),
-        ("started_at", heartbeat.started_at.to_string()),
-        ("heartbeat", now.to_string()),
-        ("sockets", sockets.to_string()),
-        ("services", components),
-    ];
-    let existed = node
+    let (status, value): (String, redis::Value) = node
         .beat_commands
         .run(async |connection| {
-            let (existed,): (bool,) = redis::pipe()
-                .exists(&key)
-                .hset_multiple(&key, &fields)
-                .ignore()
-                .pexpire(&key, heartbeat.ttl.as_millis() as i64)
-                .ignore()
-                .zadd(node.keys.nodes(), &node.id, now)
-                .ignore()
-                .query_async(connection)
-                .await?;
-            Ok(existed)
+            heartbeat
+                .beat
+                .key(node.keys.node(&node.id))
+                .key(node.keys.nodes())
+                .key(node.keys.node_epochs())
+                .arg(&node.id)
+                .arg(&heartbeat.epoch)
+                .arg(heartbeat.ttl.as_millis() as u64)
+                .arg(SCHEMA)
+                .arg("address")
+                .arg(address)
+                .arg("started_at")
+                .arg(heartbeat.started_at)
+                .arg("sockets")
+                .arg(sockets)
+                .arg("services")
+                .arg(services)
+                .invoke_async(connection)
+                .await
         })
         .await?;
-    if !existed {
-        // First beat, Redis restarted empty, or this node was purged while it
-        // could not reach Redis: write everything the node holds again.
-        register_local_state(node).await;
+    if status == "replaced" {
+        let old_epoch: String = redis::from_redis_value(&value)?;
+        return Ok(Beat::Replaced { old_epoch });
+    }
+    let existed: i64 = redis::from_redis_value(&value)?;
+    Ok(Beat::Registered {
+        existed: existed == 1,
+    })
+}
+
+/// Queues what makes Redis hold exactly this node's sockets, rooms and
+/// services; true when it was queued whole and no local change raced with it.
+async fn reconcile(node: &RedisNode) -> Result<bool, ClusterError> {
+    let Some(local) = node.local() else {
+        return Ok(true);
+    };
+    let listed: Vec<String> = node
+        .beat_commands
+        .run(async |connection| connection.smembers(node.keys.node_sockets(&node.id)).await)
+        .await?;
+    // From the snapshot to the last queued command nothing awaits, so only a
+    // change on another thread can slip in between: then the counter moved.
+    let changes = node.local_changes.load(Ordering::SeqCst);
+    let records = local.snapshot();
+    let held: HashSet<&str> = records.iter().map(|r| r.sid.as_str()).collect();
+    let gone: Vec<&String> = listed
+        .iter()
+        .filter(|sid| !held.contains(sid.as_str()))
+        .collect();
+    let mut commands = services::service_commands(&node.keys, &node.id, &node.services.hosted());
+    for batch in records.chunks(RECONCILE_BATCH) {
+        commands.push(reconcile_command(node, batch, &[]));
+    }
+    for batch in gone.chunks(RECONCILE_BATCH) {
+        commands.push(reconcile_command(node, &[], batch));
+    }
+    let queued = node.writer.commands_now(commands);
+    let quiet = node.local_changes.load(Ordering::SeqCst) == changes;
+    tracing::info!(
+        sockets = records.len(),
+        removed = gone.len(),
+        "reconciled this node's state in Redis"
+    );
+    Ok(queued && quiet)
+}
+
+/// One `redis/reconcile_sockets.lua` call: sockets to write whole, and socket
+/// ids to remove.
+fn reconcile_command(node: &RedisNode, held: &[SocketRecord], gone: &[&String]) -> redis::Cmd {
+    let held: Vec<serde_json::Value> = held
+        .iter()
+        .map(|record| {
+            json!({
+                "sid": record.sid,
+                "namespace": record.namespace,
+                "session": record.session_id,
+                "rooms": record.rooms,
+                "connected_at": record.connected_at,
+            })
+        })
+        .collect();
+    redis::cmd("EVAL")
+        .arg(RECONCILE_SOCKETS)
+        .arg(0)
+        .arg(node.keys.prefix())
+        .arg(&node.id)
+        .arg(serde_json::Value::Array(held).to_string())
+        .arg(json!(gone).to_string())
+        .to_owned()
+}
+
+/// Purges every other node whose record expired, and announces each.
+async fn reap(node: &RedisNode) -> Result<(), ClusterError> {
+    let epochs: HashMap<String, String> = node
+        .beat_commands
+        .run(async |connection| connection.hgetall(node.keys.node_epochs()).await)
+        .await?;
+    let others: Vec<(String, String)> = epochs
+        .into_iter()
+        .filter(|(id, _)| *id != node.id)
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    let alive: Vec<bool> = node
+        .beat_commands
+        .run(async |connection| {
+            let mut pipe = redis::pipe();
+            for (id, _) in &others {
+                pipe.exists(node.keys.node(id));
+            }
+            pipe.query_async(connection).await
+        })
+        .await?;
+    for ((dead, epoch), alive) in others.into_iter().zip(alive) {
+        if alive {
+            continue;
+        }
+        let Some(steps) = purge(node, &dead, &epoch, "dead").await? else {
+            continue;
+        };
+        tracing::info!(node = dead, steps, "purged a node whose heartbeat lapsed");
+        let down = Message::NodeDown { node: dead };
+        node.beat_commands
+            .run(async |connection| {
+                connection
+                    .publish::<_, _, ()>(node.keys.control_channel(), down.encode())
+                    .await
+            })
+            .await?;
     }
     Ok(())
 }
 
-/// Writes the node's whole local state again, in order with every other write.
-async fn register_local_state(node: &RedisNode) {
-    let writer = &node.writer;
-    let hosted = node.services.hosted();
-    for command in services::service_commands(&node.keys, &node.id, &hosted) {
-        if !writer.command_waiting(command).await {
-            return;
-        }
-    }
-    let Some(local) = node.local() else { return };
-    let records = local.snapshot();
-    tracing::info!(sockets = records.len(), "registering local state in Redis");
-    for record in records {
-        for command in sockets::connect_commands(&node.keys, &node.id, &record) {
-            if !writer.command_waiting(command).await {
-                return;
-            }
-        }
-        for room in &record.rooms {
-            let command = set_command(
-                "SADD",
-                node.keys.room_sockets(&record.namespace, room),
-                &record.sid,
-            );
-            if !writer.command_waiting(command).await {
-                return;
-            }
-        }
-    }
-}
-
-/// Purges every other node whose heartbeat lapsed, and announces each.
-async fn reap(node: &RedisNode) -> Result<(), ClusterError> {
-    let cutoff = now_millis().saturating_sub(node.heartbeat.ttl.as_millis() as u64);
-    node.beat_commands
-        .run(async |connection| {
-            let dead: Vec<String> = connection
-                .zrangebyscore(node.keys.nodes(), "-inf", cutoff)
-                .await?;
-            for dead in dead.into_iter().filter(|dead| *dead != node.id) {
-                let purged: i64 = node
-                    .heartbeat
+/// Purges one incarnation (`redis/purge_node.lua`), a batch per call, until
+/// it is gone; the number of calls, or `None` when a call found the node alive
+/// again (or another node finished first).
+async fn purge(
+    node: &RedisNode,
+    id: &str,
+    epoch: &str,
+    mode: &str,
+) -> Result<Option<usize>, ClusterError> {
+    let mut steps = 0;
+    loop {
+        let left: i64 = node
+            .beat_commands
+            .run(async |connection| {
+                node.heartbeat
                     .purge
                     .arg(node.keys.prefix())
-                    .arg(&dead)
+                    .arg(id)
+                    .arg(epoch)
+                    .arg(node.heartbeat.purge_batch)
+                    .arg(mode)
                     .invoke_async(connection)
-                    .await?;
-                tracing::info!(
-                    node = dead,
-                    sockets = purged,
-                    "purged a node whose heartbeat lapsed"
-                );
-                let down = Message::NodeDown { node: dead };
-                let _: () = connection
-                    .publish(node.keys.control_channel(), down.encode())
-                    .await?;
-            }
-            Ok(())
-        })
-        .await
+                    .await
+            })
+            .await?;
+        steps += 1;
+        metrics::counter!("rain_cluster_purge_steps_total").increment(1);
+        match left {
+            0 => return Ok(Some(steps)),
+            left if left < 0 => return Ok(None),
+            _ => {}
+        }
+    }
 }
 
-/// Purges this node from Redis and tells the others it is gone.
-pub(super) async fn deregister(node: Arc<RedisNode>) {
-    let purged = node
-        .beat_commands
+/// Keeps the instances this node rendered alive while their sockets are
+/// connected (`redis/refresh_instances.lua`).
+async fn refresh_instances(node: &RedisNode) -> Result<(), ClusterError> {
+    node.beat_commands
         .run(async |connection| {
-            let _: i64 = node
-                .heartbeat
-                .purge
+            node.heartbeat
+                .refresh_instances
                 .arg(node.keys.prefix())
                 .arg(&node.id)
-                .invoke_async(connection)
-                .await?;
-            let down = Message::NodeDown {
-                node: node.id.clone(),
-            };
-            connection
-                .publish::<_, _, ()>(node.keys.control_channel(), down.encode())
+                .arg(node.heartbeat.instance_ttl.as_millis() as u64)
+                .invoke_async::<i64>(connection)
                 .await
         })
-        .await;
-    if let Err(error) = purged {
+        .await
+        .map(drop)
+}
+
+/// Purges this node from Redis and tells the others it is gone; it beats no
+/// more.
+pub(super) async fn deregister(node: Arc<RedisNode>) {
+    node.heartbeat.leaving.store(true, Ordering::Release);
+    let epoch = node.heartbeat.epoch.clone();
+    let purged = async {
+        purge(&node, &node.id, &epoch, "known").await?;
+        let down = Message::NodeDown {
+            node: node.id.clone(),
+        };
+        node.beat_commands
+            .run(async |connection| {
+                connection
+                    .publish::<_, _, ()>(node.keys.control_channel(), down.encode())
+                    .await
+            })
+            .await
+    };
+    if let Err(error) = tokio::time::timeout(OP_TIMEOUT, purged)
+        .await
+        .unwrap_or(Err(ClusterError::Timeout))
+    {
         tracing::warn!(
             error = &error as &dyn std::error::Error,
             "could not deregister from Redis; the others will purge this node after its TTL"

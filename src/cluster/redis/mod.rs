@@ -9,16 +9,19 @@
 //!   node's interest (its node channel, `control`, and the room and namespace
 //!   channels it has local members of), reconnects by itself and resubscribes
 //!   everything;
-//! - the `heartbeat`: refreshes the node's registration, re-registers all
-//!   local state when Redis lost it (restart, or this node was purged), and
-//!   purges nodes whose heartbeat lapsed (`redis/purge_node.lua`);
+//! - the `heartbeat`, on a connection of its own: refreshes the node's
+//!   registration (liveness is the record's expiry, on Redis's clock),
+//!   purges an earlier incarnation of the same node id before this one writes
+//!   anything, reconciles the node's state in Redis with what it holds after a
+//!   lost write or when Redis lost it, and purges dead nodes in batches
+//!   (`redis/beat.lua`, `reconcile_sockets.lua`, `purge_node.lua`);
 //! - the `director`: emits and operations addressed to one socket, in order:
 //!   it finds the owning node (cached) and publishes on that node's channel.
 //!
 //! The rest, by responsibility: what a received message does (`inbox`);
 //! broadcasts and topics (`broker`), broadcasts with acks (`acks`); the
 //! socket records (`sockets`), the service registry (`services`), sessions
-//! and lists (`store`). Every command on a pooled connection goes through
+//! and lists (`store`). Every command goes through
 //! `commands::Commands::run`, on one of two multiplexed connections: one for
 //! traffic, one for the heartbeat.
 //!
@@ -39,6 +42,7 @@ mod subscriber;
 mod writer;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -88,6 +92,9 @@ struct RedisNode {
     acks: Acks,
     /// Handlers of upper layers' messages, by topic.
     topics: RwLock<HashMap<String, Arc<dyn MessageHandler>>>,
+    /// Counts changes to local sockets and rooms, so a reconcile can tell
+    /// that one raced with it.
+    local_changes: AtomicU64,
 }
 
 impl RedisCluster {
@@ -117,6 +124,7 @@ impl RedisCluster {
             services: ServiceState::new(),
             acks: Acks::default(),
             topics: RwLock::new(HashMap::new()),
+            local_changes: AtomicU64::new(0),
         });
         tokio::spawn(writer::run(node.clone(), write_queue));
         tokio::spawn(director::run(node.clone(), directed_queue));
@@ -129,6 +137,12 @@ impl RedisCluster {
 impl RedisNode {
     fn local(&self) -> Option<Arc<dyn LocalNode>> {
         self.local.get().and_then(Weak::upgrade)
+    }
+
+    /// A local socket or room changed: counted before its writes are queued.
+    fn local_changed(&self) {
+        self.local_changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Whether the pub/sub connection is up and the last heartbeat succeeded.
@@ -158,7 +172,7 @@ impl Membership for RedisCluster {
         self.node.heartbeat.set_address(address);
     }
 
-    fn flush(&self) -> BoxFuture<'static, ()> {
+    fn flush(&self) -> BoxFuture<'static, Result<(), ClusterError>> {
         flush(self.node.clone()).boxed()
     }
 
@@ -168,20 +182,23 @@ impl Membership for RedisCluster {
 }
 
 /// Resolves once every write queued so far is sent and every subscription
-/// change made (bounded by the operation timeout).
-async fn flush(node: Arc<RedisNode>) {
+/// change made (bounded by the operation timeout), to an error when any of it
+/// was lost.
+async fn flush(node: Arc<RedisNode>) -> Result<(), ClusterError> {
     if !node.ready() {
-        return;
+        return Err(ClusterError::NotReady);
     }
-    let Some(writes_done) = node.writer.barrier() else {
-        return;
-    };
+    let writes_done = node.writer.barrier().ok_or(ClusterError::Lost)?;
     let subscriptions_done = node.subscriptions.barrier();
-    let _ = tokio::time::timeout(OP_TIMEOUT, async {
-        let _ = writes_done.await;
-        let _ = subscriptions_done.await;
+    let done = tokio::time::timeout(OP_TIMEOUT, async {
+        (writes_done.await, subscriptions_done.await)
     })
     .await;
+    match done {
+        Ok((Ok(true), Ok(()))) => Ok(()),
+        Ok(_) => Err(ClusterError::Lost),
+        Err(_) => Err(ClusterError::Timeout),
+    }
 }
 
 /// `SADD` or `SREM` of one member.

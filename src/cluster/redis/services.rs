@@ -189,14 +189,27 @@ impl ServiceRegistry for RedisCluster {
         .boxed()
     }
 
-    fn record_instance(&self, instance_id: &str, fields: Vec<(String, String)>) {
+    fn record_instance(&self, instance_id: &str, socket: &str, fields: Vec<(String, String)>) {
         let node = &self.node;
+        let key = node.keys.instance(instance_id);
         let mut command = redis::cmd("HSET");
-        command.arg(node.keys.instance(instance_id));
+        command.arg(&key).arg("socket").arg(socket);
         for (field, value) in fields {
             command.arg(field).arg(value);
         }
         node.writer.command(command);
+        // Alive while the socket is: the heartbeat refreshes it until then.
+        node.writer.command(
+            redis::cmd("PEXPIRE")
+                .arg(&key)
+                .arg(node.heartbeat.instance_ttl_ms())
+                .to_owned(),
+        );
+        node.writer.command(set_command(
+            "SADD",
+            node.keys.node_instances(&node.id),
+            instance_id,
+        ));
     }
 }
 

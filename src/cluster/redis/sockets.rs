@@ -89,6 +89,7 @@ fn membership(
     rooms: &[String],
     joined: bool,
 ) {
+    node.local_changed();
     node.subscriptions
         .interest(node.keys.room_channel(namespace, room), joined);
     for command in room_commands(&node.keys, namespace, room, sid, rooms, joined) {
@@ -117,6 +118,7 @@ fn record(namespace: &str, sid: String, hash: &HashMap<String, String>) -> Socke
 impl SocketRegistry for RedisCluster {
     fn socket_connected(&self, record: SocketRecord) {
         let node = &self.node;
+        node.local_changed();
         node.subscriptions
             .interest(node.keys.namespace_channel(&record.namespace), true);
         for command in connect_commands(&node.keys, &node.id, &record) {
@@ -126,6 +128,7 @@ impl SocketRegistry for RedisCluster {
 
     fn socket_disconnected(&self, namespace: &str, sid: &str) {
         let node = &self.node;
+        node.local_changed();
         node.subscriptions
             .interest(node.keys.namespace_channel(namespace), false);
         for command in disconnect_commands(&node.keys, &node.id, namespace, sid) {

@@ -3,13 +3,16 @@
 //!
 //! Owns the write queue ([`Writer`]) and the task that drains it ([`run`]). The
 //! queue is bounded: when it is full (Redis away or far behind) new writes are
-//! dropped and counted rather than held, so nothing grows while Redis is down,
-//! and the heartbeat re-registers the node's state once it is back. A failed
-//! pipeline marks the heartbeat failed (the node is not ready until a beat
-//! succeeds). Does not own what is written: callers build the commands and
+//! dropped and counted rather than held, so nothing grows while Redis is down.
+//! Every lost write (dropped, or in a pipeline that failed or timed out) is
+//! reported to the heartbeat, which reconciles the node's state in Redis with
+//! what it holds; a barrier answers whether everything before it was written.
+//! Nothing is sent before the heartbeat has registered this incarnation of the
+//! node. Does not own what is written: callers build the commands and
 //! messages.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis::Cmd;
 use tokio::sync::{mpsc, oneshot};
@@ -31,27 +34,47 @@ pub(super) enum Write {
         kind: &'static str,
     },
     Command(Cmd),
-    /// Answered once every write queued before it has been sent.
-    Barrier(oneshot::Sender<()>),
+    /// Answered once every write queued before it has been sent: true when
+    /// none of them was lost.
+    Barrier(oneshot::Sender<bool>),
 }
 
 /// The sending side of the write queue.
 pub(super) struct Writer {
     queue: mpsc::Sender<Write>,
+    /// A write was lost since the heartbeat last looked.
+    lost: AtomicBool,
 }
 
 impl Writer {
     /// The queue, and its receiving end for [`run`].
     pub(super) fn new() -> (Writer, mpsc::Receiver<Write>) {
         let (queue, receiver) = mpsc::channel(WRITE_QUEUE);
-        (Writer { queue }, receiver)
+        (
+            Writer {
+                queue,
+                lost: AtomicBool::new(false),
+            },
+            receiver,
+        )
     }
 
     /// Queues a write; when the queue is full it is dropped and counted instead.
     fn write(&self, write: Write) {
         if self.queue.try_send(write).is_err() {
-            metrics::counter!("rain_cluster_dropped_total").increment(1);
+            self.dropped(1);
         }
+    }
+
+    /// Counts writes that were lost and remembers that some were.
+    fn dropped(&self, writes: u64) {
+        metrics::counter!("rain_cluster_dropped_total").increment(writes);
+        self.lost.store(true, Ordering::Release);
+    }
+
+    /// Whether a write was lost since the last call.
+    pub(super) fn take_lost(&self) -> bool {
+        self.lost.swap(false, Ordering::AcqRel)
     }
 
     /// Queues a PUBLISH of `message` on `channel`.
@@ -68,15 +91,22 @@ impl Writer {
         self.write(Write::Command(command));
     }
 
-    /// Queues a command, waiting for room in the queue; false when the writer
-    /// is gone.
-    pub(super) async fn command_waiting(&self, command: Cmd) -> bool {
-        self.queue.send(Write::Command(command)).await.is_ok()
+    /// Queues commands at once, without waiting for room; false when the
+    /// queue could not take them all (those left out are counted as lost).
+    pub(super) fn commands_now(&self, commands: Vec<Cmd>) -> bool {
+        let total = commands.len() as u64;
+        for (sent, command) in commands.into_iter().enumerate() {
+            if self.queue.try_send(Write::Command(command)).is_err() {
+                self.dropped(total - sent as u64);
+                return false;
+            }
+        }
+        true
     }
 
-    /// A barrier: resolves once everything queued so far is sent. `None` when
-    /// the queue is full.
-    pub(super) fn barrier(&self) -> Option<oneshot::Receiver<()>> {
+    /// A barrier: resolves once everything queued so far is sent, to whether
+    /// none of it was lost. `None` when the queue is full.
+    pub(super) fn barrier(&self) -> Option<oneshot::Receiver<bool>> {
         let (done, written) = oneshot::channel();
         self.queue.try_send(Write::Barrier(done)).ok()?;
         Some(written)
@@ -85,9 +115,12 @@ impl Writer {
 
 /// Sends queued writes as pipelines, in order.
 pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) {
+    node.heartbeat.registered().await;
     let mut batch = Vec::with_capacity(PIPELINE);
     let mut failing = false;
     while queue.recv_many(&mut batch, PIPELINE).await > 0 {
+        // Writes dropped before this batch make its barriers fail too.
+        let mut intact = !node.writer.lost.load(Ordering::Acquire);
         let mut pipe = redis::pipe();
         let mut barriers = Vec::new();
         let mut published: Vec<&'static str> = Vec::new();
@@ -107,7 +140,13 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
                 Write::Barrier(done) => barriers.push(done),
             }
         }
-        if pipe.cmd_iter().next().is_some() {
+        if failing && !node.heartbeat.is_ok() && pipe.cmd_iter().next().is_some() {
+            // Redis is known to be away: drop at once rather than wait for
+            // each batch to time out while the queue (and memory) fills; the
+            // heartbeat repairs the state once a beat succeeds again.
+            intact = false;
+            node.writer.dropped(pipe.cmd_iter().count() as u64);
+        } else if pipe.cmd_iter().next().is_some() {
             let sent = node
                 .commands
                 .run(async |connection| pipe.query_async::<()>(connection).await)
@@ -121,8 +160,8 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
                     }
                 }
                 Err(error) => {
-                    metrics::counter!("rain_cluster_dropped_total")
-                        .increment(pipe.cmd_iter().count() as u64);
+                    intact = false;
+                    node.writer.dropped(pipe.cmd_iter().count() as u64);
                     if !failing {
                         tracing::warn!(
                             error = &error as &dyn std::error::Error,
@@ -130,12 +169,12 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
                         );
                     }
                     failing = true;
-                    node.heartbeat.failed();
+                    node.heartbeat.write_lost();
                 }
             }
         }
         for done in barriers {
-            let _ = done.send(());
+            let _ = done.send(intact);
         }
     }
 }

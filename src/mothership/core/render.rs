@@ -61,13 +61,18 @@ impl Render {
     }
 }
 
-/// Names and records a new instance of `component`, rendered on this node:
-/// `{node}:{uuid}`, so anyone can tell where it lives.
-pub(in crate::mothership) fn create_instance(router: &Router, component: &dyn Component) -> String {
+/// Names and records a new instance of `component`, rendered on this node for
+/// `socket`: `{node}:{uuid}`, so anyone can tell where it lives.
+pub(in crate::mothership) fn create_instance(
+    router: &Router,
+    component: &dyn Component,
+    socket: &str,
+) -> String {
     let id = format!("{}:{}", router.node_id, uuid::Uuid::new_v4().simple());
     let descriptor = component.descriptor();
     router.io.cluster().record_instance(
         &id,
+        socket,
         vec![
             ("component".into(), descriptor.id.clone()),
             ("version".into(), descriptor.version.to_string()),

@@ -70,7 +70,7 @@ impl Nodes {
     /// Starts nodes hosting components of any kind on one new hub.
     pub(super) fn with_components(specs: Vec<Hosting>) -> Nodes {
         let settings = Settings::default();
-        let hub = MemoryHub::new(settings.session_ttl());
+        let hub = MemoryHub::new(&settings);
         let received = Arc::new(Mutex::new(Vec::new()));
         let nodes = specs
             .into_iter()
