@@ -1419,3 +1419,105 @@ async fn a_join_that_lands_after_its_socket_left_leaves_nothing_behind() {
     let numsub = numsub(&mut conn, &format!("rain:room:{ns}:ghost")).await;
     assert_eq!(numsub, 0, "a node still listens to the ghost room");
 }
+
+/// Nothing a client can create lives in Redis without an owner or a TTL: a
+/// rendered instance belongs to its rendering node, stays while its socket is
+/// connected and expires `INSTANCE_TTL_MS` after the socket left (or goes with
+/// its node); a chat room's history expires `CHAT_HISTORY_TTL_MS` after its
+/// last `say`; no intent sets are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_and_histories_expire_and_belong_to_their_node() {
+    let short = [
+        ("COMPONENTS", "chat@1.0"),
+        ("INSTANCE_TTL_MS", "1500"),
+        ("CHAT_HISTORY_TTL_MS", "1500"),
+    ];
+    let (redis, nodes) = start(&[("A", vec![("COMPONENTS", "")]), ("B", short.to_vec())]);
+    wait_hosts(&redis, "chat", "1.0", &["B"]).await;
+    let mut js = Clients::start().await;
+    let mut conn = redis.conn().await;
+    let render = json!({ "id": "chat", "version": "1.0", "view": "main", "context": {} });
+
+    // Kept alive while its socket is connected, well past the TTL…
+    js.connect("kept", nodes[0].url(), "/core", json!({})).await;
+    let kept = js.ok("kept", "render", render.clone()).await["instanceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = format!("rain:instance:{kept}");
+    let ttl: i64 = conn.pttl(&key).await.unwrap();
+    assert!(ttl > 0 && ttl <= 1500, "PTTL {key} = {ttl}");
+    let owned: BTreeSet<String> = conn.smembers("rain:node-instances:B").await.unwrap();
+    assert!(owned.contains(&kept), "{owned:?}");
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert!(
+        conn.exists::<_, bool>(&key).await.unwrap(),
+        "{key} expired while its socket was connected"
+    );
+    // …and gone within the TTL (plus a beat) once the socket left.
+    js.request(
+        json!({ "op": "disconnect", "name": "kept" }),
+        Duration::from_secs(3),
+    )
+    .await;
+    eventually(
+        Duration::from_millis(1500 + 2 * HEARTBEAT_MS + 500),
+        "the instance expired",
+        async || {
+            if conn
+                .exists::<_, bool>(&key)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Err(format!("{key} still there"))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+
+    // A chat room's history expires after its last message.
+    js.connect("chat", nodes[0].url(), "/chat/1.0/main", json!({}))
+        .await;
+    js.ok("chat", "join", json!({ "room": "brief", "nick": "n" }))
+        .await;
+    js.ok("chat", "say", json!({ "room": "brief", "text": "hi" }))
+        .await;
+    let history = "rain:list:chat:brief";
+    let ttl: i64 = conn.pttl(history).await.unwrap();
+    assert!(ttl > 0 && ttl <= 1500, "PTTL {history} = {ttl}");
+
+    // An instance of a node that dies goes with it.
+    js.connect("dies", nodes[0].url(), "/core", json!({})).await;
+    let orphan = js.ok("dies", "render", render).await["instanceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    nodes[1].kill9();
+    let orphan_key = format!("rain:instance:{orphan}");
+    eventually(
+        Duration::from_millis(NODE_TTL_MS + 3000),
+        "the dead node's instance is gone",
+        async || {
+            let left: bool = conn.exists(&orphan_key).await.map_err(|e| e.to_string())?;
+            let owned: bool = conn
+                .exists("rain:node-instances:B")
+                .await
+                .map_err(|e| e.to_string())?;
+            if left || owned {
+                Err(format!("{orphan_key} {left}, node-instances:B {owned}"))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+
+    let intents: Vec<String> = redis::cmd("KEYS")
+        .arg("rain:intent:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(intents.is_empty(), "{intents:?}");
+}
