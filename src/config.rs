@@ -75,6 +75,9 @@ pub struct Settings {
     pub routing: Routing,
     /// How long a routed event may wait for its handler's answer (ms).
     pub route_timeout_ms: u64,
+    /// Routed events this node waits on at once, at most; past it an event is
+    /// refused at once with `{error: "overloaded"}` (≥ 1).
+    pub route_max_in_flight: usize,
     /// Most sockets of a dead node one purge step removes, so purging a large
     /// node never blocks Redis for long (≥ 1).
     pub purge_batch: usize,
@@ -111,6 +114,7 @@ impl Default for Settings {
             components_dir: None,
             routing: Routing::PreferLocal,
             route_timeout_ms: 10_000,
+            route_max_in_flight: 10_000,
             purge_batch: 1_000,
             instance_ttl_ms: 3_600_000,
             chat_history_ttl_ms: 86_400_000,
@@ -388,6 +392,13 @@ const ROUTE_TIMEOUT_MS: Field = field!(
     "10000",
     "How long a routed event waits for its handler's answer, in ms"
 );
+const ROUTE_MAX_IN_FLIGHT: Field = field!(
+    "route_max_in_flight",
+    "ROUTE_MAX_IN_FLIGHT",
+    Usize,
+    "10000",
+    "Routed events a node waits on at once; past it an event is refused as overloaded"
+);
 const PURGE_BATCH: Field = field!(
     "purge_batch",
     "PURGE_BATCH",
@@ -418,7 +429,7 @@ const LOG: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 25] = [
+const FIELDS: [&Field; 26] = [
     &REDIS_SERVER,
     &SERVER_HOST,
     &SERVER_PORT,
@@ -440,6 +451,7 @@ const FIELDS: [&Field; 25] = [
     &COMPONENTS_DIR,
     &ROUTING,
     &ROUTE_TIMEOUT_MS,
+    &ROUTE_MAX_IN_FLIGHT,
     &PURGE_BATCH,
     &INSTANCE_TTL_MS,
     &CHAT_HISTORY_TTL_MS,
@@ -512,6 +524,8 @@ struct Cli {
     routing: Option<String>,
     #[arg(long, value_name = "MS", help = ROUTE_TIMEOUT_MS.help)]
     route_timeout_ms: Option<String>,
+    #[arg(long, value_name = "N", help = ROUTE_MAX_IN_FLIGHT.help)]
+    route_max_in_flight: Option<String>,
     #[arg(long, value_name = "N", help = PURGE_BATCH.help)]
     purge_batch: Option<String>,
     #[arg(long, value_name = "MS", help = INSTANCE_TTL_MS.help)]
@@ -524,7 +538,7 @@ struct Cli {
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 25] {
+    fn values(&self) -> [Option<&String>; 26] {
         [
             self.redis_server.as_ref(),
             self.server_host.as_ref(),
@@ -547,6 +561,7 @@ impl Cli {
             self.components_dir.as_ref(),
             self.routing.as_ref(),
             self.route_timeout_ms.as_ref(),
+            self.route_max_in_flight.as_ref(),
             self.purge_batch.as_ref(),
             self.instance_ttl_ms.as_ref(),
             self.chat_history_ttl_ms.as_ref(),
@@ -804,6 +819,7 @@ impl Settings {
             (HEARTBEAT_MS.env, self.heartbeat_ms),
             (SESSION_TTL_MS.env, self.session_ttl_ms),
             (ROUTE_TIMEOUT_MS.env, self.route_timeout_ms),
+            (ROUTE_MAX_IN_FLIGHT.env, self.route_max_in_flight as u64),
             (PURGE_BATCH.env, self.purge_batch as u64),
             (INSTANCE_TTL_MS.env, self.instance_ttl_ms),
             (CHAT_HISTORY_TTL_MS.env, self.chat_history_ttl_ms),
@@ -1095,6 +1111,7 @@ mod tests {
             ("COMPONENTS_DIR", "/srv/components"),
             ("ROUTING", "round-robin"),
             ("ROUTE_TIMEOUT_MS", "11"),
+            ("ROUTE_MAX_IN_FLIGHT", "15"),
             ("PURGE_BATCH", "12"),
             ("INSTANCE_TTL_MS", "13"),
             ("CHAT_HISTORY_TTL_MS", "14"),
@@ -1122,6 +1139,7 @@ mod tests {
             components_dir: Some("/srv/components".into()),
             routing: Routing::RoundRobin,
             route_timeout_ms: 11,
+            route_max_in_flight: 15,
             purge_batch: 12,
             instance_ttl_ms: 13,
             chat_history_ttl_ms: 14,

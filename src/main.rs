@@ -55,8 +55,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     io.namespace("/", MainNamespace);
     let components =
         rain_node::component::from_settings(&settings).context("cannot load the components")?;
-    let mothership =
-        Mothership::install(&io, settings.routing, settings.route_timeout(), components);
+    let mothership = Mothership::install(&io, &settings, components);
     let server = Server::bind(&settings, io).await?;
     // Scripts wait for this exact line (stdout); everything else goes to stderr.
     println!("rain-node listening on http://{}", server.local_addr());

@@ -37,12 +37,12 @@ mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use crate::config::Routing;
 pub use messages::Routed;
 
 use crate::component::{Catalog, ChannelName, Component};
+use crate::config::Settings;
 use crate::io::SocketIo;
 use channel::ComponentChannel;
 use logging::LoggingChannel;
@@ -60,8 +60,7 @@ impl Mothership {
     /// `components` on this node (announced to the cluster).
     pub fn install(
         io: &SocketIo,
-        routing: Routing,
-        timeout: Duration,
+        settings: &Settings,
         components: Vec<Arc<dyn Component>>,
     ) -> Mothership {
         let hosted: HashMap<String, Arc<dyn Component>> = components
@@ -70,13 +69,7 @@ impl Mothership {
             .collect();
         let descriptors: Vec<_> = hosted.values().map(|c| c.descriptor().clone()).collect();
         let catalog = Catalog::new(io.cluster().clone());
-        let router = Arc::new(Router::new(
-            io.clone(),
-            catalog.clone(),
-            routing,
-            timeout,
-            hosted,
-        ));
+        let router = Arc::new(Router::new(io.clone(), catalog.clone(), settings, hosted));
         io.cluster()
             .on_topic(TOPIC, Arc::new(Receiver(router.clone())));
         io.namespace("/core", core::CoreChannel(router.clone()));

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -27,7 +28,7 @@ use super::messages::{Routed, TOPIC};
 use crate::app_session::AppSession;
 use crate::cluster::MessageHandler;
 use crate::component::{Catalog, Component, Context, ContextParts, Effects, Emitter};
-use crate::config::Routing;
+use crate::config::{Routing, Settings};
 use crate::io::SocketIo;
 use crate::socket::{AckSender, Payload, Socket};
 
@@ -42,6 +43,18 @@ pub(super) struct Router {
     hosted: HashMap<String, Arc<dyn Component>>,
     /// Calls sent to a host and not answered yet, by request id.
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    /// Calls waiting on an answer now, and how many may.
+    in_flight: AtomicUsize,
+    max_in_flight: usize,
+}
+
+/// Holds one of the router's in-flight places until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What the origin asks of a component.
@@ -73,19 +86,30 @@ impl Router {
     pub(super) fn new(
         io: SocketIo,
         catalog: Arc<Catalog>,
-        routing: Routing,
-        timeout: Duration,
+        settings: &Settings,
         hosted: HashMap<String, Arc<dyn Component>>,
     ) -> Router {
         Router {
             node_id: io.cluster().node_id().to_string(),
             io,
             catalog,
-            routing,
-            timeout,
+            routing: settings.routing,
+            timeout: settings.route_timeout(),
             hosted,
             pending: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: settings.route_max_in_flight.max(1),
         }
+    }
+
+    /// Takes an in-flight place; `None` when all are taken.
+    fn admit(&self) -> Option<InFlight<'_>> {
+        let taken = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_in_flight).then_some(n + 1)
+            });
+        taken.ok().map(|_| InFlight(&self.in_flight))
     }
 
     /// The components this node hosts, as `id@version`, sorted.
@@ -125,6 +149,12 @@ impl Router {
         component: &str,
         request: Request,
     ) -> Answer {
+        // Bounded: past ROUTE_MAX_IN_FLIGHT waiting calls, refuse at once
+        // rather than queue without end (memory stays flat under overload).
+        let Some(_place) = self.admit() else {
+            metrics::counter!("rain_routed_refused_total", "reason" => "overloaded").increment(1);
+            return Answer::plain(Err(json!({ "error": "overloaded" })));
+        };
         let id: u64 = rand::random();
         let (sender, receiver) = oneshot::channel();
         self.pending.lock().insert(id, sender);

@@ -69,15 +69,24 @@ impl Nodes {
 
     /// Starts nodes hosting components of any kind on one new hub.
     pub(super) fn with_components(specs: Vec<Hosting>) -> Nodes {
-        let settings = Settings::default();
-        let hub = MemoryHub::new(&settings);
+        Nodes::with_settings(&Settings::default(), specs)
+    }
+
+    /// Starts nodes with `settings` (their routing aside), hosting components
+    /// of any kind, on one new hub.
+    pub(super) fn with_settings(settings: &Settings, specs: Vec<Hosting>) -> Nodes {
+        let hub = MemoryHub::new(settings);
         let received = Arc::new(Mutex::new(Vec::new()));
         let nodes = specs
             .into_iter()
             .map(|(id, routing, components)| {
-                let io = SocketIo::new(&settings, Arc::new(hub.join(id)));
-                let mothership =
-                    Mothership::install(&io, routing, Duration::from_secs(2), components);
+                let io = SocketIo::new(settings, Arc::new(hub.join(id)));
+                let settings = Settings {
+                    routing,
+                    route_timeout_ms: 2_000,
+                    ..settings.clone()
+                };
+                let mothership = Mothership::install(&io, &settings, components);
                 let tap = Tap {
                     node: id.to_string(),
                     received: received.clone(),
@@ -194,11 +203,22 @@ impl FakeClient {
 
     /// Emits `event(args…)` on `ns` with an ack and waits for it: `(error, data)`.
     pub(super) async fn call(&mut self, ns: &str, event: &str, args: Vec<Value>) -> (Value, Value) {
+        let id = self.emit_with_ack(ns, event, args);
+        self.ack(ns, id).await
+    }
+
+    /// Emits `event(args…)` on `ns` asking for an ack, without waiting: its id.
+    pub(super) fn emit_with_ack(&mut self, ns: &str, event: &str, args: Vec<Value>) -> u64 {
         self.next_ack += 1;
         let id = self.next_ack;
         let mut data = vec![json!(event)];
         data.extend(args);
         self.send(Packet::event(ns, Value::Array(data), Some(id), 0));
+        id
+    }
+
+    /// Waits for the ack of call `id` on `ns`: `(error, data)`.
+    pub(super) async fn ack(&mut self, ns: &str, id: u64) -> (Value, Value) {
         let ack = self
             .take(|p| p.kind == PacketType::Ack && p.namespace == ns && p.id == Some(id))
             .await;
@@ -207,7 +227,7 @@ impl FakeClient {
                 let data = args.pop().unwrap_or_default();
                 (args.pop().unwrap_or_default(), data)
             }
-            other => panic!("{event}: an ack of (error, data) expected, got {other:?}"),
+            other => panic!("call {id}: an ack of (error, data) expected, got {other:?}"),
         }
     }
 

@@ -237,3 +237,75 @@ async fn a_component_that_asks_is_told_of_connects_and_disconnects_on_other_node
     };
     assert_eq!(*watch.notices.lock(), [notice(true), notice(false)]);
 }
+
+/// A component whose calls wait until the test lets them through.
+struct Gate {
+    descriptor: Descriptor,
+    open: Arc<tokio::sync::Semaphore>,
+    entered: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Component for Gate {
+    fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+
+    fn on_event(&self, _: Context, _: String, _: Vec<Value>) -> BoxFuture<'static, Outcome> {
+        let (open, entered) = (self.open.clone(), self.entered.clone());
+        async move {
+            entered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _pass = open.acquire().await;
+            Ok(json!("through"))
+        }
+        .boxed()
+    }
+}
+
+#[tokio::test]
+async fn past_route_max_in_flight_an_event_is_refused_at_once_as_overloaded() {
+    const GATE: &str = "/gate/1.0/main";
+    let gate = Arc::new(Gate {
+        descriptor: serde_json::from_value(
+            json!({ "id": "gate", "version": "1.0", "channels": ["main"] }),
+        )
+        .unwrap(),
+        open: Arc::new(tokio::sync::Semaphore::new(0)),
+        entered: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    });
+    let settings = crate::config::Settings {
+        route_max_in_flight: 2,
+        ..Default::default()
+    };
+    let nodes = Nodes::with_settings(
+        &settings,
+        vec![
+            ("A", PreferLocal, vec![]),
+            ("B", PreferLocal, vec![gate.clone() as Arc<dyn Component>]),
+        ],
+    );
+    let mut client = nodes.client("A", "s");
+    client.connect(GATE).await.unwrap();
+    let first = client.emit_with_ack(GATE, "wait", vec![]);
+    let second = client.emit_with_ack(GATE, "wait", vec![]);
+    for _ in 0..200 {
+        if gate.entered.load(std::sync::atomic::Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(gate.entered.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Two calls wait on B: A refuses a third at once, without asking B.
+    let (error, data) = client.call(GATE, "wait", vec![]).await;
+    assert_eq!(
+        (error, data),
+        (json!({ "error": "overloaded" }), Value::Null)
+    );
+    assert_eq!(gate.entered.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    gate.open.add_permits(3);
+    for id in [first, second] {
+        assert_eq!(client.ack(GATE, id).await, (Value::Null, json!("through")));
+    }
+    // Places are given back: calls go through again.
+    assert_eq!(client.ok(GATE, "wait", vec![]).await, json!("through"));
+}
