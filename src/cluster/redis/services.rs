@@ -161,32 +161,23 @@ impl ServiceRegistry for RedisCluster {
         topic: &'static str,
         body: Bytes,
     ) -> BoxFuture<'static, Option<String>> {
-        let node = self.node.clone();
-        let service = service.to_string();
-        async move {
-            let payload = Message::Topic {
-                topic: topic.to_string(),
-                body,
-            }
-            .encode();
-            let host: Option<String> = node
-                .commands
-                .run(async |connection| {
-                    node.services
-                        .dispatch
-                        .key(node.keys.service_nodes(&service))
-                        .key(node.keys.round_robin(&service))
-                        .arg(node.keys.node_channel(""))
-                        .arg(payload)
-                        .invoke_async(connection)
-                        .await
-                })
-                .await
-                .ok()?;
-            metrics::counter!("rain_cluster_published_total", "kind" => "node").increment(1);
-            host
+        let node = &self.node;
+        let payload = Message::Topic {
+            topic: topic.to_string(),
+            body,
         }
-        .boxed()
+        .encode();
+        // Queued with every other write and sent in the same pipelines: no
+        // round trip of its own per event, and the pick stays atomic.
+        let mut pick = redis::cmd("EVALSHA");
+        pick.arg(node.services.dispatch.get_hash())
+            .arg(2)
+            .arg(node.keys.service_nodes(service))
+            .arg(node.keys.round_robin(service))
+            .arg(node.keys.node_channel(""))
+            .arg(payload);
+        let host = node.writer.dispatch(pick, DISPATCH);
+        async move { host?.await.ok().flatten() }.boxed()
     }
 
     fn record_instance(&self, instance_id: &str, socket: &str, fields: Vec<(String, String)>) {

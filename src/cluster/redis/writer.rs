@@ -37,6 +37,13 @@ pub(super) enum Write {
     /// Answered once every write queued before it has been sent: true when
     /// none of them was lost.
     Barrier(oneshot::Sender<bool>),
+    /// An `EVALSHA` of `script` whose answer is a node id (or nil): the
+    /// round-robin pick of a service's host, which also publishes to it.
+    Dispatch {
+        pick: Cmd,
+        script: &'static str,
+        host: oneshot::Sender<Option<String>>,
+    },
 }
 
 /// The sending side of the write queue.
@@ -104,6 +111,22 @@ impl Writer {
         true
     }
 
+    /// Queues a dispatch (`pick` runs `script` by its hash); resolves to the
+    /// host it reached, `None` when no host listens or the write was lost.
+    pub(super) fn dispatch(
+        &self,
+        pick: Cmd,
+        script: &'static str,
+    ) -> Option<oneshot::Receiver<Option<String>>> {
+        let (host, picked) = oneshot::channel();
+        let queued = self.queue.try_send(Write::Dispatch { pick, script, host });
+        if queued.is_err() {
+            self.dropped(1);
+            return None;
+        }
+        Some(picked)
+    }
+
     /// A barrier: resolves once everything queued so far is sent, to whether
     /// none of it was lost. `None` when the queue is full.
     pub(super) fn barrier(&self) -> Option<oneshot::Receiver<bool>> {
@@ -124,6 +147,9 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
         let mut pipe = redis::pipe();
         let mut barriers = Vec::new();
         let mut published: Vec<&'static str> = Vec::new();
+        // The dispatches' answers are the pipeline's only results, in order.
+        let mut picks: Vec<oneshot::Sender<Option<String>>> = Vec::new();
+        let mut scripts: Vec<&'static str> = Vec::new();
         for write in batch.drain(..) {
             match write {
                 Write::Publish {
@@ -138,8 +164,20 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
                     pipe.add_command(command).ignore();
                 }
                 Write::Barrier(done) => barriers.push(done),
+                Write::Dispatch { pick, script, host } => {
+                    if !scripts.contains(&script) {
+                        // Cheap, and makes EVALSHA safe after a Redis restart
+                        // (which forgets loaded scripts): once per pipeline.
+                        pipe.cmd("SCRIPT").arg("LOAD").arg(script).ignore();
+                        scripts.push(script);
+                    }
+                    pipe.add_command(pick);
+                    picks.push(host);
+                    published.push("node");
+                }
             }
         }
+        let mut hosts: Vec<Option<String>> = Vec::new();
         if failing && !node.heartbeat.is_ok() && pipe.cmd_iter().next().is_some() {
             // Redis is known to be away: drop at once rather than wait for
             // each batch to time out while the queue (and memory) fills; the
@@ -149,10 +187,14 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
         } else if pipe.cmd_iter().next().is_some() {
             let sent = node
                 .commands
-                .run(async |connection| pipe.query_async::<()>(connection).await)
+                .run(async |connection| pipe.query_async::<Vec<redis::Value>>(connection).await)
                 .await;
             match sent {
-                Ok(()) => {
+                Ok(answers) => {
+                    hosts = answers
+                        .iter()
+                        .map(|answer| redis::from_redis_value(answer).ok().flatten())
+                        .collect();
                     failing = false;
                     for kind in published {
                         metrics::counter!("rain_cluster_published_total", "kind" => kind)
@@ -172,6 +214,9 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
                     node.heartbeat.write_lost();
                 }
             }
+        }
+        for (at, pick) in picks.into_iter().enumerate() {
+            let _ = pick.send(hosts.get(at).cloned().flatten());
         }
         for done in barriers {
             let _ = done.send(intact);
