@@ -22,6 +22,9 @@ pub struct Broadcast {
     name: String,
     /// This node's sockets of the namespace, when it serves it.
     local: Option<Arc<Namespace>>,
+    /// More namespaces of the same channel group, with this node's sockets of
+    /// each: the broadcast reaches them too, and travels once for all.
+    also: Vec<(String, Option<Arc<Namespace>>)>,
     cluster: Arc<dyn Cluster>,
     rooms: Vec<String>,
     except: Vec<String>,
@@ -54,10 +57,19 @@ impl Broadcast {
         Broadcast {
             name: name.to_string(),
             local,
+            also: Vec::new(),
             cluster,
             rooms: Vec::new(),
             except: Vec::new(),
         }
+    }
+
+    /// The same audience in another namespace of the first one's channel group
+    /// (see `crate::cluster::Broker::group_channels`); `local` is this node's
+    /// namespace of that name, if it serves it.
+    pub(crate) fn also(mut self, name: &str, local: Option<Arc<Namespace>>) -> Self {
+        self.also.push((name.to_string(), local));
+        self
     }
 
     /// Narrows the audience to a room (rooms add up). A socket id is a room too.
@@ -73,16 +85,30 @@ impl Broadcast {
     }
 
     /// Sends an event to the audience; returns how many local sockets got it.
+    /// The packet is encoded once per namespace, whatever the number of
+    /// receivers, and goes to the other nodes in one message.
     pub fn emit(self, event: &str, payload: Payload) -> usize {
-        let frames = event_frames(&self.name, event, payload, None);
-        let delivered = self.local.as_ref().map_or(0, |local| {
-            local.deliver_local(&self.rooms, &self.except, &frames)
-        });
+        let mut delivered = 0;
+        let mut targets = Vec::with_capacity(1 + self.also.len());
+        let last = self.also.len();
+        let mut payload = Some(payload);
+        let namespaces = std::iter::once((self.name, self.local)).chain(self.also);
+        for (at, (name, local)) in namespaces.enumerate() {
+            // Moved into the last namespace's packet, cloned for the others.
+            let payload = match at == last {
+                true => payload.take().unwrap_or_default(),
+                false => payload.clone().unwrap_or_default(),
+            };
+            let frames = event_frames(&name, event, payload, None);
+            if let Some(local) = local {
+                delivered += local.deliver_local(&self.rooms, &self.except, &frames);
+            }
+            targets.push((name, frames));
+        }
         self.cluster.publish_broadcast(BroadcastMessage {
-            namespace: self.name,
+            targets,
             rooms: self.rooms,
             except: self.except,
-            frames,
         });
         delivered
     }

@@ -122,8 +122,27 @@ impl SocketIo {
         event: &str,
         payload: Payload,
     ) {
-        let mut broadcast =
-            Broadcast::named(namespace, self.of(namespace), self.inner.cluster.clone());
+        self.broadcast_to_group(&[namespace.to_string()], rooms, except, event, payload);
+    }
+
+    /// [`Self::broadcast_to`] for several namespaces of one channel group (see
+    /// `crate::cluster::Broker::group_channels`): each gets the event, and it
+    /// travels to the other nodes once for all of them.
+    pub fn broadcast_to_group(
+        &self,
+        namespaces: &[String],
+        rooms: &[String],
+        except: &[String],
+        event: &str,
+        payload: Payload,
+    ) {
+        let Some((first, others)) = namespaces.split_first() else {
+            return;
+        };
+        let mut broadcast = Broadcast::named(first, self.of(first), self.inner.cluster.clone());
+        for namespace in others {
+            broadcast = broadcast.also(namespace, self.of(namespace));
+        }
         for room in rooms {
             broadcast = broadcast.to(room);
         }

@@ -368,7 +368,7 @@ async fn a_node_restarted_under_the_same_id_inherits_nothing() {
         "{old_epoch:?} → {new_epoch:?}"
     );
     let schema: String = conn.hget("rain:node:A", "schema").await.unwrap();
-    assert_eq!(schema, "2");
+    assert_eq!(schema, "3");
 }
 
 /// Purging a dead node that held 10,000 sockets in 300 rooms leaves nothing of

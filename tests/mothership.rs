@@ -1268,10 +1268,20 @@ async fn members_connected_through_version_aliases_share_a_room() {
         .await;
     js.ok("bob", "join", json!({ "room": "r", "nick": "bob" }))
         .await;
+    let room_publishes = async || {
+        nodes[1]
+            .metrics()
+            .await
+            .counter("rain_cluster_published_total", &[("kind", "room")])
+    };
+    let before = room_publishes().await;
     js.ok("bob", "say", json!({ "room": "r", "text": "from 1.0" }))
         .await;
     js.ok("ann", "say", json!({ "room": "r", "text": "from 1" }))
         .await;
+    // One PUBLISH per say, whatever the number of names the room's members
+    // connected through.
+    assert_eq!(room_publishes().await - before, 2.0);
     for who in ["ann", "bob"] {
         let got = js.events(who, "message", 2, Duration::from_secs(3)).await;
         let texts: Vec<&Value> = got.iter().map(|m| &m[0]["text"]).collect();

@@ -6,21 +6,55 @@
 //! Redis, not Redis Cluster (see `docs/architecture.md`). Does not talk to
 //! Redis.
 
+use std::sync::{Arc, OnceLock};
+
 /// The version of the key layout below, recorded in every node's record
 /// (`node:{id}` field `schema`) so nodes of different builds can tell whether
-/// they share one. 2: node epochs and batched purges.
-pub const SCHEMA: u32 = 2;
+/// they share one. 3: node epochs and batched purges; channel groups.
+pub const SCHEMA: u32 = 3;
+
+/// Which group of namespaces shares a namespace's broadcast channels, if any
+/// (see [`Keys::group_channels`]).
+pub type ChannelGroups = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Builds prefixed names for one cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Keys {
     prefix: String,
+    groups: Arc<OnceLock<ChannelGroups>>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Keys {
     pub fn new(prefix: impl Into<String>) -> Self {
         Keys {
             prefix: prefix.into(),
+            groups: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Lets namespaces share their room and namespace channels: `groups`
+    /// names the group of a namespace (the same for every namespace of the
+    /// group, and for a namespace always the same), or `None` for a namespace
+    /// of its own. One PUBLISH then reaches every node with members in any
+    /// namespace of the group. Set once, before any socket connects; later
+    /// calls are ignored.
+    pub fn group_channels(&self, groups: ChannelGroups) {
+        let _ = self.groups.set(groups);
+    }
+
+    /// The name a namespace's channels are built from: its group's, or its own.
+    fn channel_scope<'a>(&self, namespace: &'a str) -> std::borrow::Cow<'a, str> {
+        match self.groups.get().and_then(|groups| groups(namespace)) {
+            Some(group) => std::borrow::Cow::Owned(format!("@{group}")),
+            None => std::borrow::Cow::Borrowed(namespace),
         }
     }
 
@@ -117,14 +151,20 @@ impl Keys {
         format!("{}node:{node_id}", self.prefix)
     }
 
-    /// The pub/sub channel of a room's broadcasts.
+    /// The pub/sub channel of a room's broadcasts (shared by the namespace's
+    /// group, if it has one: `room:@{group}:{room}`).
     pub fn room_channel(&self, namespace: &str, room: &str) -> String {
-        format!("{}room:{namespace}:{room}", self.prefix)
+        format!(
+            "{}room:{}:{room}",
+            self.prefix,
+            self.channel_scope(namespace)
+        )
     }
 
-    /// The pub/sub channel of a namespace's broadcasts.
+    /// The pub/sub channel of a namespace's broadcasts (shared by its group,
+    /// if it has one: `ns:@{group}`).
     pub fn namespace_channel(&self, namespace: &str) -> String {
-        format!("{}ns:{namespace}", self.prefix)
+        format!("{}ns:{}", self.prefix, self.channel_scope(namespace))
     }
 
     /// The channel every node listens on (node up/down, deploys, map changes).

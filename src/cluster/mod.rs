@@ -31,17 +31,21 @@ use bytes::Bytes;
 use crate::config::Settings;
 use crate::protocol::engineio::Frame;
 use crate::protocol::payload::Payload;
+pub use keys::ChannelGroups;
 
-/// A broadcast as it leaves this node: encoded once, with its audience.
+/// A broadcast as it leaves this node: encoded once per namespace, with its
+/// audience.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BroadcastMessage {
-    pub namespace: String,
-    /// Empty → every socket of the namespace.
+    /// The namespaces it is for, each with the packet and its binary
+    /// attachments encoded for it, ready to write. Several only when they
+    /// share their channels (see [`Broker::group_channels`]): the broadcast
+    /// then travels once for all of them.
+    pub targets: Vec<(String, Vec<Frame>)>,
+    /// Empty → every socket of the namespaces.
     pub rooms: Vec<String>,
     /// Sockets in these rooms (or with these ids) are skipped.
     pub except: Vec<String>,
-    /// The packet and its binary attachments, ready to write.
-    pub frames: Vec<Frame>,
 }
 
 /// A broadcast whose receivers are asked for an ack: each receiver needs its own
@@ -194,6 +198,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Carries an operation to the other nodes' sockets (the caller applies it
     /// to its own).
     fn remote(&self, namespace: &str, target: Target, op: RemoteOp);
+    /// Lets groups of namespaces share their broadcast channels (`groups`
+    /// names a namespace's group, or `None`; it must always name the same
+    /// group for a namespace): a broadcast to several namespaces of a group
+    /// then travels once. Called once, before any socket connects.
+    fn group_channels(&self, groups: ChannelGroups);
     /// Hands this node's messages of `topic` to `handler` (one per topic).
     fn on_topic(&self, topic: &'static str, handler: Arc<dyn MessageHandler>);
     /// Sends a message of `topic` to a node (this one included: then it is

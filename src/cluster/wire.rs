@@ -78,10 +78,11 @@ pub enum Message {
     /// rooms gets it once.
     Broadcast {
         origin: String,
-        namespace: String,
+        /// Each namespace with its frames (several for namespaces that share
+        /// their channels).
+        targets: Vec<(String, Vec<WireFrame>)>,
         rooms: Vec<String>,
         except: Vec<String>,
-        frames: Vec<WireFrame>,
     },
     /// A broadcast whose receivers answer; answers go to `origin`'s node channel.
     AckBroadcast {
@@ -126,7 +127,7 @@ pub enum Message {
 /// The format of [`Message`], the first byte of every encoded message. A node
 /// counts and drops a message of another format (a rolling upgrade runs old and
 /// new builds side by side) instead of misreading it.
-pub const FORMAT: u8 = 1;
+pub const FORMAT: u8 = 2;
 
 /// Why a message could not be read.
 #[derive(Debug, Error)]
@@ -164,17 +165,19 @@ mod tests {
     fn messages_round_trip() {
         let message = Message::Broadcast {
             origin: "a".into(),
-            namespace: "/".into(),
+            targets: vec![(
+                "/".into(),
+                vec![
+                    WireFrame::from(&Frame::Text(Bytes::from_static(b"42[\"x\"]"))),
+                    WireFrame::from(&Frame::Binary(Bytes::from_static(&[0, 159, 255]))),
+                ],
+            )],
             rooms: vec!["r".into()],
             except: vec![],
-            frames: vec![
-                WireFrame::from(&Frame::Text(Bytes::from_static(b"42[\"x\"]"))),
-                WireFrame::from(&Frame::Binary(Bytes::from_static(&[0, 159, 255]))),
-            ],
         };
         assert_eq!(Message::decode(&message.encode()).unwrap(), message);
         assert!(matches!(
-            Message::decode(b"\x01\xc1garbage"),
+            Message::decode(&[FORMAT, 0xc1, b'x']),
             Err(WireError::Malformed(_))
         ));
         assert!(matches!(Message::decode(b""), Err(WireError::Empty)));

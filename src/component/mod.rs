@@ -197,13 +197,17 @@ impl Emitter {
 
     /// An event to every member of a room of a namespace, on every node. For a
     /// component channel, members who connected through another name of the same
-    /// version (`/chat/1/main`, `/chat/1.0/main`) get it too.
+    /// version (`/chat/1/main`, `/chat/1.0/main`) get it too, and it travels
+    /// between nodes once for all those names.
     pub fn to_room(&self, namespace: &str, room: &str, event: &str, args: Vec<Value>) {
-        let payload = Payload::new(args);
-        for alias in self.catalog.aliases(namespace) {
-            self.io
-                .broadcast_to(&alias, &[room.to_string()], &[], event, payload.clone());
-        }
+        let aliases = self.catalog.aliases(namespace);
+        self.io.broadcast_to_group(
+            &aliases,
+            &[room.to_string()],
+            &[],
+            event,
+            Payload::new(args),
+        );
     }
 
     /// An event to every socket of a namespace, on every node.

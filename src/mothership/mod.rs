@@ -72,6 +72,14 @@ impl Mothership {
         let router = Arc::new(Router::new(io.clone(), catalog.clone(), settings, hosted));
         io.cluster()
             .on_topic(TOPIC, Arc::new(Receiver(router.clone())));
+        // Every name of a component channel, whatever its version, shares the
+        // channels of `{id}/{channel}`: a room broadcast to the names of one
+        // version travels once.
+        io.cluster().group_channels(Arc::new(|namespace: &str| {
+            ChannelName::parse(namespace)
+                .filter(|name| name.id != "core")
+                .map(|name| format!("{}/{}", name.id, name.channel))
+        }));
         io.namespace("/core", core::CoreChannel(router.clone()));
         io.namespace("/core/logging", LoggingChannel(router.clone()));
         io.dynamic_namespace(

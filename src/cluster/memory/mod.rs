@@ -25,8 +25,8 @@ use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
 
 use super::{
-    AckBroadcast, BroadcastMessage, Broker, ClusterError, ListStore, LocalNode, Membership,
-    MessageHandler, RemoteOp, ServiceRegistry, Services, SessionStore, SocketRecord,
+    AckBroadcast, BroadcastMessage, Broker, ChannelGroups, ClusterError, ListStore, LocalNode,
+    Membership, MessageHandler, RemoteOp, ServiceRegistry, Services, SessionStore, SocketRecord,
     SocketRegistry, Target,
 };
 use crate::config::Settings;
@@ -156,12 +156,9 @@ impl Membership for MemoryCluster {
 impl Broker for MemoryCluster {
     fn publish_broadcast(&self, message: BroadcastMessage) {
         for node in self.hub.others(&self.node_id) {
-            node.deliver(
-                &message.namespace,
-                &message.rooms,
-                &message.except,
-                &message.frames,
-            );
+            for (namespace, frames) in &message.targets {
+                node.deliver(namespace, &message.rooms, &message.except, frames);
+            }
         }
     }
 
@@ -199,6 +196,10 @@ impl Broker for MemoryCluster {
             node.apply(namespace, &target, &op);
         }
     }
+
+    // Nodes in one process are reached directly, without channels: there is
+    // nothing to share.
+    fn group_channels(&self, _groups: ChannelGroups) {}
 
     fn on_topic(&self, topic: &'static str, handler: Arc<dyn MessageHandler>) {
         self.endpoint.topics.write().insert(topic, handler);

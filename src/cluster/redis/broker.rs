@@ -17,7 +17,9 @@ use super::RedisCluster;
 use super::acks;
 use crate::cluster::keys::Keys;
 use crate::cluster::wire::{Message, WireFrame};
-use crate::cluster::{AckBroadcast, BroadcastMessage, Broker, MessageHandler, RemoteOp, Target};
+use crate::cluster::{
+    AckBroadcast, BroadcastMessage, Broker, ChannelGroups, MessageHandler, RemoteOp, Target,
+};
 use crate::protocol::engineio::Frame;
 use crate::protocol::payload::Payload;
 
@@ -54,13 +56,23 @@ pub(super) fn broadcast_channels(
 impl Broker for RedisCluster {
     fn publish_broadcast(&self, message: BroadcastMessage) {
         let node = &self.node;
-        let frames: Vec<WireFrame> = message.frames.iter().map(WireFrame::from).collect();
-        for (channel, rooms, except) in broadcast_channels(
-            &node.keys,
-            &message.namespace,
-            &message.rooms,
-            &message.except,
-        ) {
+        // Every target shares the first one's channels (one group).
+        let Some((namespace, _)) = message.targets.first() else {
+            return;
+        };
+        let targets: Vec<(String, Vec<WireFrame>)> = message
+            .targets
+            .iter()
+            .map(|(namespace, frames)| {
+                (
+                    namespace.clone(),
+                    frames.iter().map(WireFrame::from).collect(),
+                )
+            })
+            .collect();
+        for (channel, rooms, except) in
+            broadcast_channels(&node.keys, namespace, &message.rooms, &message.except)
+        {
             let kind = if rooms.is_empty() {
                 "namespace"
             } else {
@@ -68,10 +80,9 @@ impl Broker for RedisCluster {
             };
             let wire = Message::Broadcast {
                 origin: node.id.clone(),
-                namespace: message.namespace.clone(),
+                targets: targets.clone(),
                 rooms,
                 except,
-                frames: frames.clone(),
             };
             node.writer.publish(channel, &wire, kind);
         }
@@ -103,6 +114,10 @@ impl Broker for RedisCluster {
                 node.writer.publish(channel, &wire, "room");
             }
         }
+    }
+
+    fn group_channels(&self, groups: ChannelGroups) {
+        self.node.keys.group_channels(groups);
     }
 
     fn on_topic(&self, topic: &'static str, handler: Arc<dyn MessageHandler>) {

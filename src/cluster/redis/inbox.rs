@@ -33,17 +33,18 @@ pub(super) fn receive(node: &Arc<RedisNode>, channel: &str, payload: &[u8]) {
     match message {
         Message::Broadcast {
             origin,
-            namespace,
+            targets,
             rooms,
             except,
-            frames,
         } => {
             if origin == node.id {
                 return;
             }
-            let frames = into_frames(frames);
-            let delivered = local.deliver(&namespace, &rooms, &except, &frames);
-            metrics::counter!("rain_cluster_delivered_total").increment(delivered as u64);
+            for (namespace, frames) in targets {
+                let frames = into_frames(frames);
+                let delivered = local.deliver(&namespace, &rooms, &except, &frames);
+                metrics::counter!("rain_cluster_delivered_total").increment(delivered as u64);
+            }
         }
         Message::AckBroadcast {
             origin,
