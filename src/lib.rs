@@ -7,27 +7,29 @@
 //! the component. The crate is both the `rain-node` binary and a library for
 //! embedding a node with your own components or namespace handlers.
 //!
-//! The map, from the wire up:
+//! The map, in layers from the wire up. A module imports only from its own
+//! layer and the ones above it in this table (`tests/layers.rs` fails on an
+//! upward `use`):
 //!
-//! | module | owns |
-//! | --- | --- |
-//! | [`config`] | settings: defaults < `rain.toml` < environment < flags; validation |
-//! | [`protocol`] | pure Engine.IO v4 / Socket.IO v5 codecs (no I/O; fuzzed) |
-//! | [`session`] | one Engine.IO session: bounded outbound queue, upgrade state, close |
-//! | [`engine`] | the Engine.IO server: session table, handshake, packet rules |
-//! | [`transport`] | HTTP entry, long-polling and websocket transports, heartbeats |
-//! | [`client`] | one Socket.IO connection: packet dispatch, binary reassembly, limits |
-//! | [`io`] | the Socket.IO server: namespace registry (fixed and dynamic) |
-//! | [`namespace`] | a namespace's handler trait, local sockets and room index |
-//! | [`socket`] | a socket: emit, acks both ways, rooms, disconnect |
-//! | [`app_session`] | a client's session data, shared by every node (sliding TTL) |
-//! | [`broadcast`] | audiences (rooms, except) and encode-once broadcasts |
-//! | [`component`] | components: descriptors, versions, the `Component` trait, HTTP backends, demos |
-//! | [`mothership`] | component channels, routing to hosts (round-robin), `/core`, logging |
-//! | [`cluster`] | the cluster trait; embedded and Redis backends; wire format; key and channel names |
-//! | [`api`] | the HTTP API for backends: `POST /api/emit` |
-//! | [`metrics`] | the Prometheus recorder and `/metrics` text |
-//! | [`server`] | binding, routes (`/socket.io/`, `/healthz`, `/readyz`, `/metrics`), CORS, shutdown |
+//! | layer | module | owns |
+//! | --- | --- | --- |
+//! | wire | [`protocol`] | pure Engine.IO v4 / Socket.IO v5 codecs, event arguments and the one event/ack encoder (no I/O; fuzzed) |
+//! | settings | [`config`] | settings: defaults < `rain.toml` < environment < flags; validation |
+//! | | [`metrics`] | the Prometheus recorder and `/metrics` text |
+//! | cluster | [`cluster`] | one trait per responsibility (membership, broker, socket registry, sessions, services, lists); the embedded hub and the Redis backend (`cluster/redis/`, one file per task); wire format; key and channel names; upper layers' messages are opaque bytes here |
+//! | engine | [`session`] | one Engine.IO session: bounded outbound queue, upgrade state, close |
+//! | | [`engine`] | the Engine.IO server: session table, handshake, packet rules |
+//! | | [`transport`] | HTTP entry, long-polling and websocket transports, heartbeats |
+//! | Socket.IO | [`client`] | one Socket.IO connection: packet dispatch, binary reassembly, limits |
+//! | | [`io`] | the Socket.IO server: namespace registry (fixed and dynamic), the one emit-to-socket and broadcast entry points |
+//! | | [`namespace`] | a namespace's handler trait, local sockets and room index |
+//! | | [`socket`] | a socket: emit, acks both ways, rooms, disconnect |
+//! | | [`app_session`] | a client's session data, shared by every node (sliding TTL) |
+//! | | [`broadcast`] | audiences (rooms, except) and encode-once broadcasts |
+//! | components | [`component`] | the `Component` trait and its `Context`, descriptors and versions, the catalog (the one version resolver), HTTP backends, demos |
+//! | Mothership | [`mothership`] | its messages, the router (call, serve, reply; bounded in flight), component channels, `/core` commands one file each, logging |
+//! | edge | [`api`] | the HTTP API for backends: `POST /api/emit` |
+//! | | [`server`] | binding, routes (`/socket.io/`, `/healthz`, `/readyz`, `/metrics`), CORS, shutdown |
 //!
 //! A minimal embedding:
 //!
