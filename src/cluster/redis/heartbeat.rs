@@ -20,34 +20,29 @@
 //!   still dead with the same epoch), and announces each on `control`;
 //! - reads the service registry again and keeps its rendered instances alive.
 //!
-//! Also owns [`deregister`] (clean shutdown). Does not own what the local state
+//! Does not own how a reconcile or a purge is done (see `super::reconcile`,
+//! `super::reaper`, which also deregisters on shutdown), what the local state
 //! is (the [`LocalNode`](crate::cluster::LocalNode) says) nor the commands that
 //! record sockets and services as they change (see `super::sockets`,
 //! `super::services`).
 
-use std::collections::{HashMap, HashSet};
+use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::AsyncCommands;
-use serde_json::json;
 use tokio::sync::{Notify, watch};
 
-use super::{OP_TIMEOUT, RedisNode, services};
+use super::reaper::{purge, reap};
+use super::reconcile::reconcile;
+use super::{RedisNode, services};
 use crate::cluster::keys::SCHEMA;
-use crate::cluster::wire::Message;
-use crate::cluster::{ClusterError, SocketRecord, now_millis};
+use crate::cluster::{ClusterError, now_millis};
 use crate::config::Settings;
 
 const BEAT: &str = include_str!("../../../redis/beat.lua");
 const PURGE_NODE: &str = include_str!("../../../redis/purge_node.lua");
-const RECONCILE_SOCKETS: &str = include_str!("../../../redis/reconcile_sockets.lua");
 const REFRESH_INSTANCES: &str = include_str!("../../../redis/refresh_instances.lua");
-
-/// Sockets written by one reconcile script call.
-const RECONCILE_BATCH: usize = 200;
 /// Reconcile passes owed after a lost write: the second catches a write that
 /// timed out here but that Redis executed after the first.
 const REPAIR_PASSES: u32 = 2;
@@ -58,13 +53,13 @@ pub(super) struct Heartbeat {
     /// How long a node's registration lives without a beat.
     ttl: Duration,
     /// Sockets of a dead node purged per script call.
-    purge_batch: usize,
+    pub(super) purge_batch: usize,
     /// How long a rendered instance lives once its socket left.
     instance_ttl: Duration,
     /// Milliseconds since the Unix epoch.
     started_at: u64,
     /// This incarnation of the node id: a restart is a new epoch.
-    epoch: String,
+    pub(super) epoch: String,
     /// The address this node serves on.
     address: Mutex<String>,
     /// Whether the last beat succeeded (and no write failed since).
@@ -75,11 +70,11 @@ pub(super) struct Heartbeat {
     /// nothing before, so no write lands among an earlier incarnation's state.
     registered: watch::Sender<bool>,
     /// Deregistered: beat no more.
-    leaving: AtomicBool,
+    pub(super) leaving: AtomicBool,
     /// Wakes the task early.
     wake: Notify,
     beat: redis::Script,
-    purge: redis::Script,
+    pub(super) purge: redis::Script,
     refresh_instances: redis::Script,
 }
 
@@ -282,145 +277,6 @@ async fn beat(node: &RedisNode) -> Result<Beat, ClusterError> {
     })
 }
 
-/// Queues what makes Redis hold exactly this node's sockets, rooms and
-/// services; true when it was queued whole and no local change raced with it.
-async fn reconcile(node: &RedisNode) -> Result<bool, ClusterError> {
-    let Some(local) = node.local() else {
-        return Ok(true);
-    };
-    let listed: Vec<String> = node
-        .beat_commands
-        .run(async |connection| connection.smembers(node.keys.node_sockets(&node.id)).await)
-        .await?;
-    // From the snapshot to the last queued command nothing awaits, so only a
-    // change on another thread can slip in between: then the counter moved.
-    let changes = node.local_changes.load(Ordering::SeqCst);
-    let records = local.snapshot();
-    let held: HashSet<&str> = records.iter().map(|r| r.sid.as_str()).collect();
-    let gone: Vec<&String> = listed
-        .iter()
-        .filter(|sid| !held.contains(sid.as_str()))
-        .collect();
-    let mut commands = services::service_commands(&node.keys, &node.id, &node.services.hosted());
-    for batch in records.chunks(RECONCILE_BATCH) {
-        commands.push(reconcile_command(node, batch, &[]));
-    }
-    for batch in gone.chunks(RECONCILE_BATCH) {
-        commands.push(reconcile_command(node, &[], batch));
-    }
-    let queued = node.writer.commands_now(commands);
-    let quiet = node.local_changes.load(Ordering::SeqCst) == changes;
-    tracing::info!(
-        sockets = records.len(),
-        removed = gone.len(),
-        "reconciled this node's state in Redis"
-    );
-    Ok(queued && quiet)
-}
-
-/// One `redis/reconcile_sockets.lua` call: sockets to write whole, and socket
-/// ids to remove.
-fn reconcile_command(node: &RedisNode, held: &[SocketRecord], gone: &[&String]) -> redis::Cmd {
-    let held: Vec<serde_json::Value> = held
-        .iter()
-        .map(|record| {
-            json!({
-                "sid": record.sid,
-                "namespace": record.namespace,
-                "session": record.session_id,
-                "rooms": record.rooms,
-                "connected_at": record.connected_at,
-            })
-        })
-        .collect();
-    redis::cmd("EVAL")
-        .arg(RECONCILE_SOCKETS)
-        .arg(0)
-        .arg(node.keys.prefix())
-        .arg(&node.id)
-        .arg(serde_json::Value::Array(held).to_string())
-        .arg(json!(gone).to_string())
-        .to_owned()
-}
-
-/// Purges every other node whose record expired, and announces each.
-async fn reap(node: &RedisNode) -> Result<(), ClusterError> {
-    let epochs: HashMap<String, String> = node
-        .beat_commands
-        .run(async |connection| connection.hgetall(node.keys.node_epochs()).await)
-        .await?;
-    let others: Vec<(String, String)> = epochs
-        .into_iter()
-        .filter(|(id, _)| *id != node.id)
-        .collect();
-    if others.is_empty() {
-        return Ok(());
-    }
-    let alive: Vec<bool> = node
-        .beat_commands
-        .run(async |connection| {
-            let mut pipe = redis::pipe();
-            for (id, _) in &others {
-                pipe.exists(node.keys.node(id));
-            }
-            pipe.query_async(connection).await
-        })
-        .await?;
-    for ((dead, epoch), alive) in others.into_iter().zip(alive) {
-        if alive {
-            continue;
-        }
-        let Some(steps) = purge(node, &dead, &epoch, "dead").await? else {
-            continue;
-        };
-        tracing::info!(node = dead, steps, "purged a node whose heartbeat lapsed");
-        let down = Message::NodeDown { node: dead };
-        node.beat_commands
-            .run(async |connection| {
-                connection
-                    .publish::<_, _, ()>(node.keys.control_channel(), down.encode())
-                    .await
-            })
-            .await?;
-    }
-    Ok(())
-}
-
-/// Purges one incarnation (`redis/purge_node.lua`), a batch per call, until
-/// it is gone; the number of calls, or `None` when a call found the node alive
-/// again (or another node finished first).
-async fn purge(
-    node: &RedisNode,
-    id: &str,
-    epoch: &str,
-    mode: &str,
-) -> Result<Option<usize>, ClusterError> {
-    let mut steps = 0;
-    loop {
-        let left: i64 = node
-            .beat_commands
-            .run(async |connection| {
-                node.heartbeat
-                    .purge
-                    .arg(node.keys.prefix())
-                    .arg(id)
-                    .arg(epoch)
-                    .arg(node.heartbeat.purge_batch)
-                    .arg(mode)
-                    .invoke_async(connection)
-                    .await
-            })
-            .await?;
-        steps += 1;
-        metrics::counter!("rain_cluster_purge_steps_total").increment(1);
-        match left {
-            0 => return Ok(Some(steps)),
-            left if left < 0 => return Ok(None),
-            _ => {}
-        }
-    }
-}
-
 /// Keeps the instances this node rendered alive while their sockets are
 /// connected (`redis/refresh_instances.lua`).
 async fn refresh_instances(node: &RedisNode) -> Result<(), ClusterError> {
@@ -436,33 +292,4 @@ async fn refresh_instances(node: &RedisNode) -> Result<(), ClusterError> {
         })
         .await
         .map(drop)
-}
-
-/// Purges this node from Redis and tells the others it is gone; it beats no
-/// more.
-pub(super) async fn deregister(node: Arc<RedisNode>) {
-    node.heartbeat.leaving.store(true, Ordering::Release);
-    let epoch = node.heartbeat.epoch.clone();
-    let purged = async {
-        purge(&node, &node.id, &epoch, "known").await?;
-        let down = Message::NodeDown {
-            node: node.id.clone(),
-        };
-        node.beat_commands
-            .run(async |connection| {
-                connection
-                    .publish::<_, _, ()>(node.keys.control_channel(), down.encode())
-                    .await
-            })
-            .await
-    };
-    if let Err(error) = tokio::time::timeout(OP_TIMEOUT, purged)
-        .await
-        .unwrap_or(Err(ClusterError::Timeout))
-    {
-        tracing::warn!(
-            error = &error as &dyn std::error::Error,
-            "could not deregister from Redis; the others will purge this node after its TTL"
-        );
-    }
 }

@@ -35,6 +35,8 @@ mod commands;
 mod director;
 mod heartbeat;
 mod inbox;
+mod reaper;
+mod reconcile;
 mod services;
 mod sockets;
 mod store;
@@ -177,7 +179,7 @@ impl Membership for RedisCluster {
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {
-        heartbeat::deregister(self.node.clone()).boxed()
+        reaper::deregister(self.node.clone()).boxed()
     }
 }
 
