@@ -171,7 +171,7 @@ pub trait Membership: Send + Sync + 'static {
     /// Gives the backend the node it delivers to; called once, at start.
     fn attach(&self, local: Weak<dyn LocalNode>);
     /// The address this node serves on, for the node registry.
-    fn set_address(&self, _address: String) {}
+    fn set_address(&self, address: String);
     /// Resolves once everything asked of the cluster so far has taken effect
     /// (subscriptions made, state written); an error when some of it did not
     /// (the node then repairs its state, but the caller must not say it is

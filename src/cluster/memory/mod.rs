@@ -141,6 +141,9 @@ impl Membership for MemoryCluster {
         let _ = self.endpoint.local.set(local);
     }
 
+    // One process keeps no node registry: nobody would read the address.
+    fn set_address(&self, _address: String) {}
+
     // Every call takes effect before it returns: there is nothing to wait for.
     fn flush(&self) -> BoxFuture<'static, Result<(), ClusterError>> {
         async { Ok(()) }.boxed()
@@ -216,7 +219,8 @@ impl Broker for MemoryCluster {
 }
 
 impl SocketRegistry for MemoryCluster {
-    // Nodes' own namespaces are the only record there is: fetches read them.
+    // These four keep nothing: the nodes' own namespaces are the only record
+    // there is, and fetches read them.
     fn socket_connected(&self, _record: SocketRecord) {}
 
     fn socket_disconnected(&self, _namespace: &str, _sid: &str) {}
