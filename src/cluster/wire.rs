@@ -5,6 +5,7 @@
 //! (its inbox).
 
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -132,28 +133,44 @@ pub const FORMAT: u8 = 2;
 /// Why a message could not be read.
 #[derive(Debug, Error)]
 pub enum WireError {
-    #[error("cluster message of format {0}, this node reads format {FORMAT}")]
-    Format(u8),
-    #[error("empty cluster message")]
+    #[error("message of format {found}, this node reads format {reads}")]
+    Format { found: u8, reads: u8 },
+    #[error("empty message")]
     Empty,
-    #[error("malformed cluster message")]
+    #[error("malformed message")]
     Malformed(#[source] rmp_serde::decode::Error),
+}
+
+/// MessagePack of `value` after the `format` byte: how every node-to-node
+/// message is written, this layer's and the upper layers' alike.
+pub fn encode_versioned<T: Serialize>(format: u8, value: &T) -> Vec<u8> {
+    let mut bytes = vec![format];
+    // Every message is plainly serialisable; encoding into a Vec cannot fail.
+    let _ = rmp_serde::encode::write(&mut bytes, value);
+    bytes
+}
+
+/// Reads what [`encode_versioned`] wrote, refusing another format.
+pub fn decode_versioned<T: DeserializeOwned>(format: u8, bytes: &[u8]) -> Result<T, WireError> {
+    match bytes.split_first() {
+        None => Err(WireError::Empty),
+        Some((&found, body)) if found == format => {
+            rmp_serde::from_slice(body).map_err(WireError::Malformed)
+        }
+        Some((&found, _)) => Err(WireError::Format {
+            found,
+            reads: format,
+        }),
+    }
 }
 
 impl Message {
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = vec![FORMAT];
-        // Every field is plainly serialisable; encoding into a Vec cannot fail.
-        let _ = rmp_serde::encode::write(&mut bytes, self);
-        bytes
+        encode_versioned(FORMAT, self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
-        match bytes.split_first() {
-            None => Err(WireError::Empty),
-            Some((&FORMAT, body)) => rmp_serde::from_slice(body).map_err(WireError::Malformed),
-            Some((&other, _)) => Err(WireError::Format(other)),
-        }
+        decode_versioned(FORMAT, bytes)
     }
 }
 
@@ -187,7 +204,10 @@ mod tests {
     fn a_message_of_another_format_is_refused() {
         let mut bytes = Message::NodeDown { node: "a".into() }.encode();
         bytes[0] = FORMAT + 1;
-        assert!(matches!(Message::decode(&bytes), Err(WireError::Format(f)) if f == FORMAT + 1));
+        assert!(matches!(
+            Message::decode(&bytes),
+            Err(WireError::Format { found, reads: FORMAT }) if found == FORMAT + 1
+        ));
     }
 
     #[test]

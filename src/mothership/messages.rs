@@ -1,15 +1,16 @@
 //! The Mothership's messages between the node holding a client's socket and the
 //! node running a component's handler, and their encoding.
 //!
-//! Owns the format: MessagePack (`rmp-serde`) after a format byte, so a node of
-//! another build counts and drops what it cannot read. The cluster carries these
+//! Owns the format: MessagePack after a format byte of its own (written as the
+//! cluster writes its messages), so a node of another build counts and drops
+//! what it cannot read. The cluster carries these
 //! as opaque bodies of the [`TOPIC`] topic. Does not own what a node does with
 //! them (see `super::router`).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
+use crate::cluster::wire::{WireError, decode_versioned, encode_versioned};
 use crate::component::Effects;
 
 /// The cluster topic the Mothership's messages travel under.
@@ -65,31 +66,13 @@ pub enum Routed {
     },
 }
 
-/// Why a Mothership message could not be read.
-#[derive(Debug, Error)]
-pub enum DecodeError {
-    #[error("Mothership message of format {0}, this node reads format {FORMAT}")]
-    Format(u8),
-    #[error("empty Mothership message")]
-    Empty,
-    #[error("malformed Mothership message")]
-    Malformed(#[source] rmp_serde::decode::Error),
-}
-
 impl Routed {
     pub fn encode(&self) -> Bytes {
-        let mut bytes = vec![FORMAT];
-        // Every field is plainly serialisable; encoding into a Vec cannot fail.
-        let _ = rmp_serde::encode::write(&mut bytes, self);
-        bytes.into()
+        encode_versioned(FORMAT, self).into()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Routed, DecodeError> {
-        match bytes.split_first() {
-            None => Err(DecodeError::Empty),
-            Some((&FORMAT, body)) => rmp_serde::from_slice(body).map_err(DecodeError::Malformed),
-            Some((&other, _)) => Err(DecodeError::Format(other)),
-        }
+    pub fn decode(bytes: &[u8]) -> Result<Routed, WireError> {
+        decode_versioned(FORMAT, bytes)
     }
 }
 
@@ -114,11 +97,11 @@ mod tests {
         other[0] = FORMAT + 1;
         assert!(matches!(
             Routed::decode(&other),
-            Err(DecodeError::Format(_))
+            Err(WireError::Format { .. })
         ));
         assert!(matches!(
             Routed::decode(&[FORMAT, 0xc1]),
-            Err(DecodeError::Malformed(_))
+            Err(WireError::Malformed(_))
         ));
     }
 }
