@@ -171,7 +171,8 @@ impl SocketRegistry for RedisCluster {
             Ok(sids
                 .into_iter()
                 .zip(hashes)
-                .filter(|(_, hash)| !hash.is_empty())
+                // A record without its node is a leftover, not a socket.
+                .filter(|(_, hash)| hash.contains_key("node"))
                 .map(|(sid, hash)| record(&namespace, sid, &hash))
                 .collect())
         }
