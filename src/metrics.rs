@@ -30,6 +30,7 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             metrics::counter!("rain_cluster_undecodable_total").increment(0);
             metrics::counter!("rain_routed_undecodable_total").increment(0);
             metrics::counter!("rain_routed_refused_total", "reason" => "overloaded").increment(0);
+            metrics::counter!("rain_routed_refused_total", "reason" => "cluster").increment(0);
             metrics::gauge!("rain_cluster_subscriptions").set(0.0);
             Some(handle)
         })

@@ -255,13 +255,14 @@ pub trait ServiceRegistry: Send + Sync + 'static {
     fn services(&self) -> Services;
     /// Sends a message of `topic` to a live host of `service`, round-robin
     /// cluster-wide, skipping hosts that no longer listen; resolves to the
-    /// host, or `None` when no host is live.
+    /// host, `None` when no host is live, or an error when the message could
+    /// not be handed over (Redis away or far behind).
     fn dispatch(
         &self,
         service: &str,
         topic: &'static str,
         body: Bytes,
-    ) -> BoxFuture<'static, Option<String>>;
+    ) -> BoxFuture<'static, Result<Option<String>, ClusterError>>;
     /// Records an instance of a service (`instance:{id}`) that this node
     /// rendered for `socket`: it belongs to this node (gone with it) and
     /// expires `INSTANCE_TTL_MS` after the socket left.

@@ -26,7 +26,7 @@ use super::core::render;
 use super::logging;
 use super::messages::{Routed, TOPIC};
 use crate::app_session::AppSession;
-use crate::cluster::MessageHandler;
+use crate::cluster::{ClusterError, MessageHandler};
 use crate::component::{Catalog, Component, Context, ContextParts, Effects, Emitter};
 use crate::config::{Routing, Settings};
 use crate::io::SocketIo;
@@ -126,17 +126,17 @@ impl Router {
     }
 
     /// Hands a message to this node or, round-robin, to a live host; `None`
-    /// when no host is live.
+    /// when no host is live, an error when the cluster could not take it.
     pub(super) async fn send(
         &self,
         component: &str,
         render: bool,
         message: Routed,
-    ) -> Option<String> {
+    ) -> Result<Option<String>, ClusterError> {
         let body = message.encode();
         if self.runs_here(component, render) {
             self.io.cluster().send(&self.node_id, TOPIC, body);
-            return Some(self.node_id.clone());
+            return Ok(Some(self.node_id.clone()));
         }
         self.io.cluster().dispatch(component, TOPIC, body).await
     }
@@ -172,11 +172,27 @@ impl Router {
             instance: None,
             create_instance: render,
         };
-        let Some(node) = self.send(component, render, message).await else {
-            self.pending.lock().remove(&id);
-            return Answer::plain(Err(
-                json!({ "error": "component unavailable", "component": component }),
-            ));
+        let node = match self.send(component, render, message).await {
+            Ok(Some(node)) => node,
+            Ok(None) => {
+                self.pending.lock().remove(&id);
+                return Answer::plain(Err(
+                    json!({ "error": "component unavailable", "component": component }),
+                ));
+            }
+            Err(error) => {
+                // Redis away or far behind: say so, not that the component is
+                // gone (its hosts may well be up).
+                self.pending.lock().remove(&id);
+                metrics::counter!("rain_routed_refused_total", "reason" => "cluster").increment(1);
+                tracing::debug!(
+                    error = &error as &dyn std::error::Error,
+                    "a routed event could not be sent"
+                );
+                return Answer::plain(Err(
+                    json!({ "error": "cluster unavailable", "component": component }),
+                ));
+            }
         };
         let answer = tokio::time::timeout(self.timeout, receiver).await;
         self.pending.lock().remove(&id);

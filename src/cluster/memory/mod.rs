@@ -290,7 +290,7 @@ impl ServiceRegistry for MemoryCluster {
         service: &str,
         topic: &'static str,
         body: Bytes,
-    ) -> BoxFuture<'static, Option<String>> {
+    ) -> BoxFuture<'static, Result<Option<String>, ClusterError>> {
         // Round-robin over the hosts that listen on the topic, as the Redis
         // backend skips hosts that no longer listen.
         let hub = self.hub.clone();
@@ -301,7 +301,7 @@ impl ServiceRegistry for MemoryCluster {
         if let Some(endpoint) = host.as_deref().and_then(|host| hub.endpoint(host)) {
             endpoint.deliver(topic, body);
         }
-        async move { host }.boxed()
+        async move { Ok(host) }.boxed()
     }
 
     // An instance here expires INSTANCE_TTL_MS after it was rendered, without

@@ -160,7 +160,7 @@ impl ServiceRegistry for RedisCluster {
         service: &str,
         topic: &'static str,
         body: Bytes,
-    ) -> BoxFuture<'static, Option<String>> {
+    ) -> BoxFuture<'static, Result<Option<String>, ClusterError>> {
         let node = &self.node;
         let payload = Message::Topic {
             topic: topic.to_string(),
@@ -177,7 +177,13 @@ impl ServiceRegistry for RedisCluster {
             .arg(node.keys.node_channel(""))
             .arg(payload);
         let host = node.writer.dispatch(pick, DISPATCH);
-        async move { host?.await.ok().flatten() }.boxed()
+        async move {
+            match host {
+                Some(picked) => picked.await.unwrap_or(Err(ClusterError::Lost)),
+                None => Err(ClusterError::Lost),
+            }
+        }
+        .boxed()
     }
 
     fn record_instance(&self, instance_id: &str, socket: &str, fields: Vec<(String, String)>) {

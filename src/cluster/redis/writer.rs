@@ -18,6 +18,7 @@ use redis::Cmd;
 use tokio::sync::{mpsc, oneshot};
 
 use super::RedisNode;
+use crate::cluster::ClusterError;
 use crate::cluster::wire::Message;
 
 /// Queued writes before new ones are dropped (and counted) rather than held.
@@ -42,7 +43,7 @@ pub(super) enum Write {
     Dispatch {
         pick: Cmd,
         script: &'static str,
-        host: oneshot::Sender<Option<String>>,
+        host: oneshot::Sender<Result<Option<String>, ClusterError>>,
     },
 }
 
@@ -117,7 +118,7 @@ impl Writer {
         &self,
         pick: Cmd,
         script: &'static str,
-    ) -> Option<oneshot::Receiver<Option<String>>> {
+    ) -> Option<oneshot::Receiver<Result<Option<String>, ClusterError>>> {
         let (host, picked) = oneshot::channel();
         let queued = self.queue.try_send(Write::Dispatch { pick, script, host });
         if queued.is_err() {
@@ -148,7 +149,7 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
         let mut barriers = Vec::new();
         let mut published: Vec<&'static str> = Vec::new();
         // The dispatches' answers are the pipeline's only results, in order.
-        let mut picks: Vec<oneshot::Sender<Option<String>>> = Vec::new();
+        let mut picks: Vec<oneshot::Sender<Result<Option<String>, ClusterError>>> = Vec::new();
         let mut scripts: Vec<&'static str> = Vec::new();
         for write in batch.drain(..) {
             match write {
@@ -177,7 +178,8 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
                 }
             }
         }
-        let mut hosts: Vec<Option<String>> = Vec::new();
+        // The dispatches' answers; none when the pipeline was not written.
+        let mut hosts: Option<Vec<Option<String>>> = None;
         if failing && !node.heartbeat.is_ok() && pipe.cmd_iter().next().is_some() {
             // Redis is known to be away: drop at once rather than wait for
             // each batch to time out while the queue (and memory) fills; the
@@ -191,10 +193,12 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
                 .await;
             match sent {
                 Ok(answers) => {
-                    hosts = answers
-                        .iter()
-                        .map(|answer| redis::from_redis_value(answer).ok().flatten())
-                        .collect();
+                    hosts = Some(
+                        answers
+                            .iter()
+                            .map(|answer| redis::from_redis_value(answer).ok().flatten())
+                            .collect(),
+                    );
                     failing = false;
                     for kind in published {
                         metrics::counter!("rain_cluster_published_total", "kind" => kind)
@@ -216,7 +220,11 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
             }
         }
         for (at, pick) in picks.into_iter().enumerate() {
-            let _ = pick.send(hosts.get(at).cloned().flatten());
+            let host = match &hosts {
+                Some(hosts) => Ok(hosts.get(at).cloned().flatten()),
+                None => Err(ClusterError::Lost),
+            };
+            let _ = pick.send(host);
         }
         for done in barriers {
             let _ = done.send(intact);
