@@ -1531,3 +1531,46 @@ async fn instances_and_histories_expire_and_belong_to_their_node() {
         .unwrap();
     assert!(intents.is_empty(), "{intents:?}");
 }
+
+/// After Redis restarts empty (its scripts forgotten, its registry gone), a
+/// routed event reaches the host again by itself within seconds: the nodes
+/// register their components again and the routing script is loaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_comes_back_after_redis_restarts() {
+    let (mut redis, nodes) = start(&[
+        ("A", vec![("COMPONENTS", "")]),
+        ("B", vec![("COMPONENTS", "echo@1.0")]),
+    ]);
+    wait_hosts(&redis, "echo", "1.0", &["B"]).await;
+    let mut js = Clients::start().await;
+    let ns = "/echo/1.0/main";
+    js.connect("a", nodes[0].url(), ns, json!({})).await;
+    assert_eq!(js.ok("a", "echo", json!(1)).await["node"], "B");
+
+    tokio::task::block_in_place(|| redis.restart());
+    let mut answers = Vec::new();
+    eventually(
+        Duration::from_secs(10),
+        "echo is routed to B again",
+        async || match js.try_emit("a", "echo", vec![json!(2)], 1000).await {
+            Ok((ack, _)) if ack.first() == Some(&Value::Null) => Ok(()),
+            Ok((ack, _)) => {
+                answers.push(ack.clone());
+                Err(format!("acked {ack:?}"))
+            }
+            Err(error) => Err(error),
+        },
+    )
+    .await;
+    // Meanwhile the client was told plainly what was wrong, never left waiting.
+    for ack in &answers {
+        let error = ack
+            .first()
+            .and_then(|e| e["error"].as_str())
+            .unwrap_or_default();
+        assert!(
+            ["cluster unavailable", "component unavailable"].contains(&error),
+            "{ack:?}"
+        );
+    }
+}

@@ -142,6 +142,11 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
     node.heartbeat.registered().await;
     let mut batch = Vec::with_capacity(PIPELINE);
     let mut failing = false;
+    // Scripts loaded since the last failed pipeline. A Redis restart forgets
+    // them; an EVALSHA that meets such a server fails its pipeline, which
+    // counts as lost (and is repaired) like any failure, and the next
+    // pipeline loads the script again.
+    let mut loaded: Vec<&'static str> = Vec::new();
     while queue.recv_many(&mut batch, PIPELINE).await > 0 {
         // Writes dropped before this batch make its barriers fail too.
         let mut intact = !node.writer.lost.load(Ordering::Acquire);
@@ -150,7 +155,6 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
         let mut published: Vec<&'static str> = Vec::new();
         // The dispatches' answers are the pipeline's only results, in order.
         let mut picks: Vec<oneshot::Sender<Result<Option<String>, ClusterError>>> = Vec::new();
-        let mut scripts: Vec<&'static str> = Vec::new();
         for write in batch.drain(..) {
             match write {
                 Write::Publish {
@@ -166,11 +170,9 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
                 }
                 Write::Barrier(done) => barriers.push(done),
                 Write::Dispatch { pick, script, host } => {
-                    if !scripts.contains(&script) {
-                        // Cheap, and makes EVALSHA safe after a Redis restart
-                        // (which forgets loaded scripts): once per pipeline.
+                    if !loaded.contains(&script) {
                         pipe.cmd("SCRIPT").arg("LOAD").arg(script).ignore();
-                        scripts.push(script);
+                        loaded.push(script);
                     }
                     pipe.add_command(pick);
                     picks.push(host);
@@ -185,6 +187,7 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
             // each batch to time out while the queue (and memory) fills; the
             // heartbeat repairs the state once a beat succeeds again.
             intact = false;
+            loaded.clear();
             node.writer.dropped(pipe.cmd_iter().count() as u64);
         } else if pipe.cmd_iter().next().is_some() {
             let sent = node
@@ -207,6 +210,7 @@ pub(super) async fn run(node: Arc<RedisNode>, mut queue: mpsc::Receiver<Write>) 
                 }
                 Err(error) => {
                     intact = false;
+                    loaded.clear();
                     node.writer.dropped(pipe.cmd_iter().count() as u64);
                     if !failing {
                         tracing::warn!(
