@@ -19,7 +19,7 @@ use redis::aio::MultiplexedConnection;
 use serde_json::json;
 
 use support::cluster::{NODE_TTL_MS, RedisServer, SioClient, spawn_node, spawn_nodes};
-use support::eventually;
+use support::{eventually, one_at_a_time};
 
 /// What Redis says of one socket: its node and its rooms.
 type Placement = (String, BTreeSet<String>);
@@ -123,6 +123,7 @@ fn signal(pid: u32, signal: &str) {
 /// connection made meanwhile all show in Redis exactly, within seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_lost_while_redis_connections_die_are_repaired() {
+    let _serial = one_at_a_time().await;
     let redis = RedisServer::start();
     let nodes = tokio::task::block_in_place(|| spawn_nodes(&redis.url(), &["A", "B"], &[]));
     let (a, b) = (&nodes[0], &nodes[1]);
@@ -212,6 +213,7 @@ async fn writes_lost_while_redis_connections_die_are_repaired() {
 /// longer holds comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_node_is_purged_then_comes_back_whole() {
+    let _serial = one_at_a_time().await;
     let redis = RedisServer::start();
     let nodes = tokio::task::block_in_place(|| spawn_nodes(&redis.url(), &["A", "B"], &[]));
     let (a, b) = (&nodes[0], &nodes[1]);
@@ -293,6 +295,7 @@ const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 /// sockets stay listed the whole time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_a_clock_ahead_purges_no_one() {
+    let _serial = one_at_a_time().await;
     assert!(
         std::path::Path::new(FAKETIME).exists(),
         "{FAKETIME} is missing: install Debian's faketime package (.ci/run does)"
@@ -340,6 +343,7 @@ async fn a_node_with_a_clock_ahead_purges_no_one() {
 /// inherit the sockets of the process that died.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_under_the_same_id_inherits_nothing() {
+    let _serial = one_at_a_time().await;
     let redis = RedisServer::start();
     // A long TTL: the dead process's record is still there when the new one starts.
     let long_ttl = [("NODE_TTL_MS", "60000")];
@@ -375,6 +379,7 @@ async fn a_node_restarted_under_the_same_id_inherits_nothing() {
 /// it, and takes many short script calls rather than one long one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_dead_node_is_purged_in_batches() {
+    let _serial = one_at_a_time().await;
     const SOCKETS: usize = 10_000;
     const ROOMS: usize = 300;
     const BATCH: usize = 500;

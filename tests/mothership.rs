@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use support::cluster::{HEARTBEAT_MS, NODE_TTL_MS, Node, RedisServer, numsub, spawn_binary_nodes};
-use support::{crate_dir, eventually};
+use support::{crate_dir, eventually, one_at_a_time};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rain-node");
 /// `ROUTE_TIMEOUT_MS` of every node here.
@@ -1340,6 +1340,7 @@ async fn wait_gone(redis: &RedisServer, node: &str) {
 /// go back to what they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_that_lands_after_its_socket_left_leaves_nothing_behind() {
+    let _serial = one_at_a_time().await;
     let handler: Handler = Arc::new(|body: Value| {
         async move {
             let arg = body["args"][0].clone();
@@ -1437,6 +1438,7 @@ async fn a_join_that_lands_after_its_socket_left_leaves_nothing_behind() {
 /// last `say`; no intent sets are written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_and_histories_expire_and_belong_to_their_node() {
+    let _serial = one_at_a_time().await;
     let short = [
         ("COMPONENTS", "chat@1.0"),
         ("INSTANCE_TTL_MS", "1500"),
@@ -1537,6 +1539,7 @@ async fn instances_and_histories_expire_and_belong_to_their_node() {
 /// register their components again and the routing script is loaded again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_comes_back_after_redis_restarts() {
+    let _serial = one_at_a_time().await;
     let (mut redis, nodes) = start(&[
         ("A", vec![("COMPONENTS", "")]),
         ("B", vec![("COMPONENTS", "echo@1.0")]),

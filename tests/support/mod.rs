@@ -346,6 +346,14 @@ pub fn run_to_success(
     }
 }
 
+/// Serialises the tests that start several processes (a Redis and nodes), so
+/// that on a 2-core machine their timing is not at the mercy of each other.
+/// Hold the guard for the whole test (a test that panics lets it go).
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// Polls `check` every 50 ms until it returns `Ok`, or panics with its last
 /// `Err` message after `timeout`. `check` is an async closure, which may borrow
 /// (mutably too) what the test holds: `eventually(t, "…", async || { … }).await`.
