@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::io::SocketIo;
+use crate::protocol::payload::is_reserved_event;
 use crate::socket::Payload;
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +64,12 @@ async fn emit(
     if request.event.is_empty() {
         return bad_request("event must not be empty");
     }
+    if is_reserved_event(&request.event) {
+        return bad_request(format!(
+            "event name {:?} is reserved by Socket.IO",
+            request.event
+        ));
+    }
     let mut rooms = request.rooms;
     rooms.extend(request.room);
     let payload = Payload::new(request.args);
@@ -78,4 +85,48 @@ async fn emit(
         ),
     }
     (StatusCode::ACCEPTED, Json(json!({ "ok": true }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cluster::memory::MemoryCluster;
+    use crate::config::Settings;
+
+    async fn serve() -> String {
+        let settings = Settings::default();
+        let io = SocketIo::new(&settings, Arc::new(MemoryCluster::new("n".into())));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, routes(io)).await });
+        format!("http://{address}/api/emit")
+    }
+
+    async fn post(url: &str, body: Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn names_reserved_by_socket_io_are_refused() {
+        let url = serve().await;
+        for event in crate::protocol::payload::RESERVED_EVENTS {
+            let (status, body) = post(&url, json!({ "namespace": "/", "event": event })).await;
+            assert_eq!(status, 400, "{event}: {body}");
+            assert!(
+                body["error"].as_str().unwrap().contains("reserved"),
+                "{body}"
+            );
+        }
+        let (status, _) = post(&url, json!({ "namespace": "/", "event": "news" })).await;
+        assert_eq!(status, 202);
+    }
 }

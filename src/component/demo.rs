@@ -248,8 +248,11 @@ fn name_field(event: &str, fields: &Map<String, Value>, field: &str) -> Result<S
     }
 }
 
+/// The error ack when shared state could not be read or written; the cause
+/// goes to the node's log, not to the client.
 fn unavailable(what: &str, detail: impl std::fmt::Display) -> Value {
-    json!({ "error": format!("{what} unavailable"), "detail": detail.to_string() })
+    tracing::warn!(%detail, "chat: {what} unavailable");
+    json!({ "error": format!("{what} unavailable") })
 }
 
 /// The rooms the session joined.
@@ -355,7 +358,8 @@ async fn chat_say(ctx: Context, args: Vec<Value>, history_ttl: Duration) -> Outc
         .await
         .map_err(|e| unavailable("history", e))?;
     ctx.emitter
-        .to_room(&ctx.namespace, &room, "message", vec![msg]);
+        .to_room(&ctx.namespace, &room, "message", vec![msg])
+        .map_err(|e| error(e.to_string()))?;
     Ok(json!({ "node": ctx.node_id }))
 }
 

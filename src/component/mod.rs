@@ -26,6 +26,7 @@ pub use descriptor::{ChannelName, Descriptor, DescriptorError, HandlerSpec, Inte
 use crate::app_session::AppSession;
 use crate::config::Settings;
 use crate::io::SocketIo;
+use crate::protocol::payload::is_reserved_event;
 use crate::socket::Payload;
 
 /// What a handler answers: the ack's data, or the ack's error. The client's ack
@@ -178,7 +179,22 @@ impl Context {
     }
 }
 
-/// Sends to any socket or room of the cluster, from anywhere.
+/// Why an [`Emitter`] refused to send.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmitError {
+    #[error("event name {0:?} is reserved by Socket.IO")]
+    ReservedEvent(String),
+}
+
+fn allowed(event: &str) -> Result<(), EmitError> {
+    if is_reserved_event(event) {
+        return Err(EmitError::ReservedEvent(event.to_string()));
+    }
+    Ok(())
+}
+
+/// Sends to any socket or room of the cluster, from anywhere. Names reserved
+/// by Socket.IO (`disconnect`, …) are refused.
 #[derive(Clone)]
 pub struct Emitter {
     io: SocketIo,
@@ -191,15 +207,30 @@ impl Emitter {
     }
 
     /// An event to one socket of a namespace, on whichever node it is.
-    pub fn to_socket(&self, namespace: &str, sid: &str, event: &str, args: Vec<Value>) {
+    pub fn to_socket(
+        &self,
+        namespace: &str,
+        sid: &str,
+        event: &str,
+        args: Vec<Value>,
+    ) -> Result<(), EmitError> {
+        allowed(event)?;
         self.io.emit_to(namespace, sid, event, Payload::new(args));
+        Ok(())
     }
 
     /// An event to every member of a room of a namespace, on every node. For a
     /// component channel, members who connected through another name of the same
     /// version (`/chat/1/main`, `/chat/1.0/main`) get it too, and it travels
     /// between nodes once for all those names.
-    pub fn to_room(&self, namespace: &str, room: &str, event: &str, args: Vec<Value>) {
+    pub fn to_room(
+        &self,
+        namespace: &str,
+        room: &str,
+        event: &str,
+        args: Vec<Value>,
+    ) -> Result<(), EmitError> {
+        allowed(event)?;
         let aliases = self.catalog.aliases(namespace);
         self.io.broadcast_to_group(
             &aliases,
@@ -208,16 +239,47 @@ impl Emitter {
             event,
             Payload::new(args),
         );
+        Ok(())
     }
 
     /// An event to every socket of a namespace, on every node.
-    pub fn to_namespace(&self, namespace: &str, event: &str, args: Vec<Value>) {
+    pub fn to_namespace(
+        &self,
+        namespace: &str,
+        event: &str,
+        args: Vec<Value>,
+    ) -> Result<(), EmitError> {
+        allowed(event)?;
         self.io
             .broadcast_to(namespace, &[], &[], event, Payload::new(args));
+        Ok(())
     }
 
     /// The node's Socket.IO server, for anything else.
     pub fn io(&self) -> &SocketIo {
         &self.io
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::memory::MemoryCluster;
+
+    #[test]
+    fn the_emitter_refuses_names_reserved_by_socket_io() {
+        let settings = Settings::default();
+        let cluster: Arc<dyn crate::cluster::Cluster> = Arc::new(MemoryCluster::new("n".into()));
+        let emitter = Emitter::new(
+            SocketIo::new(&settings, cluster.clone()),
+            Catalog::new(cluster),
+        );
+        for event in crate::protocol::payload::RESERVED_EVENTS {
+            let refused = Err(EmitError::ReservedEvent(event.to_string()));
+            assert_eq!(emitter.to_socket("/", "sid", event, vec![]), refused);
+            assert_eq!(emitter.to_room("/", "r", event, vec![]), refused);
+            assert_eq!(emitter.to_namespace("/", event, vec![]), refused);
+        }
+        assert_eq!(emitter.to_room("/", "r", "message", vec![]), Ok(()));
     }
 }

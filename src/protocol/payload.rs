@@ -34,6 +34,23 @@ impl Payload {
     }
 }
 
+/// Event names the Socket.IO clients give a meaning of their own: a server
+/// that emitted one would make clients act on it (`disconnect` makes every
+/// socket.io-client drop its connection), so none is ever emitted.
+pub const RESERVED_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// Whether `event` is one of [`RESERVED_EVENTS`].
+pub fn is_reserved_event(event: &str) -> bool {
+    RESERVED_EVENTS.contains(&event)
+}
+
 /// An EVENT (or BINARY_EVENT) packet for `namespace`, encoded with its
 /// attachments; `ack_id` asks the receiver for an ack.
 pub fn event_frames(

@@ -34,7 +34,14 @@ impl ChangeLanguage {
             .await;
         Answer::plain(match stored {
             Ok(()) => Ok(json!({ "language": language, "node": router.node_id })),
-            Err(error) => Err(json!({ "error": error.to_string() })),
+            Err(error) => {
+                // The cause is the node's business, not the client's.
+                tracing::warn!(
+                    error = &error as &dyn std::error::Error,
+                    "change_language: the session could not be written"
+                );
+                Err(json!({ "error": "session unavailable" }))
+            }
         })
     }
 }
