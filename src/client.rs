@@ -129,6 +129,21 @@ impl Client {
             );
             return;
         }
+        // Limits first: nothing of a refused name is created on this node.
+        if name.len() > self.io.namespace_max_length {
+            metrics::counter!("rain_refused_total", "limit" => "namespace_max_length").increment(1);
+            self.send_packet(&Packet::connect_error(name, "namespace name too long"));
+            return;
+        }
+        if self.sockets.lock().len() >= self.io.namespaces_per_connection {
+            metrics::counter!("rain_refused_total", "limit" => "namespaces_per_connection")
+                .increment(1);
+            self.send_packet(&Packet::connect_error(
+                name,
+                "too many namespaces on this connection",
+            ));
+            return;
+        }
         let Some(namespace) = self.io.resolve_namespace(name) else {
             self.send_packet(&Packet::connect_error(name, "Invalid namespace"));
             return;

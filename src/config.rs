@@ -75,6 +75,10 @@ pub struct Settings {
     pub routing: Routing,
     /// How long a routed event may wait for its handler's answer (ms).
     pub route_timeout_ms: u64,
+    /// Longest namespace name a client may connect to (bytes, ≥ 1).
+    pub namespace_max_length: usize,
+    /// Most namespaces one connection may join at once (≥ 1).
+    pub namespaces_per_connection: usize,
     /// Routed events this node waits on at once, at most; past it an event is
     /// refused at once with `{error: "overloaded"}` (≥ 1).
     pub route_max_in_flight: usize,
@@ -115,6 +119,8 @@ impl Default for Settings {
             routing: Routing::PreferLocal,
             route_timeout_ms: 10_000,
             route_max_in_flight: 10_000,
+            namespace_max_length: 256,
+            namespaces_per_connection: 32,
             purge_batch: 1_000,
             instance_ttl_ms: 3_600_000,
             chat_history_ttl_ms: 86_400_000,
@@ -392,6 +398,20 @@ const ROUTE_TIMEOUT_MS: Field = field!(
     "10000",
     "How long a routed event waits for its handler's answer, in ms"
 );
+const NAMESPACE_MAX_LENGTH: Field = field!(
+    "namespace_max_length",
+    "NAMESPACE_MAX_LENGTH",
+    Usize,
+    "256",
+    "Longest namespace name a client may connect to, in bytes"
+);
+const NAMESPACES_PER_CONNECTION: Field = field!(
+    "namespaces_per_connection",
+    "NAMESPACES_PER_CONNECTION",
+    Usize,
+    "32",
+    "Most namespaces one connection may join at once"
+);
 const ROUTE_MAX_IN_FLIGHT: Field = field!(
     "route_max_in_flight",
     "ROUTE_MAX_IN_FLIGHT",
@@ -429,7 +449,7 @@ const LOG: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 26] = [
+const FIELDS: [&Field; 28] = [
     &REDIS_SERVER,
     &SERVER_HOST,
     &SERVER_PORT,
@@ -452,6 +472,8 @@ const FIELDS: [&Field; 26] = [
     &ROUTING,
     &ROUTE_TIMEOUT_MS,
     &ROUTE_MAX_IN_FLIGHT,
+    &NAMESPACE_MAX_LENGTH,
+    &NAMESPACES_PER_CONNECTION,
     &PURGE_BATCH,
     &INSTANCE_TTL_MS,
     &CHAT_HISTORY_TTL_MS,
@@ -526,6 +548,10 @@ struct Cli {
     route_timeout_ms: Option<String>,
     #[arg(long, value_name = "N", help = ROUTE_MAX_IN_FLIGHT.help)]
     route_max_in_flight: Option<String>,
+    #[arg(long, value_name = "BYTES", help = NAMESPACE_MAX_LENGTH.help)]
+    namespace_max_length: Option<String>,
+    #[arg(long, value_name = "N", help = NAMESPACES_PER_CONNECTION.help)]
+    namespaces_per_connection: Option<String>,
     #[arg(long, value_name = "N", help = PURGE_BATCH.help)]
     purge_batch: Option<String>,
     #[arg(long, value_name = "MS", help = INSTANCE_TTL_MS.help)]
@@ -538,7 +564,7 @@ struct Cli {
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 26] {
+    fn values(&self) -> [Option<&String>; 28] {
         [
             self.redis_server.as_ref(),
             self.server_host.as_ref(),
@@ -562,6 +588,8 @@ impl Cli {
             self.routing.as_ref(),
             self.route_timeout_ms.as_ref(),
             self.route_max_in_flight.as_ref(),
+            self.namespace_max_length.as_ref(),
+            self.namespaces_per_connection.as_ref(),
             self.purge_batch.as_ref(),
             self.instance_ttl_ms.as_ref(),
             self.chat_history_ttl_ms.as_ref(),
@@ -820,6 +848,11 @@ impl Settings {
             (SESSION_TTL_MS.env, self.session_ttl_ms),
             (ROUTE_TIMEOUT_MS.env, self.route_timeout_ms),
             (ROUTE_MAX_IN_FLIGHT.env, self.route_max_in_flight as u64),
+            (NAMESPACE_MAX_LENGTH.env, self.namespace_max_length as u64),
+            (
+                NAMESPACES_PER_CONNECTION.env,
+                self.namespaces_per_connection as u64,
+            ),
             (PURGE_BATCH.env, self.purge_batch as u64),
             (INSTANCE_TTL_MS.env, self.instance_ttl_ms),
             (CHAT_HISTORY_TTL_MS.env, self.chat_history_ttl_ms),
@@ -1112,6 +1145,8 @@ mod tests {
             ("ROUTING", "round-robin"),
             ("ROUTE_TIMEOUT_MS", "11"),
             ("ROUTE_MAX_IN_FLIGHT", "15"),
+            ("NAMESPACE_MAX_LENGTH", "16"),
+            ("NAMESPACES_PER_CONNECTION", "17"),
             ("PURGE_BATCH", "12"),
             ("INSTANCE_TTL_MS", "13"),
             ("CHAT_HISTORY_TTL_MS", "14"),
@@ -1140,6 +1175,8 @@ mod tests {
             routing: Routing::RoundRobin,
             route_timeout_ms: 11,
             route_max_in_flight: 15,
+            namespace_max_length: 16,
+            namespaces_per_connection: 17,
             purge_batch: 12,
             instance_ttl_ms: 13,
             chat_history_ttl_ms: 14,

@@ -35,6 +35,8 @@ pub struct SocketIo {
 
 pub(crate) struct IoInner {
     pub(crate) max_attachments: usize,
+    pub(crate) namespace_max_length: usize,
+    pub(crate) namespaces_per_connection: usize,
     connect_timeout: Duration,
     cluster: Arc<dyn Cluster>,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
@@ -47,6 +49,8 @@ impl SocketIo {
     pub fn new(settings: &Settings, cluster: Arc<dyn Cluster>) -> Self {
         let inner = Arc::new(IoInner {
             max_attachments: settings.max_attachments,
+            namespace_max_length: settings.namespace_max_length,
+            namespaces_per_connection: settings.namespaces_per_connection,
             connect_timeout: settings.connect_timeout(),
             cluster: cluster.clone(),
             namespaces: RwLock::new(HashMap::new()),

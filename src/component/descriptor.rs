@@ -105,15 +105,41 @@ impl<'de> Deserialize<'de> for Version {
 
 /// Whether `version` is what a channel's version text asks for: the exact
 /// version, or a fragment (`1`, `1.2`) of it.
+/// Only canonical text matches: `1`, `1.0`, `1.0.3`, never `01` or `+1`, so
+/// one version has one name per fragment.
 pub fn version_matches(requested: &str, version: &Version) -> bool {
     let parts: Vec<&str> = requested.split('.').collect();
     let numbers = [Some(version.major), Some(version.minor), version.micro];
-    !parts.is_empty()
-        && parts.len() <= 3
+    canonical_version(requested)
         && parts
             .iter()
             .zip(numbers)
             .all(|(part, number)| number.is_some_and(|n| part.parse::<u32>() == Ok(n)))
+}
+
+/// `1`, `1.2` or `1.2.3`: one to three numbers of plain digits, no sign, no
+/// leading zero, each fitting a `u32`.
+pub fn canonical_version(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('.').collect();
+    (1..=3).contains(&parts.len())
+        && parts.iter().all(|part| {
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_digit())
+                && (part.len() == 1 || !part.starts_with('0'))
+                && part.parse::<u32>().is_ok()
+        })
+}
+
+/// The longest component id or channel name.
+pub const MAX_NAME: usize = 64;
+
+/// A component id or channel name: 1 to [`MAX_NAME`] letters, digits, `-`, `_`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// An intent a component serves: `category`/`action`, answered by its `provider`
@@ -174,12 +200,7 @@ impl Descriptor {
     }
 
     pub fn validate(&self) -> Result<(), DescriptorError> {
-        let name_ok = |name: &str| {
-            !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
+        let name_ok = valid_name;
         if !name_ok(&self.id) || self.id == "core" {
             return Err(DescriptorError::Id(self.id.clone()));
         }
@@ -218,7 +239,13 @@ impl<'a> ChannelName<'a> {
     pub fn parse(namespace: &'a str) -> Option<ChannelName<'a>> {
         let mut parts = namespace.strip_prefix('/')?.split('/');
         let (id, version, channel) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || id.is_empty() || version.is_empty() || channel.is_empty() {
+        // Only well-formed names are component channels, so a client cannot
+        // make a node keep namespaces for made-up spellings of one.
+        if parts.next().is_some()
+            || !valid_name(id)
+            || !canonical_version(version)
+            || !valid_name(channel)
+        {
             return None;
         }
         Some(ChannelName {
@@ -235,6 +262,34 @@ mod tests {
 
     fn v(text: &str) -> Version {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn only_canonical_well_formed_channel_names_are_channels() {
+        for good in [
+            "/chat/1/main",
+            "/chat/1.0/main",
+            "/chat/10.0.3/main",
+            "/a-b_c/0/x",
+        ] {
+            assert!(ChannelName::parse(good).is_some(), "{good}");
+        }
+        let long = format!("/{}/1/main", "x".repeat(MAX_NAME + 1));
+        for bad in [
+            "/chat/01/main",
+            "/chat/+1/main",
+            "/chat/1.00/main",
+            "/chat/1.0.0.0/main",
+            "/chat/99999999999/main",
+            "/chat/1/ma in",
+            "/ch%at/1/main",
+            long.as_str(),
+        ] {
+            assert!(ChannelName::parse(bad).is_none(), "{bad}");
+        }
+        assert!(!version_matches("+1", &v("1.0")));
+        assert!(!version_matches("01", &v("1.0")));
+        assert!(version_matches("1", &v("1.0")));
     }
 
     #[test]

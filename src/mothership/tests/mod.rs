@@ -309,3 +309,48 @@ async fn past_route_max_in_flight_an_event_is_refused_at_once_as_overloaded() {
     // Places are given back: calls go through again.
     assert_eq!(client.ok(GATE, "wait", vec![]).await, json!("through"));
 }
+
+#[tokio::test]
+async fn namespace_limits_refuse_the_connect_and_others_carry_on() {
+    let settings = crate::config::Settings {
+        namespace_max_length: 64,
+        namespaces_per_connection: 2,
+        ..Default::default()
+    };
+    let echo = crate::component::demo::builtin("echo", &settings).unwrap();
+    let nodes = Nodes::with_settings(&settings, vec![("A", PreferLocal, vec![echo])]);
+
+    // A name over NAMESPACE_MAX_LENGTH: refused, and no namespace is kept.
+    let mut greedy = nodes.client("A", "greedy");
+    let long = format!("/{}", "x".repeat(64));
+    assert_eq!(
+        greedy.connect(&long).await,
+        Err("namespace name too long".to_string())
+    );
+    assert!(nodes.node("A").io.of(&long).is_none());
+    // A made-up spelling of a version is not a channel at all.
+    assert_eq!(
+        greedy.connect("/echo/01/main").await,
+        Err("Invalid namespace".to_string())
+    );
+    assert!(nodes.node("A").io.of("/echo/01/main").is_none());
+
+    // NAMESPACES_PER_CONNECTION: the third namespace of one connection is refused.
+    greedy.connect("/core").await.unwrap();
+    greedy.connect(ECHO).await.unwrap();
+    assert_eq!(
+        greedy.connect("/echo/1.0/main").await,
+        Err("too many namespaces on this connection".to_string())
+    );
+    // The namespaces it has still work, and so does everyone else.
+    assert_eq!(
+        greedy.ok(ECHO, "echo", vec![json!(1)]).await["args"],
+        json!([1])
+    );
+    let mut other = nodes.client("A", "other");
+    other.connect("/echo/1.0/main").await.unwrap();
+    assert_eq!(
+        other.ok("/echo/1.0/main", "echo", vec![json!(2)]).await["args"],
+        json!([2])
+    );
+}
