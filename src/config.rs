@@ -75,6 +75,8 @@ pub struct Settings {
     pub routing: Routing,
     /// How long a routed event may wait for its handler's answer (ms).
     pub route_timeout_ms: u64,
+    /// Longest client log line (message and error) accepted (bytes, ≥ 1).
+    pub log_line_max_length: usize,
     /// Longest namespace name a client may connect to (bytes, ≥ 1).
     pub namespace_max_length: usize,
     /// Most namespaces one connection may join at once (≥ 1).
@@ -120,6 +122,7 @@ impl Default for Settings {
             route_timeout_ms: 10_000,
             route_max_in_flight: 10_000,
             namespace_max_length: 256,
+            log_line_max_length: 2048,
             namespaces_per_connection: 32,
             purge_batch: 1_000,
             instance_ttl_ms: 3_600_000,
@@ -405,6 +408,13 @@ const NAMESPACE_MAX_LENGTH: Field = field!(
     "256",
     "Longest namespace name a client may connect to, in bytes"
 );
+const LOG_LINE_MAX_LENGTH: Field = field!(
+    "log_line_max_length",
+    "LOG_LINE_MAX_LENGTH",
+    Usize,
+    "2048",
+    "Longest client log line (message and error) a node accepts, in bytes"
+);
 const NAMESPACES_PER_CONNECTION: Field = field!(
     "namespaces_per_connection",
     "NAMESPACES_PER_CONNECTION",
@@ -449,7 +459,7 @@ const LOG: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 28] = [
+const FIELDS: [&Field; 29] = [
     &REDIS_SERVER,
     &SERVER_HOST,
     &SERVER_PORT,
@@ -474,6 +484,7 @@ const FIELDS: [&Field; 28] = [
     &ROUTE_MAX_IN_FLIGHT,
     &NAMESPACE_MAX_LENGTH,
     &NAMESPACES_PER_CONNECTION,
+    &LOG_LINE_MAX_LENGTH,
     &PURGE_BATCH,
     &INSTANCE_TTL_MS,
     &CHAT_HISTORY_TTL_MS,
@@ -552,6 +563,8 @@ struct Cli {
     namespace_max_length: Option<String>,
     #[arg(long, value_name = "N", help = NAMESPACES_PER_CONNECTION.help)]
     namespaces_per_connection: Option<String>,
+    #[arg(long, value_name = "BYTES", help = LOG_LINE_MAX_LENGTH.help)]
+    log_line_max_length: Option<String>,
     #[arg(long, value_name = "N", help = PURGE_BATCH.help)]
     purge_batch: Option<String>,
     #[arg(long, value_name = "MS", help = INSTANCE_TTL_MS.help)]
@@ -564,7 +577,7 @@ struct Cli {
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 28] {
+    fn values(&self) -> [Option<&String>; 29] {
         [
             self.redis_server.as_ref(),
             self.server_host.as_ref(),
@@ -590,6 +603,7 @@ impl Cli {
             self.route_max_in_flight.as_ref(),
             self.namespace_max_length.as_ref(),
             self.namespaces_per_connection.as_ref(),
+            self.log_line_max_length.as_ref(),
             self.purge_batch.as_ref(),
             self.instance_ttl_ms.as_ref(),
             self.chat_history_ttl_ms.as_ref(),
@@ -853,6 +867,7 @@ impl Settings {
                 NAMESPACES_PER_CONNECTION.env,
                 self.namespaces_per_connection as u64,
             ),
+            (LOG_LINE_MAX_LENGTH.env, self.log_line_max_length as u64),
             (PURGE_BATCH.env, self.purge_batch as u64),
             (INSTANCE_TTL_MS.env, self.instance_ttl_ms),
             (CHAT_HISTORY_TTL_MS.env, self.chat_history_ttl_ms),
@@ -1147,6 +1162,7 @@ mod tests {
             ("ROUTE_MAX_IN_FLIGHT", "15"),
             ("NAMESPACE_MAX_LENGTH", "16"),
             ("NAMESPACES_PER_CONNECTION", "17"),
+            ("LOG_LINE_MAX_LENGTH", "18"),
             ("PURGE_BATCH", "12"),
             ("INSTANCE_TTL_MS", "13"),
             ("CHAT_HISTORY_TTL_MS", "14"),
@@ -1177,6 +1193,7 @@ mod tests {
             route_max_in_flight: 15,
             namespace_max_length: 16,
             namespaces_per_connection: 17,
+            log_line_max_length: 18,
             purge_batch: 12,
             instance_ttl_ms: 13,
             chat_history_ttl_ms: 14,

@@ -31,7 +31,11 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             metrics::counter!("rain_routed_undecodable_total").increment(0);
             metrics::counter!("rain_routed_refused_total", "reason" => "overloaded").increment(0);
             metrics::counter!("rain_routed_refused_total", "reason" => "cluster").increment(0);
-            for limit in ["namespace_max_length", "namespaces_per_connection"] {
+            for limit in [
+                "namespace_max_length",
+                "namespaces_per_connection",
+                "log_line_max_length",
+            ] {
                 metrics::counter!("rain_refused_total", "limit" => limit).increment(0);
             }
             metrics::gauge!("rain_cluster_subscriptions").set(0.0);

@@ -1577,3 +1577,62 @@ async fn routing_comes_back_after_redis_restarts() {
         );
     }
 }
+
+/// A client's log line cannot forge lines of the node's log (its text is
+/// written quoted and escaped), carries no session id into the log, and is
+/// refused over `LOG_LINE_MAX_LENGTH` while the client carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_log_lines_are_escaped_capped_and_name_no_session() {
+    let _serial = one_at_a_time().await;
+    let (_redis, nodes) = start(&[(
+        "A",
+        vec![("COMPONENTS", ""), ("LOG_LINE_MAX_LENGTH", "200")],
+    )]);
+    let mut js = Clients::start().await;
+    let session = unique("secret-session");
+    js.connect(
+        "c",
+        nodes[0].url(),
+        "/core/logging",
+        json!({ "sessionId": session }),
+    )
+    .await;
+    let marker = unique("marker");
+    let forged = format!("{marker}\nERROR rain_node: forged by a client");
+    let ack = js
+        .ok("c", "log", json!({ "level": "error", "message": forged }))
+        .await;
+    assert_eq!(ack, json!(true));
+    let line = wait_log(&nodes[0], &marker).await;
+    assert!(
+        line.contains("forged by a client"),
+        "one line, escaped: {line}"
+    );
+    let stderr = nodes[0].testbed().stderr();
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.starts_with("ERROR rain_node: forged")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&session), "the session id reached the log");
+
+    let (error, data) = js
+        .call(
+            "c",
+            "log",
+            json!({ "level": "info", "message": "x".repeat(201) }),
+        )
+        .await;
+    assert_eq!(
+        (error, data),
+        (
+            json!({ "error": "log line longer than 200 bytes" }),
+            Value::Null
+        )
+    );
+    assert_eq!(
+        js.ok("c", "log", json!({ "message": "still here" })).await,
+        json!(true)
+    );
+}

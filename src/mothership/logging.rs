@@ -6,7 +6,9 @@
 //! rendered the instance, when it is still a live host; else this node, so a
 //! line for a node that is gone is not published to nobody), and writing it
 //! through `tracing` (target `rain_node::client`) with its namespace, socket,
-//! session, instance and error.
+//! instance and error. The client's text is written as quoted fields (escaped,
+//! so a line break cannot forge a line of its own) and is at most
+//! `LOG_LINE_MAX_LENGTH` bytes; the session id is never written.
 //!
 //! Does not own how the line travels between nodes (see `super::router` and
 //! `super::messages`) or which namespace is a component's logging channel (see
@@ -49,14 +51,25 @@ pub(super) fn on_log_event(router: &Router, socket: &Arc<Socket>, event: Event) 
                 let _ = ack.send(ack_payload(Ok(json!(true))));
             }
         }
-        Err(message) => error_ack(event.ack, message),
+        Err(message) => error_ack(event.ack, &message),
     }
 }
 
 /// Sends a client's log line to the node that writes it.
-fn route(router: &Router, socket: &Arc<Socket>, line: &Value) -> Result<(), &'static str> {
+fn route(router: &Router, socket: &Arc<Socket>, line: &Value) -> Result<(), String> {
     let text = |key: &str| line.get(key).and_then(Value::as_str).map(str::to_string);
     let message = text("message").ok_or("log needs a string message")?;
+    let error_len = line.get("error").map_or(0, |e| match e {
+        Value::String(text) => text.len(),
+        other => other.to_string().len(),
+    });
+    if message.len() + error_len > router.log_line_max_length {
+        metrics::counter!("rain_refused_total", "limit" => "log_line_max_length").increment(1);
+        return Err(format!(
+            "log line longer than {} bytes",
+            router.log_line_max_length
+        ));
+    }
     let level = text("level").unwrap_or_else(|| "info".into());
     let instance = text("instanceId");
     let node = writer(router, instance.as_deref());
@@ -102,11 +115,22 @@ pub(super) fn write(routed: Routed) {
     else {
         return;
     };
+    // The session id stays out of logs; the client's text is quoted and
+    // escaped (`?`), so it cannot break the line.
+    let _ = session;
     let error = error.unwrap_or_default();
     let instance = instance.unwrap_or_default();
     macro_rules! client_log {
         ($level:ident) => {
-            tracing::$level!(target: "rain_node::client", %namespace, %socket, %session, %instance, %error, "{message}")
+            tracing::$level!(
+                target: "rain_node::client",
+                %namespace,
+                %socket,
+                %instance,
+                text = ?message,
+                error = ?error,
+                "client log"
+            )
         };
     }
     match level.as_str() {

@@ -46,6 +46,8 @@ pub(super) struct Router {
     /// Calls waiting on an answer now, and how many may.
     in_flight: AtomicUsize,
     max_in_flight: usize,
+    /// Longest client log line (message and error) accepted, in bytes.
+    pub(super) log_line_max_length: usize,
 }
 
 /// Holds one of the router's in-flight places until dropped.
@@ -99,6 +101,7 @@ impl Router {
             pending: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             max_in_flight: settings.route_max_in_flight.max(1),
+            log_line_max_length: settings.log_line_max_length,
         }
     }
 
