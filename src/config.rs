@@ -91,6 +91,10 @@ pub struct Settings {
     pub instance_ttl_ms: u64,
     /// How long a chat room's history lives after its last message (ms).
     pub chat_history_ttl_ms: u64,
+    /// Longest chat message text (bytes, ≥ 1).
+    pub chat_text_max_length: usize,
+    /// Longest chat room name or nick (characters, ≥ 1).
+    pub chat_name_max_length: usize,
     /// `tracing` filter, e.g. `info` or `rain_node=debug`; `RUST_LOG` is used
     /// when `LOG` is not set.
     pub log: String,
@@ -127,6 +131,8 @@ impl Default for Settings {
             purge_batch: 1_000,
             instance_ttl_ms: 3_600_000,
             chat_history_ttl_ms: 86_400_000,
+            chat_text_max_length: 2_000,
+            chat_name_max_length: 200,
             log: "info".to_string(),
         }
     }
@@ -450,6 +456,20 @@ const CHAT_HISTORY_TTL_MS: Field = field!(
     "86400000",
     "How long a chat room's history lives after its last message, in ms"
 );
+const CHAT_TEXT_MAX_LENGTH: Field = field!(
+    "chat_text_max_length",
+    "CHAT_TEXT_MAX_LENGTH",
+    Usize,
+    "2000",
+    "Longest chat message text, in bytes"
+);
+const CHAT_NAME_MAX_LENGTH: Field = field!(
+    "chat_name_max_length",
+    "CHAT_NAME_MAX_LENGTH",
+    Usize,
+    "200",
+    "Longest chat room name or nick, in characters"
+);
 const LOG: Field = field!(
     "log",
     "LOG",
@@ -459,7 +479,7 @@ const LOG: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 29] = [
+const FIELDS: [&Field; 31] = [
     &REDIS_SERVER,
     &SERVER_HOST,
     &SERVER_PORT,
@@ -488,6 +508,8 @@ const FIELDS: [&Field; 29] = [
     &PURGE_BATCH,
     &INSTANCE_TTL_MS,
     &CHAT_HISTORY_TTL_MS,
+    &CHAT_TEXT_MAX_LENGTH,
+    &CHAT_NAME_MAX_LENGTH,
     &LOG,
 ];
 
@@ -571,13 +593,17 @@ struct Cli {
     instance_ttl_ms: Option<String>,
     #[arg(long, value_name = "MS", help = CHAT_HISTORY_TTL_MS.help)]
     chat_history_ttl_ms: Option<String>,
+    #[arg(long, value_name = "BYTES", help = CHAT_TEXT_MAX_LENGTH.help)]
+    chat_text_max_length: Option<String>,
+    #[arg(long, value_name = "N", help = CHAT_NAME_MAX_LENGTH.help)]
+    chat_name_max_length: Option<String>,
     #[arg(long, value_name = "FILTER", help = LOG.help)]
     log: Option<String>,
 }
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 29] {
+    fn values(&self) -> [Option<&String>; 31] {
         [
             self.redis_server.as_ref(),
             self.server_host.as_ref(),
@@ -607,6 +633,8 @@ impl Cli {
             self.purge_batch.as_ref(),
             self.instance_ttl_ms.as_ref(),
             self.chat_history_ttl_ms.as_ref(),
+            self.chat_text_max_length.as_ref(),
+            self.chat_name_max_length.as_ref(),
             self.log.as_ref(),
         ]
     }
@@ -871,6 +899,8 @@ impl Settings {
             (PURGE_BATCH.env, self.purge_batch as u64),
             (INSTANCE_TTL_MS.env, self.instance_ttl_ms),
             (CHAT_HISTORY_TTL_MS.env, self.chat_history_ttl_ms),
+            (CHAT_TEXT_MAX_LENGTH.env, self.chat_text_max_length as u64),
+            (CHAT_NAME_MAX_LENGTH.env, self.chat_name_max_length as u64),
         ];
         for (name, value) in at_least_one {
             if value < 1 {
@@ -1166,6 +1196,8 @@ mod tests {
             ("PURGE_BATCH", "12"),
             ("INSTANCE_TTL_MS", "13"),
             ("CHAT_HISTORY_TTL_MS", "14"),
+            ("CHAT_TEXT_MAX_LENGTH", "19"),
+            ("CHAT_NAME_MAX_LENGTH", "20"),
             ("LOG", "rain_node=debug,warn"),
         ];
         let expected = Settings {
@@ -1197,6 +1229,8 @@ mod tests {
             purge_batch: 12,
             instance_ttl_ms: 13,
             chat_history_ttl_ms: 14,
+            chat_text_max_length: 19,
+            chat_name_max_length: 20,
             log: "rain_node=debug,warn".into(),
         };
         assert_eq!(load(&[], &values).unwrap(), expected);

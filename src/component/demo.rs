@@ -30,8 +30,6 @@ pub const CHAT_HISTORY: usize = 50;
 /// The session field holding the rooms a session joined (a JSON array of strings).
 const ROOMS_FIELD: &str = "chat-rooms";
 const NICK_FIELD: &str = "nick";
-/// Longest room name and nick accepted.
-const MAX_NAME: usize = 200;
 
 /// The built-in component for `name` (`id` or `id@version`, e.g. `chat`,
 /// `chat@1.0`, `chat@1`).
@@ -42,7 +40,7 @@ pub fn builtin(name: &str, settings: &Settings) -> Option<Arc<dyn Component>> {
     };
     let component: Arc<dyn Component> = match id {
         "echo" => Arc::new(Echo::new()),
-        "chat" => Arc::new(Chat::with_history_ttl(settings.chat_history_ttl())),
+        "chat" => Arc::new(Chat::from_settings(settings)),
         _ => return None,
     };
     match version {
@@ -161,18 +159,34 @@ impl Component for Echo {
 /// concurrent joins of one session may lose one (again, fine for a demo).
 pub struct Chat {
     descriptor: Descriptor,
+    limits: ChatLimits,
+}
+
+/// What a chat client may create, and how long a room's history lives.
+#[derive(Debug, Clone, Copy)]
+struct ChatLimits {
     /// How long a room's history outlives its last message.
     history_ttl: Duration,
+    /// Longest message text, in bytes.
+    text_max: usize,
+    /// Longest room name or nick, in characters.
+    name_max: usize,
 }
 
 impl Chat {
     pub fn new() -> Self {
-        Chat::with_history_ttl(Settings::default().chat_history_ttl())
+        Chat::from_settings(&Settings::default())
     }
 
-    pub fn with_history_ttl(history_ttl: Duration) -> Self {
+    /// A chat with the settings' history TTL and size limits
+    /// (`CHAT_HISTORY_TTL_MS`, `CHAT_TEXT_MAX_LENGTH`, `CHAT_NAME_MAX_LENGTH`).
+    pub fn from_settings(settings: &Settings) -> Self {
         Chat {
-            history_ttl,
+            limits: ChatLimits {
+                history_ttl: settings.chat_history_ttl(),
+                text_max: settings.chat_text_max_length,
+                name_max: settings.chat_name_max_length,
+            },
             descriptor: demo_descriptor(
                 "chat",
                 Intent {
@@ -203,9 +217,9 @@ impl Component for Chat {
         args: Vec<Value>,
     ) -> BoxFuture<'static, Outcome> {
         match event.as_str() {
-            "join" => chat_join(ctx, args).boxed(),
-            "say" => chat_say(ctx, args, self.history_ttl).boxed(),
-            "leave" => chat_leave(ctx, args).boxed(),
+            "join" => chat_join(ctx, args, self.limits).boxed(),
+            "say" => chat_say(ctx, args, self.limits).boxed(),
+            "leave" => chat_leave(ctx, args, self.limits).boxed(),
             "render" => {
                 let outcome = render(&self.descriptor, &ctx, &args);
                 async move { outcome }.boxed()
@@ -234,14 +248,19 @@ fn object_arg<'a>(
 }
 
 /// A required, non-empty string field.
-fn name_field(event: &str, fields: &Map<String, Value>, field: &str) -> Result<String, Value> {
+fn name_field(
+    event: &str,
+    fields: &Map<String, Value>,
+    field: &str,
+    max: usize,
+) -> Result<String, Value> {
     match fields.get(field) {
         None | Some(Value::Null) => Err(error(format!("{event}: {field} is required"))),
         Some(Value::String(text)) if text.is_empty() => {
             Err(error(format!("{event}: {field} must not be empty")))
         }
-        Some(Value::String(text)) if text.chars().count() > MAX_NAME => Err(error(format!(
-            "{event}: {field} is longer than {MAX_NAME} characters"
+        Some(Value::String(text)) if text.chars().count() > max => Err(error(format!(
+            "{event}: {field} is longer than {max} characters"
         ))),
         Some(Value::String(text)) => Ok(text.clone()),
         Some(_) => Err(error(format!("{event}: {field} must be a string"))),
@@ -275,12 +294,12 @@ async fn store_rooms(ctx: &Context, rooms: &[String]) -> Result<(), Value> {
         .map_err(|e| unavailable("session", e))
 }
 
-async fn chat_join(ctx: Context, args: Vec<Value>) -> Outcome {
+async fn chat_join(ctx: Context, args: Vec<Value>, limits: ChatLimits) -> Outcome {
     let fields = object_arg("join", &args, "{room, nick}")?;
-    let room = name_field("join", fields, "room")?;
+    let room = name_field("join", fields, "room", limits.name_max)?;
     let nick = match fields.get("nick") {
         None | Some(Value::Null) => None,
-        Some(_) => Some(name_field("join", fields, "nick")?),
+        Some(_) => Some(name_field("join", fields, "nick", limits.name_max)?),
     };
     let mut rooms = joined_rooms(&ctx).await?;
     if !rooms.contains(&room) {
@@ -314,10 +333,16 @@ async fn chat_join(ctx: Context, args: Vec<Value>) -> Outcome {
     Ok(json!({ "room": room, "history": history, "node": ctx.node_id }))
 }
 
-async fn chat_say(ctx: Context, args: Vec<Value>, history_ttl: Duration) -> Outcome {
+async fn chat_say(ctx: Context, args: Vec<Value>, limits: ChatLimits) -> Outcome {
     let fields = object_arg("say", &args, "{room, text}")?;
-    let room = name_field("say", fields, "room")?;
+    let room = name_field("say", fields, "room", limits.name_max)?;
     let text = match fields.get("text") {
+        Some(Value::String(text)) if text.len() > limits.text_max => {
+            return Err(error(format!(
+                "say: text is longer than {} bytes",
+                limits.text_max
+            )));
+        }
         Some(Value::String(text)) => text.clone(),
         None | Some(Value::Null) => return Err(error("say: text is required")),
         Some(_) => return Err(error("say: text must be a string")),
@@ -353,7 +378,7 @@ async fn chat_say(ctx: Context, args: Vec<Value>, history_ttl: Duration) -> Outc
             &history_name(&room),
             msg.to_string(),
             CHAT_HISTORY,
-            history_ttl,
+            limits.history_ttl,
         )
         .await
         .map_err(|e| unavailable("history", e))?;
@@ -363,9 +388,9 @@ async fn chat_say(ctx: Context, args: Vec<Value>, history_ttl: Duration) -> Outc
     Ok(json!({ "node": ctx.node_id }))
 }
 
-async fn chat_leave(ctx: Context, args: Vec<Value>) -> Outcome {
+async fn chat_leave(ctx: Context, args: Vec<Value>, limits: ChatLimits) -> Outcome {
     let fields = object_arg("leave", &args, "{room}")?;
-    let room = name_field("leave", fields, "room")?;
+    let room = name_field("leave", fields, "room", limits.name_max)?;
     let mut rooms = joined_rooms(&ctx).await?;
     if rooms.contains(&room) {
         rooms.retain(|r| r != &room);

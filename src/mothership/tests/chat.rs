@@ -114,3 +114,59 @@ async fn chat_rooms_span_nodes_and_keep_their_history() {
         (json!({ "error": "not joined" }), Value::Null)
     );
 }
+
+#[tokio::test]
+async fn chat_refuses_text_and_names_over_their_limits_and_others_carry_on() {
+    let settings = crate::config::Settings {
+        chat_text_max_length: 10,
+        chat_name_max_length: 5,
+        ..Default::default()
+    };
+    let chat = crate::component::demo::builtin("chat", &settings).unwrap();
+    let nodes = Nodes::with_settings(&settings, vec![("A", PreferLocal, vec![chat])]);
+    let (mut ann, mut bob) = (nodes.client("A", "ann"), nodes.client("A", "bob"));
+    ann.connect(MAIN).await.unwrap();
+    bob.connect(MAIN).await.unwrap();
+
+    let (error, _) = ann
+        .call(
+            MAIN,
+            "join",
+            vec![json!({ "room": "toolong", "nick": "ann" })],
+        )
+        .await;
+    assert_eq!(
+        error,
+        json!({ "error": "join: room is longer than 5 characters" })
+    );
+    let (error, _) = ann
+        .call(
+            MAIN,
+            "join",
+            vec![json!({ "room": "lobby", "nick": "annabel" })],
+        )
+        .await;
+    assert_eq!(
+        error,
+        json!({ "error": "join: nick is longer than 5 characters" })
+    );
+    for who in [&mut ann, &mut bob] {
+        who.ok(MAIN, "join", vec![json!({ "room": "lobby" })]).await;
+    }
+    let (error, _) = ann
+        .call(
+            MAIN,
+            "say",
+            vec![json!({ "room": "lobby", "text": "x".repeat(11) })],
+        )
+        .await;
+    assert_eq!(
+        error,
+        json!({ "error": "say: text is longer than 10 bytes" })
+    );
+    // Nothing of the refused text went out; a text within the limit does.
+    bob.ok(MAIN, "say", vec![json!({ "room": "lobby", "text": "hi" })])
+        .await;
+    let got = ann.event(MAIN, "message").await;
+    assert_eq!(got[0]["text"], "hi");
+}
