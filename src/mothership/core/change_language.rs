@@ -13,6 +13,9 @@ use super::text;
 use crate::mothership::router::{Answer, Router};
 use crate::socket::Socket;
 
+/// The longest language tag BCP 47 allows in practice.
+const MAX_TAG: usize = 35;
+
 #[derive(Debug, PartialEq)]
 pub(super) struct ChangeLanguage {
     pub(super) language: String,
@@ -23,6 +26,17 @@ impl ChangeLanguage {
         let language = text(arg, "language")
             .or_else(|| arg.as_str().map(str::to_string))
             .ok_or("change_language needs {language}")?;
+        // A language tag (BCP 47: `fr`, `pt-BR`, `zh-Hant-TW`), not free text
+        // a client could fill the shared session with.
+        let tag = |l: &str| {
+            (1..=MAX_TAG).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if !tag(&language) {
+            return Err(format!(
+                "change_language: language must be a language tag (letters, digits and '-', at most {MAX_TAG})"
+            ));
+        }
         Ok(ChangeLanguage { language })
     }
 

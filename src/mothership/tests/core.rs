@@ -93,6 +93,24 @@ async fn change_language_is_stored_in_the_session_every_node_reads() {
             Value::Null
         )
     );
+    for bad in ["x".repeat(36), "fr\nde".to_string(), String::new()] {
+        let (error, _) = client
+            .call(CORE, "change_language", vec![json!({ "language": bad })])
+            .await;
+        assert!(
+            error["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("language tag"),
+            "{bad:?}: {error}"
+        );
+    }
+    assert_eq!(
+        client
+            .ok(CORE, "change_language", vec![json!("zh-Hant-TW")])
+            .await["language"],
+        "zh-Hant-TW"
+    );
 }
 
 #[tokio::test]
