@@ -118,7 +118,7 @@ mod tests {
     #[tokio::test]
     async fn names_reserved_by_socket_io_are_refused() {
         let url = serve().await;
-        for event in crate::protocol::payload::RESERVED_EVENTS {
+        for event in crate::protocol::socketio::RESERVED_EVENTS {
             let (status, body) = post(&url, json!({ "namespace": "/", "event": event })).await;
             assert_eq!(status, 400, "{event}: {body}");
             assert!(

@@ -274,7 +274,7 @@ mod tests {
             SocketIo::new(&settings, cluster.clone()),
             Catalog::new(cluster),
         );
-        for event in crate::protocol::payload::RESERVED_EVENTS {
+        for event in crate::protocol::socketio::RESERVED_EVENTS {
             let refused = Err(EmitError::ReservedEvent(event.to_string()));
             assert_eq!(emitter.to_socket("/", "sid", event, vec![]), refused);
             assert_eq!(emitter.to_room("/", "r", event, vec![]), refused);

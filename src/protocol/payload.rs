@@ -34,21 +34,12 @@ impl Payload {
     }
 }
 
-/// Event names the Socket.IO clients give a meaning of their own: a server
-/// that emitted one would make clients act on it (`disconnect` makes every
+/// Whether `event` is one of the names Socket.IO reserves
+/// ([`RESERVED_EVENTS`](super::socketio::RESERVED_EVENTS)): a server that
+/// emitted one would make clients act on it (`disconnect` makes every
 /// socket.io-client drop its connection), so none is ever emitted.
-pub const RESERVED_EVENTS: [&str; 6] = [
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
-
-/// Whether `event` is one of [`RESERVED_EVENTS`].
 pub fn is_reserved_event(event: &str) -> bool {
-    RESERVED_EVENTS.contains(&event)
+    super::socketio::RESERVED_EVENTS.contains(&event)
 }
 
 /// An EVENT (or BINARY_EVENT) packet for `namespace`, encoded with its

@@ -55,7 +55,8 @@ pub enum DecodeError {
     InvalidPayload(PacketType),
 }
 
-/// Event names a client may not emit: the reference server keeps them for itself.
+/// Event names reserved by Socket.IO: a client may not emit them (the reference
+/// server keeps them for itself), and a server never does.
 pub const RESERVED_EVENTS: [&str; 6] = [
     "connect",
     "connect_error",
