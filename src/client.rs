@@ -81,6 +81,7 @@ impl Client {
                     socket
                         .namespace()
                         .remove_socket(&socket, DisconnectReason::ClientNamespaceDisconnect);
+                    self.io.forget_if_unused(&packet.namespace);
                 }
                 Ok(())
             }
@@ -160,11 +161,15 @@ impl Client {
             self.io.forget_if_unused(name);
             return;
         }
+        if !namespace.add_socket(socket.clone()) {
+            // Its last socket left and it was retired meanwhile: the name
+            // resolves to a fresh namespace now.
+            return self.connect(name, Some(socket.auth().clone()));
+        }
         self.sockets.lock().push(socket.clone());
         if let Some(timer) = self.connect_timer.lock().take() {
             timer.abort();
         }
-        namespace.add_socket(socket.clone());
         self.send_packet(&Packet::connect(
             name,
             Some(serde_json::json!({ "sid": socket.id() })),
@@ -232,6 +237,7 @@ impl SessionHandler for Client {
             socket
                 .namespace()
                 .remove_socket(&socket, DisconnectReason::Transport(reason));
+            self.io.forget_if_unused(socket.namespace().name());
         }
     }
 }

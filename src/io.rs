@@ -221,8 +221,9 @@ impl LocalNode for IoInner {
 }
 
 impl IoInner {
-    /// Drops a namespace created from a pattern once nobody uses it, so refused
-    /// connections to made-up names leave nothing behind.
+    /// Drops a namespace created from a pattern once nobody uses it (a
+    /// refused connect, or its last socket left), so names clients made up, or
+    /// stopped using, leave nothing behind.
     pub(crate) fn forget_if_unused(&self, name: &str) {
         if self.fixed.read().contains(name) {
             return;
@@ -230,7 +231,7 @@ impl IoInner {
         let mut namespaces = self.namespaces.write();
         if namespaces
             .get(name)
-            .is_some_and(|namespace| namespace.local_socket_count() == 0)
+            .is_some_and(|namespace| namespace.retire_if_empty())
         {
             namespaces.remove(name);
         }

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
 use serde_json::Value;
@@ -42,6 +43,9 @@ pub struct Namespace {
     cluster: Arc<dyn Cluster>,
     sockets: RwLock<HashMap<Arc<str>, Arc<Socket>>>,
     rooms: RwLock<HashMap<Arc<str>, HashSet<Arc<str>>>>,
+    /// Taken out of the node's registry while empty: no socket joins it any
+    /// more (a connect that raced with that resolves the name again).
+    retired: AtomicBool,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -64,6 +68,7 @@ impl Namespace {
             cluster,
             sockets: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -89,7 +94,15 @@ impl Namespace {
         self.sockets.read().len()
     }
 
-    pub(crate) fn add_socket(&self, socket: Arc<Socket>) {
+    /// Adds a socket; false when the namespace was retired meanwhile.
+    pub(crate) fn add_socket(&self, socket: Arc<Socket>) -> bool {
+        {
+            let mut sockets = self.sockets.write();
+            if self.retired.load(Ordering::Acquire) {
+                return false;
+            }
+            sockets.insert(socket.id_arc().clone(), socket.clone());
+        }
         self.cluster.session_touch(socket.session_id());
         self.cluster.socket_connected(SocketRecord {
             namespace: self.name.to_string(),
@@ -99,7 +112,17 @@ impl Namespace {
             rooms: Vec::new(),
             connected_at: socket.connected_at(),
         });
-        self.sockets.write().insert(socket.id_arc().clone(), socket);
+        true
+    }
+
+    /// Retires the namespace if it has no socket (checked and marked under the
+    /// same lock [`Self::add_socket`] takes, so no socket can slip in).
+    pub(crate) fn retire_if_empty(&self) -> bool {
+        let sockets = self.sockets.write();
+        if sockets.is_empty() {
+            self.retired.store(true, Ordering::Release);
+        }
+        sockets.is_empty()
     }
 
     /// Removes a socket and runs the disconnect handler; false if it was already gone.

@@ -354,3 +354,26 @@ async fn namespace_limits_refuse_the_connect_and_others_carry_on() {
         json!([2])
     );
 }
+
+#[tokio::test]
+async fn a_component_namespace_is_freed_when_its_last_socket_leaves() {
+    let nodes = Nodes::start(&[("A", PreferLocal, &["echo"])]);
+    let io = &nodes.node("A").io;
+    let (mut first, mut second) = (nodes.client("A", "one"), nodes.client("A", "two"));
+    first.connect(ECHO).await.unwrap();
+    second.connect(ECHO).await.unwrap();
+    first.disconnect(ECHO);
+    assert_eq!(
+        second.ok(ECHO, "echo", vec![json!(1)]).await["args"],
+        json!([1])
+    );
+    assert!(io.of(ECHO).is_some(), "kept while a socket is in it");
+    second.disconnect(ECHO);
+    assert!(io.of(ECHO).is_none(), "freed once the last socket left");
+    // The name works again, as a fresh namespace.
+    first.connect(ECHO).await.unwrap();
+    assert_eq!(
+        first.ok(ECHO, "echo", vec![json!(2)]).await["args"],
+        json!([2])
+    );
+}
