@@ -211,7 +211,7 @@ mod tests {
     #[test]
     fn a_broadcast_is_encoded_once_for_every_receiver() {
         let cluster = Arc::new(MemoryCluster::new("n".into()));
-        let namespace = Arc::new(Namespace::new("/", Arc::new(Ignore), cluster));
+        let namespace = Arc::new(Namespace::new("/", Arc::new(Ignore), cluster, 16));
         let a = join(&namespace, "a", Some("r"));
         let b = join(&namespace, "b", Some("r"));
         let c = join(&namespace, "c", Some("r"));

@@ -75,6 +75,8 @@ pub struct Settings {
     pub routing: Routing,
     /// How long a routed event may wait for its handler's answer (ms).
     pub route_timeout_ms: u64,
+    /// Most rooms one socket may be in at once (≥ 1).
+    pub rooms_per_socket: usize,
     /// Longest client log line (message and error) accepted (bytes, ≥ 1).
     pub log_line_max_length: usize,
     /// Longest namespace name a client may connect to (bytes, ≥ 1).
@@ -127,6 +129,7 @@ impl Default for Settings {
             route_max_in_flight: 10_000,
             namespace_max_length: 256,
             log_line_max_length: 2048,
+            rooms_per_socket: 256,
             namespaces_per_connection: 32,
             purge_batch: 1_000,
             instance_ttl_ms: 3_600_000,
@@ -414,6 +417,13 @@ const NAMESPACE_MAX_LENGTH: Field = field!(
     "256",
     "Longest namespace name a client may connect to, in bytes"
 );
+const ROOMS_PER_SOCKET: Field = field!(
+    "rooms_per_socket",
+    "ROOMS_PER_SOCKET",
+    Usize,
+    "256",
+    "Most rooms one socket may be in at once"
+);
 const LOG_LINE_MAX_LENGTH: Field = field!(
     "log_line_max_length",
     "LOG_LINE_MAX_LENGTH",
@@ -479,7 +489,7 @@ const LOG: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 31] = [
+const FIELDS: [&Field; 32] = [
     &REDIS_SERVER,
     &SERVER_HOST,
     &SERVER_PORT,
@@ -505,6 +515,7 @@ const FIELDS: [&Field; 31] = [
     &NAMESPACE_MAX_LENGTH,
     &NAMESPACES_PER_CONNECTION,
     &LOG_LINE_MAX_LENGTH,
+    &ROOMS_PER_SOCKET,
     &PURGE_BATCH,
     &INSTANCE_TTL_MS,
     &CHAT_HISTORY_TTL_MS,
@@ -587,6 +598,8 @@ struct Cli {
     namespaces_per_connection: Option<String>,
     #[arg(long, value_name = "BYTES", help = LOG_LINE_MAX_LENGTH.help)]
     log_line_max_length: Option<String>,
+    #[arg(long, value_name = "N", help = ROOMS_PER_SOCKET.help)]
+    rooms_per_socket: Option<String>,
     #[arg(long, value_name = "N", help = PURGE_BATCH.help)]
     purge_batch: Option<String>,
     #[arg(long, value_name = "MS", help = INSTANCE_TTL_MS.help)]
@@ -603,7 +616,7 @@ struct Cli {
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 31] {
+    fn values(&self) -> [Option<&String>; 32] {
         [
             self.redis_server.as_ref(),
             self.server_host.as_ref(),
@@ -630,6 +643,7 @@ impl Cli {
             self.namespace_max_length.as_ref(),
             self.namespaces_per_connection.as_ref(),
             self.log_line_max_length.as_ref(),
+            self.rooms_per_socket.as_ref(),
             self.purge_batch.as_ref(),
             self.instance_ttl_ms.as_ref(),
             self.chat_history_ttl_ms.as_ref(),
@@ -896,6 +910,7 @@ impl Settings {
                 self.namespaces_per_connection as u64,
             ),
             (LOG_LINE_MAX_LENGTH.env, self.log_line_max_length as u64),
+            (ROOMS_PER_SOCKET.env, self.rooms_per_socket as u64),
             (PURGE_BATCH.env, self.purge_batch as u64),
             (INSTANCE_TTL_MS.env, self.instance_ttl_ms),
             (CHAT_HISTORY_TTL_MS.env, self.chat_history_ttl_ms),
@@ -1193,6 +1208,7 @@ mod tests {
             ("NAMESPACE_MAX_LENGTH", "16"),
             ("NAMESPACES_PER_CONNECTION", "17"),
             ("LOG_LINE_MAX_LENGTH", "18"),
+            ("ROOMS_PER_SOCKET", "21"),
             ("PURGE_BATCH", "12"),
             ("INSTANCE_TTL_MS", "13"),
             ("CHAT_HISTORY_TTL_MS", "14"),
@@ -1226,6 +1242,7 @@ mod tests {
             namespace_max_length: 16,
             namespaces_per_connection: 17,
             log_line_max_length: 18,
+            rooms_per_socket: 21,
             purge_batch: 12,
             instance_ttl_ms: 13,
             chat_history_ttl_ms: 14,

@@ -37,6 +37,7 @@ pub(crate) struct IoInner {
     pub(crate) max_attachments: usize,
     pub(crate) namespace_max_length: usize,
     pub(crate) namespaces_per_connection: usize,
+    rooms_per_socket: usize,
     connect_timeout: Duration,
     cluster: Arc<dyn Cluster>,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
@@ -51,6 +52,7 @@ impl SocketIo {
             max_attachments: settings.max_attachments,
             namespace_max_length: settings.namespace_max_length,
             namespaces_per_connection: settings.namespaces_per_connection,
+            rooms_per_socket: settings.rooms_per_socket,
             connect_timeout: settings.connect_timeout(),
             cluster: cluster.clone(),
             namespaces: RwLock::new(HashMap::new()),
@@ -68,6 +70,7 @@ impl SocketIo {
             name,
             Arc::new(handler),
             self.inner.cluster.clone(),
+            self.inner.rooms_per_socket,
         ));
         self.inner.fixed.write().insert(name.to_string());
         self.inner
@@ -253,9 +256,14 @@ impl IoInner {
                 .map(|(_, handler)| handler.clone())?
         };
         let mut namespaces = self.namespaces.write();
-        let namespace = namespaces
-            .entry(name.to_string())
-            .or_insert_with(|| Arc::new(Namespace::new(name, handler, self.cluster.clone())));
+        let namespace = namespaces.entry(name.to_string()).or_insert_with(|| {
+            Arc::new(Namespace::new(
+                name,
+                handler,
+                self.cluster.clone(),
+                self.rooms_per_socket,
+            ))
+        });
         Some(namespace.clone())
     }
 }

@@ -35,6 +35,7 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 "namespace_max_length",
                 "namespaces_per_connection",
                 "log_line_max_length",
+                "rooms_per_socket",
             ] {
                 metrics::counter!("rain_refused_total", "limit" => limit).increment(0);
             }

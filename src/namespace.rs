@@ -43,6 +43,8 @@ pub struct Namespace {
     cluster: Arc<dyn Cluster>,
     sockets: RwLock<HashMap<Arc<str>, Arc<Socket>>>,
     rooms: RwLock<HashMap<Arc<str>, HashSet<Arc<str>>>>,
+    /// Most rooms a socket may be in (`ROOMS_PER_SOCKET`).
+    max_rooms: usize,
     /// Taken out of the node's registry while empty: no socket joins it any
     /// more (a connect that raced with that resolves the name again).
     retired: AtomicBool,
@@ -61,6 +63,7 @@ impl Namespace {
         name: &str,
         handler: Arc<dyn NamespaceHandler>,
         cluster: Arc<dyn Cluster>,
+        max_rooms: usize,
     ) -> Self {
         Namespace {
             name: name.into(),
@@ -68,6 +71,7 @@ impl Namespace {
             cluster,
             sockets: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
+            max_rooms: max_rooms.max(1),
             retired: AtomicBool::new(false),
         }
     }
@@ -78,6 +82,11 @@ impl Namespace {
 
     pub(crate) fn handler(&self) -> &Arc<dyn NamespaceHandler> {
         &self.handler
+    }
+
+    /// Most rooms one socket of this namespace may be in.
+    pub fn max_rooms(&self) -> usize {
+        self.max_rooms
     }
 
     pub fn cluster(&self) -> &Arc<dyn Cluster> {
@@ -202,7 +211,9 @@ impl Namespace {
         };
         for socket in sockets {
             match op {
-                RemoteOp::Join(room) => socket.join(room),
+                RemoteOp::Join(room) => {
+                    socket.join(room);
+                }
                 RemoteOp::Leave(room) => socket.leave(room),
                 RemoteOp::Disconnect => socket.disconnect(),
             }

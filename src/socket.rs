@@ -215,19 +215,29 @@ impl Socket {
         }
     }
 
-    /// Joins a room (idempotent). A socket that has disconnected joins nothing:
-    /// a join that arrives late (a component's answer) leaves no trace.
-    pub fn join(&self, room: &str) {
+    /// Joins a room (idempotent); whether the socket is in it now. A socket
+    /// that has disconnected joins nothing (a join that arrives late, a
+    /// component's answer, leaves no trace), and one already in
+    /// `ROOMS_PER_SOCKET` rooms joins no more.
+    pub fn join(&self, room: &str) -> bool {
         // The room index and the cluster are told under this lock, so a
         // disconnect either sees the room and removes it or comes first.
         let mut rooms = self.rooms.lock();
-        if !self.is_connected() || rooms.iter().any(|r| &**r == room) {
-            return;
+        if !self.is_connected() {
+            return false;
+        }
+        if rooms.iter().any(|r| &**r == room) {
+            return true;
+        }
+        if rooms.len() >= self.namespace.max_rooms() {
+            metrics::counter!("rain_refused_total", "limit" => "rooms_per_socket").increment(1);
+            return false;
         }
         let room: Arc<str> = room.into();
         rooms.push(room.clone());
         let now: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
         self.namespace.add_to_room(&room, &self.id, &now);
+        true
     }
 
     /// Leaves a room (idempotent).

@@ -209,13 +209,16 @@ impl Router {
 
     /// Applies an answer's room changes to the calling socket, then acks it.
     pub(super) async fn reply(&self, socket: &Arc<Socket>, ack: Option<AckSender>, answer: Answer) {
-        for room in &answer.effects.join {
-            socket.join(room);
-        }
+        // Leaves first: they free room places for the joins.
         for room in &answer.effects.leave {
             socket.leave(room);
         }
         let mut outcome = answer.outcome;
+        for room in &answer.effects.join {
+            if !socket.join(room) && socket.is_connected() {
+                outcome = Err(json!({ "error": "too many rooms" }));
+            }
+        }
         // The client may broadcast to the room as soon as it has the ack: a
         // join is acked once the room's subscription is live, or as an error.
         if !answer.effects.join.is_empty()

@@ -170,3 +170,33 @@ async fn chat_refuses_text_and_names_over_their_limits_and_others_carry_on() {
     let got = ann.event(MAIN, "message").await;
     assert_eq!(got[0]["text"], "hi");
 }
+
+#[tokio::test]
+async fn a_socket_joins_at_most_rooms_per_socket_rooms() {
+    let settings = crate::config::Settings {
+        rooms_per_socket: 2,
+        ..Default::default()
+    };
+    let chat = crate::component::demo::builtin("chat", &settings).unwrap();
+    let nodes = Nodes::with_settings(&settings, vec![("A", PreferLocal, vec![chat])]);
+    let (mut ann, mut bob) = (nodes.client("A", "ann"), nodes.client("A", "bob"));
+    ann.connect(MAIN).await.unwrap();
+    bob.connect(MAIN).await.unwrap();
+    for room in ["one", "two"] {
+        ann.ok(MAIN, "join", vec![json!({ "room": room })]).await;
+    }
+    let (error, data) = ann
+        .call(MAIN, "join", vec![json!({ "room": "three" })])
+        .await;
+    assert_eq!(
+        (error, data),
+        (json!({ "error": "too many rooms" }), Value::Null)
+    );
+    // Others are not held back, and a leave frees a place.
+    bob.ok(MAIN, "join", vec![json!({ "room": "three" })]).await;
+    ann.ok(MAIN, "leave", vec![json!({ "room": "one" })]).await;
+    ann.ok(MAIN, "join", vec![json!({ "room": "three" })]).await;
+    bob.ok(MAIN, "say", vec![json!({ "room": "three", "text": "hi" })])
+        .await;
+    assert_eq!(ann.event(MAIN, "message").await[0]["text"], "hi");
+}
