@@ -1116,11 +1116,7 @@ async fn a_node_stopped_with_sigterm_deregisters_at_once() {
     .await;
 
     let stopped = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &nodes[1].pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    nodes[1].testbed().signal("-TERM");
     eventually(Duration::from_secs(3), "C deregistered", async || {
         let e = |e: redis::RedisError| e.to_string();
         let node: bool = conn.exists("rain:node:C").await.map_err(e)?;

@@ -11,7 +11,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
@@ -108,14 +107,6 @@ async fn wait_exact(
         Ok(())
     })
     .await;
-}
-
-fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// Writes lost while the node's connections to Redis are killed over and over
@@ -223,7 +214,7 @@ async fn a_stopped_node_is_purged_then_comes_back_whole() {
     assert_eq!(c1.call("join", json!("r")).await, json!(["r"]));
     let mut conn = redis.conn().await;
 
-    signal(a.pid(), "-STOP");
+    a.testbed().signal("-STOP");
     let stopped = Instant::now();
     // c2 leaves while A cannot notice; A learns of it when it runs again.
     c2.close().await;
@@ -255,7 +246,7 @@ async fn a_stopped_node_is_purged_then_comes_back_whole() {
     .await;
     eprintln!("A purged {:?} after SIGSTOP", stopped.elapsed());
 
-    signal(a.pid(), "-CONT");
+    a.testbed().signal("-CONT");
     let want = BTreeMap::from([
         (c1.sid.clone(), placed("A", &["r"])),
         (c3.sid.clone(), placed("B", &[])),

@@ -242,8 +242,6 @@ async fn a_client_that_does_not_read_is_disconnected_and_others_keep_receiving()
 
 #[tokio::test]
 async fn sigterm_closes_every_client_so_it_reconnects_and_exits_zero() {
-    use std::process::Command;
-
     let mut testbed = spawn_testbed(&[("SHUTDOWN_TIMEOUT_MS", "3000")]);
     let url = testbed.url().to_string();
 
@@ -277,11 +275,7 @@ async fn sigterm_closes_every_client_so_it_reconnects_and_exits_zero() {
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let started = std::time::Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &testbed.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    testbed.signal("-TERM");
 
     // No Engine.IO close packet: the websocket just closes ("going away"), which
     // both official clients answer by reconnecting.

@@ -234,11 +234,7 @@ impl Node {
 
     /// SIGKILLs the process (no graceful shutdown); the guard stays valid.
     pub fn kill9(&self) {
-        let status = Command::new("kill")
-            .args(["-9", &self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -9 {} failed", self.pid());
+        self.testbed.signal("-9");
     }
 
     /// Resident memory of the process in KiB (`VmRSS` of /proc/PID/status).

@@ -76,6 +76,15 @@ impl Testbed {
         self.child.id()
     }
 
+    /// Sends the process a signal (`"-TERM"`, `"-STOP"`, `"-9"`, …) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {} failed", self.pid());
+    }
+
     /// Everything the server wrote to stderr so far (its logs).
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()

@@ -117,11 +117,6 @@ impl MemoryCluster {
     pub fn from_settings(settings: &Settings) -> Self {
         MemoryHub::new(settings).join(&settings.node_id)
     }
-
-    /// The hub this node is on (to put more nodes on it).
-    pub fn hub(&self) -> &Arc<MemoryHub> {
-        &self.hub
-    }
 }
 
 impl Membership for MemoryCluster {
