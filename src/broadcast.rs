@@ -183,6 +183,7 @@ mod tests {
         let info = ConnectInfo {
             query: String::new(),
             remote_addr: None,
+            address: None,
             session_cookie: None,
         };
         let session = Arc::new(Session::new(id.into(), info, TransportState::Websocket, 16));

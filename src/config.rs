@@ -55,6 +55,9 @@ pub struct Settings {
     /// Origins allowed by CORS; empty → any origin (the request's origin is echoed).
     /// In the environment and on the command line: a comma-separated list.
     pub cors_origins: Vec<String>,
+    /// Proxies (IP addresses or CIDRs) whose `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` are believed; empty → the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
     /// How long a graceful shutdown may take before the process exits anyway (ms, ≥ 1).
     pub shutdown_timeout_ms: u64,
     /// Prefix of every Redis key and channel.
@@ -117,6 +120,7 @@ impl Default for Settings {
             max_attachments: 16,
             outbound_queue: 1024,
             cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             shutdown_timeout_ms: 10_000,
             key_prefix: "rain:".to_string(),
             node_ttl_ms: 5_000,
@@ -347,6 +351,13 @@ const CORS_ORIGINS: Field = field!(
     "empty",
     "Comma-separated origins allowed by CORS; empty allows any origin"
 );
+const TRUSTED_PROXIES: Field = field!(
+    "trusted_proxies",
+    "TRUSTED_PROXIES",
+    List,
+    "empty",
+    "Comma-separated IP addresses or CIDRs of proxies whose X-Forwarded-For is believed"
+);
 const SHUTDOWN_TIMEOUT_MS: Field = field!(
     "shutdown_timeout_ms",
     "SHUTDOWN_TIMEOUT_MS",
@@ -489,7 +500,7 @@ const LOG: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 32] = [
+const FIELDS: [&Field; 33] = [
     &REDIS_SERVER,
     &SERVER_HOST,
     &SERVER_PORT,
@@ -502,6 +513,7 @@ const FIELDS: [&Field; 32] = [
     &MAX_ATTACHMENTS,
     &OUTBOUND_QUEUE,
     &CORS_ORIGINS,
+    &TRUSTED_PROXIES,
     &SHUTDOWN_TIMEOUT_MS,
     &KEY_PREFIX,
     &NODE_TTL_MS,
@@ -572,6 +584,8 @@ struct Cli {
     outbound_queue: Option<String>,
     #[arg(long, value_name = "ORIGINS", help = CORS_ORIGINS.help)]
     cors_origins: Option<String>,
+    #[arg(long, value_name = "CIDRS", help = TRUSTED_PROXIES.help)]
+    trusted_proxies: Option<String>,
     #[arg(long, value_name = "MS", help = SHUTDOWN_TIMEOUT_MS.help)]
     shutdown_timeout_ms: Option<String>,
     #[arg(long, value_name = "PREFIX", help = KEY_PREFIX.help)]
@@ -616,7 +630,7 @@ struct Cli {
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 32] {
+    fn values(&self) -> [Option<&String>; 33] {
         [
             self.redis_server.as_ref(),
             self.server_host.as_ref(),
@@ -630,6 +644,7 @@ impl Cli {
             self.max_attachments.as_ref(),
             self.outbound_queue.as_ref(),
             self.cors_origins.as_ref(),
+            self.trusted_proxies.as_ref(),
             self.shutdown_timeout_ms.as_ref(),
             self.key_prefix.as_ref(),
             self.node_ttl_ms.as_ref(),
@@ -652,6 +667,15 @@ impl Cli {
             self.log.as_ref(),
         ]
     }
+}
+
+/// Parses one `TRUSTED_PROXIES` entry: an IP address (one host) or a CIDR.
+pub fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(address) = text.parse::<std::net::IpAddr>() {
+        return Ok(address.into());
+    }
+    text.parse::<ipnet::IpNet>()
+        .map_err(|_| "expected an IP address or a CIDR such as 10.0.0.0/8".to_string())
 }
 
 /// Parses an unsigned integer, saying what range is allowed when it overflows.
@@ -972,6 +996,11 @@ impl Settings {
                 "must start and end with '/'",
             ));
         }
+        for proxy in &self.trusted_proxies {
+            if let Err(reason) = parse_network(proxy) {
+                return Err(invalid(TRUSTED_PROXIES.env, format!("{proxy:?}"), &reason));
+            }
+        }
         check_log(LOG.env, &self.log)
     }
 
@@ -1195,6 +1224,7 @@ mod tests {
             ("MAX_ATTACHMENTS", "0"),
             ("OUTBOUND_QUEUE", "6"),
             ("CORS_ORIGINS", "http://a"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,::1"),
             ("SHUTDOWN_TIMEOUT_MS", "7"),
             ("KEY_PREFIX", ""),
             ("NODE_TTL_MS", "30"),
@@ -1229,6 +1259,7 @@ mod tests {
             max_attachments: 0,
             outbound_queue: 6,
             cors_origins: vec!["http://a".into()],
+            trusted_proxies: vec!["10.0.0.0/8".into(), "::1".into()],
             shutdown_timeout_ms: 7,
             key_prefix: String::new(),
             node_ttl_ms: 30,
@@ -1269,6 +1300,15 @@ mod tests {
             text.contains("HEARTBEAT_MS") && text.contains("NODE_TTL_MS=2999"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn trusted_proxies_must_be_addresses_or_cidrs() {
+        let s = load(&[], &[("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")]).unwrap();
+        assert_eq!(s.trusted_proxies, ["10.0.0.0/8", "127.0.0.1"]);
+        let message = err(&[], &[("TRUSTED_PROXIES", "10.0.0.0/8,proxy.local")]);
+        assert!(message.contains("TRUSTED_PROXIES"), "{message}");
+        assert!(message.contains("proxy.local"), "{message}");
     }
 
     #[test]

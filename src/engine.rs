@@ -19,6 +19,7 @@ use thiserror::Error;
 use crate::config::Settings;
 use crate::protocol::engineio::{Handshake, Packet};
 use crate::session::{CloseReason, ConnectInfo, Session, TransportState};
+use crate::transport::address::TrustedProxies;
 
 /// The upper layer's view of a protocol violation inside a message.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -50,6 +51,8 @@ pub struct EngineConfig {
     pub queue_limit: usize,
     /// How long a websocket may take to complete an upgrade after connecting.
     pub upgrade_timeout: Duration,
+    /// Whose `X-Forwarded-For` is believed when telling the client's address.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl From<&Settings> for EngineConfig {
@@ -60,6 +63,7 @@ impl From<&Settings> for EngineConfig {
             max_payload: settings.max_payload,
             queue_limit: settings.outbound_queue,
             upgrade_timeout: Duration::from_secs(10),
+            trusted_proxies: TrustedProxies::new(&settings.trusted_proxies),
         }
     }
 }

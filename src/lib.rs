@@ -19,7 +19,7 @@
 //! | cluster | [`cluster`] | one trait per responsibility (membership, broker, socket registry, sessions, services, lists); the embedded hub and the Redis backend (`cluster/redis/`, one file per task); wire format; key and channel names; upper layers' messages are opaque bytes here |
 //! | engine | [`session`] | one Engine.IO session: bounded outbound queue, upgrade state, close |
 //! | | [`engine`] | the Engine.IO server: session table, handshake, packet rules |
-//! | | [`transport`] | HTTP entry, long-polling and websocket transports, heartbeats |
+//! | | [`transport`] | HTTP entry, long-polling and websocket transports, heartbeats, the client's address behind trusted proxies |
 //! | Socket.IO | [`client`] | one Socket.IO connection: packet dispatch, binary reassembly, limits |
 //! | | [`io`] | the Socket.IO server: namespace registry (fixed and dynamic), the one emit-to-socket and broadcast entry points |
 //! | | [`namespace`] | a namespace's handler trait, local sockets and room index |

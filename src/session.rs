@@ -84,7 +84,11 @@ pub enum SendError {
 pub struct ConnectInfo {
     /// The query string of the handshake request, without the `?`.
     pub query: String,
+    /// The TCP peer: the client, or the proxy in front of it.
     pub remote_addr: Option<SocketAddr>,
+    /// The client's address: the peer, or what a trusted proxy forwarded
+    /// (see `crate::transport::address`).
+    pub address: Option<std::net::IpAddr>,
     /// The client's session id from its `rain_session` cookie, or the one the
     /// handshake just gave it in a `Set-Cookie`.
     pub session_cookie: Option<String>,
@@ -283,6 +287,7 @@ mod tests {
         let info = ConnectInfo {
             query: String::new(),
             remote_addr: None,
+            address: None,
             session_cookie: None,
         };
         Arc::new(Session::new(

@@ -5,6 +5,7 @@
 //! Owns the request validation and the reference server's error answers
 //! (`400 {"code":…,"message":…}`). Does not own sessions (see `crate::engine`).
 
+pub mod address;
 pub mod polling;
 pub mod websocket;
 
@@ -88,6 +89,10 @@ pub async fn handle(State(engine): State<Engine>, request: Request<Body>) -> Res
     let info = ConnectInfo {
         query: parts.uri.query().unwrap_or_default().to_string(),
         remote_addr,
+        address: engine
+            .config()
+            .trusted_proxies
+            .client_address(remote_addr, &parts.headers),
         session_cookie: cookie.or_else(|| new_cookie.clone()),
     };
     let mut response = route(engine, query, parts, body, info).await;

@@ -152,6 +152,7 @@ impl FakeClient {
         let info = ConnectInfo {
             query: String::new(),
             remote_addr: None,
+            address: None,
             session_cookie: None,
         };
         let sid = crate::engine::new_sid().to_string();
