@@ -331,6 +331,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let server = Server::bind(&settings, io).await?;
     println!("rain-node listening on http://{}", server.local_addr());
+    println!("rain-node api listening on http://{}", server.api_addr());
     server.run(shutdown_signal()).await?;
     Ok(())
 }
