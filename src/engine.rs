@@ -50,6 +50,9 @@ pub struct EngineConfig {
     pub queue_limit: usize,
     /// How long a websocket may take to complete an upgrade after connecting.
     pub upgrade_timeout: Duration,
+    /// Origins (`scheme://host[:port]`) whose pages may talk to this server
+    /// besides its own: `CORS_ORIGINS`. See `crate::transport::origin`.
+    pub allowed_origins: Arc<[String]>,
 }
 
 impl From<&Settings> for EngineConfig {
@@ -60,6 +63,7 @@ impl From<&Settings> for EngineConfig {
             max_payload: settings.max_payload,
             queue_limit: settings.outbound_queue,
             upgrade_timeout: Duration::from_secs(10),
+            allowed_origins: settings.cors_origins.clone().into(),
         }
     }
 }
