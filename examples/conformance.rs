@@ -101,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(EngineEcho),
     );
     println!("rain-node listening on http://{}", server.local_addr());
+    println!("rain-node api listening on http://{}", server.api_addr());
     server.run(shutdown_signal()).await?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The server the interop tests (`tests/interop.rs`, `tests/js`, `tests/python`)
 //! drive with the official clients. Reads the node's settings from the
-//! environment, prints the node's `listening on` line, and serves `/`, `/custom`
-//! and `/dyn-<alnum>` with the same handlers:
+//! environment, prints the node's `listening on` and `api listening on` lines,
+//! and serves `/`, `/custom` and `/dyn-<alnum>` with the same handlers:
 //!
 //! - connect with auth `{"token":"reject"}` → CONNECT_ERROR `rejected`; otherwise
 //!   `welcome {sid, namespace, auth}` right after connecting;
@@ -331,6 +331,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let server = Server::bind(&settings, io).await?;
     println!("rain-node listening on http://{}", server.local_addr());
+    println!("rain-node api listening on http://{}", server.api_addr());
     server.run(shutdown_signal()).await?;
     Ok(())
 }

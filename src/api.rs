@@ -1,112 +1,123 @@
-//! The node's HTTP API for backends: the emit API, through which an HTTP
-//! backend component (or anything else trusted) pushes events to sockets and
-//! rooms anywhere in the cluster.
+//! The node's HTTP API, for operators and backends only: served on a listener
+//! of its own (`ADMIN_HOST`:`ADMIN_PORT`), never on the public port and never
+//! under CORS, so no web page can reach it through a browser.
 //!
-//! `POST /api/emit` with a JSON body `{namespace, event, args?, socket? | room?
-//! | rooms?, except?}`: to one socket by id, to rooms, or (neither) to the whole
-//! namespace. Answers `202 {"ok": true}`, or `400 {"error": …}` for a bad body.
-//! Owns validation of that body only; delivery is `crate::io`'s. The Cloud API
-//! (nodes, components, the map) will join it here.
+//! Every route needs a bearer token of `API_TOKENS` ([`auth`]; 401 without
+//! one) with the route's scope (403 otherwise):
+//!
+//! | route | scope | |
+//! | --- | --- | --- |
+//! | `POST /emit` | `emit` | push an event to sockets or rooms ([`emit`]) |
+//! | `GET /metrics` | `read` | Prometheus text |
+//!
+//! `admin` implies both. Errors are `{"error": …}`. Owns the routes and their
+//! errors; the listener and the unauthenticated `/healthz` and `/readyz` are
+//! `crate::server`'s. The Cloud API (nodes, components, the map) will join here.
+
+pub mod auth;
+mod emit;
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use axum::routing::{get, post};
+use serde_json::json;
+use thiserror::Error;
 
+use crate::config::{ApiScope, Settings};
+use crate::engine::Engine;
 use crate::io::SocketIo;
-use crate::protocol::payload::is_reserved_event;
-use crate::socket::Payload;
+use auth::Tokens;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EmitRequest {
-    namespace: String,
-    event: String,
-    #[serde(default)]
-    args: Vec<Value>,
-    socket: Option<String>,
-    room: Option<String>,
-    #[serde(default)]
-    rooms: Vec<String>,
-    #[serde(default)]
-    except: Vec<String>,
+/// Why the API refused a request; the `Display` text is the JSON body's
+/// `error`, so it never holds a secret.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("missing or unknown bearer token (Authorization: Bearer <secret> of API_TOKENS)")]
+    Unauthorized,
+    #[error("token {token:?} has no {needed} scope")]
+    Forbidden { token: String, needed: ApiScope },
+    #[error("no such route")]
+    NotFound,
+    #[error("{0}")]
+    BadRequest(String),
 }
 
-/// The API's routes.
-pub fn routes(io: SocketIo) -> Router {
-    Router::new().route("/api/emit", post(emit)).with_state(io)
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        };
+        let body = Json(json!({ "error": self.to_string() }));
+        if status == StatusCode::UNAUTHORIZED {
+            (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        } else {
+            (status, body).into_response()
+        }
+    }
 }
 
-fn bad_request(message: impl Into<String>) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({ "error": message.into() })),
-    )
-        .into_response()
-}
-
-async fn emit(
-    State(io): State<SocketIo>,
-    body: Result<Json<EmitRequest>, JsonRejection>,
-) -> Response {
-    let request = match body {
-        Ok(Json(request)) => request,
-        Err(rejection) => return bad_request(rejection.body_text()),
-    };
-    if !request.namespace.starts_with('/') {
-        return bad_request("namespace must start with '/'");
-    }
-    if request.event.is_empty() {
-        return bad_request("event must not be empty");
-    }
-    if is_reserved_event(&request.event) {
-        return bad_request(format!(
-            "event name {:?} is reserved by Socket.IO",
-            request.event
-        ));
-    }
-    let mut rooms = request.rooms;
-    rooms.extend(request.room);
-    let payload = Payload::new(request.args);
-    match request.socket {
-        Some(_) if !rooms.is_empty() => return bad_request("give socket or rooms, not both"),
-        Some(sid) => io.emit_to(&request.namespace, &sid, &request.event, payload),
-        None => io.broadcast_to(
-            &request.namespace,
-            &rooms,
-            &request.except,
-            &request.event,
-            payload,
-        ),
-    }
-    (StatusCode::ACCEPTED, Json(json!({ "ok": true }))).into_response()
+/// The API's routes, every one behind a token (an unknown path too, so the
+/// API's shape is not told to whoever has none).
+pub fn routes(settings: &Settings, io: SocketIo, engine: Engine) -> Router {
+    let tokens = Arc::new(Tokens::new(settings.api_tokens.clone()));
+    let cluster = io.cluster().clone();
+    Router::new()
+        .route(
+            "/emit",
+            post(emit::emit).route_layer(from_fn_with_state(ApiScope::Emit, auth::require)),
+        )
+        .with_state(io)
+        .route(
+            "/metrics",
+            get(move || {
+                let text = crate::metrics::render(engine.session_count(), cluster.is_ready());
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+            })
+            .route_layer(from_fn_with_state(ApiScope::Read, auth::require)),
+        )
+        .fallback(|| async { ApiError::NotFound })
+        .layer(from_fn_with_state(tokens, auth::authenticate))
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
+    use serde_json::Value;
+
     use super::*;
     use crate::cluster::memory::MemoryCluster;
-    use crate::config::Settings;
+    use crate::engine::EngineConfig;
+
+    const EMIT: &str = "backend:emit:0123456789abcdef";
+    const READ: &str = "prometheus:read:0123456789abcdeg";
 
     async fn serve() -> String {
-        let settings = Settings::default();
+        let settings = Settings {
+            api_tokens: vec![EMIT.parse().unwrap(), READ.parse().unwrap()],
+            ..Settings::default()
+        };
         let io = SocketIo::new(&settings, Arc::new(MemoryCluster::new("n".into())));
+        let engine = Engine::new(EngineConfig::from(&settings), io.engine_handler());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, routes(io)).await });
-        format!("http://{address}/api/emit")
+        let router = routes(&settings, io, engine);
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{address}")
     }
 
-    async fn post(url: &str, body: Value) -> (u16, Value) {
+    async fn post(url: &str, secret: &str, body: Value) -> (u16, Value) {
         let response = reqwest::Client::new()
-            .post(url)
+            .post(format!("{url}/emit"))
+            .bearer_auth(secret)
             .json(&body)
             .send()
             .await
@@ -118,15 +129,80 @@ mod tests {
     #[tokio::test]
     async fn names_reserved_by_socket_io_are_refused() {
         let url = serve().await;
+        let secret = "0123456789abcdef";
         for event in crate::protocol::socketio::RESERVED_EVENTS {
-            let (status, body) = post(&url, json!({ "namespace": "/", "event": event })).await;
+            let (status, body) =
+                post(&url, secret, json!({ "namespace": "/", "event": event })).await;
             assert_eq!(status, 400, "{event}: {body}");
             assert!(
                 body["error"].as_str().unwrap().contains("reserved"),
                 "{body}"
             );
         }
-        let (status, _) = post(&url, json!({ "namespace": "/", "event": "news" })).await;
+        let (status, _) = post(&url, secret, json!({ "namespace": "/", "event": "news" })).await;
         assert_eq!(status, 202);
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_are_400_with_the_reason() {
+        let url = serve().await;
+        let secret = "0123456789abcdef";
+        for (body, reason) in [
+            (
+                json!({ "namespace": "chat", "event": "e" }),
+                "must start with '/'",
+            ),
+            (
+                json!({ "namespace": "/", "event": "" }),
+                "must not be empty",
+            ),
+            (
+                json!({ "namespace": "/", "event": "e", "nope": 1 }),
+                "unknown field",
+            ),
+            (
+                json!({ "namespace": "/", "event": "e", "socket": "s", "room": "r" }),
+                "not both",
+            ),
+        ] {
+            let (status, answer) = post(&url, secret, body.clone()).await;
+            assert_eq!(status, 400, "{body}: {answer}");
+            assert!(
+                answer["error"].as_str().unwrap().contains(reason),
+                "{answer}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_outside_its_scope_is_403_and_none_is_401() {
+        let url = serve().await;
+        let body = json!({ "namespace": "/", "event": "news" });
+        let (status, answer) = post(&url, "0123456789abcdeg", body.clone()).await;
+        assert_eq!(status, 403, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("prometheus"),
+            "{answer}"
+        );
+        let (status, answer) = post(&url, "not-a-known-secret", body).await;
+        assert_eq!(status, 401, "{answer}");
+        let client = reqwest::Client::new();
+        let metrics = |secret: &'static str| {
+            client
+                .get(format!("{url}/metrics"))
+                .bearer_auth(secret)
+                .send()
+        };
+        assert_eq!(metrics("0123456789abcdeg").await.unwrap().status(), 200);
+        assert_eq!(metrics("0123456789abcdef").await.unwrap().status(), 403);
+        let unknown = client.get(format!("{url}/nope")).send().await.unwrap();
+        assert_eq!(unknown.status(), 401);
+        let unknown = client
+            .get(format!("{url}/nope"))
+            .bearer_auth("0123456789abcdef")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), 404);
     }
 }

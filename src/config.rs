@@ -22,6 +22,10 @@ use clap::Parser;
 use config::{Source, Value, ValueKind};
 use serde::{Deserialize, Serialize};
 
+mod api_tokens;
+
+pub use api_tokens::{ApiScope, ApiToken, MIN_SECRET_LENGTH};
+
 /// Every setting of a node. Field names are the TOML keys; the environment
 /// variable is the upper-case name (`server_port` → `SERVER_PORT`); the flag is
 /// the kebab-case name (`--server-port`). [`Settings::env_table`] lists them all
@@ -36,6 +40,13 @@ pub struct Settings {
     pub server_host: String,
     /// Port to listen on; 0 → a free port, printed at start.
     pub server_port: u16,
+    /// Address the HTTP API (for operators and backends) listens on.
+    pub admin_host: String,
+    /// Port of the HTTP API; 0 → a free port, printed at start.
+    pub admin_port: u16,
+    /// Bearer tokens of the HTTP API, `name:scope:secret` each; empty → every
+    /// call but `/healthz` and `/readyz` is refused (401).
+    pub api_tokens: Vec<ApiToken>,
     /// This node's id in the cluster (no whitespace); default: a fresh UUID v4.
     pub node_id: String,
     /// The HTTP path Socket.IO is served under; starts and ends with `/`.
@@ -52,7 +63,8 @@ pub struct Settings {
     pub max_attachments: usize,
     /// Frames queued for one client before it is judged too slow and disconnected (≥ 1).
     pub outbound_queue: usize,
-    /// Origins allowed by CORS; empty → any origin (the request's origin is echoed).
+    /// Origins whose pages may connect (CORS headers, and the `Origin` a
+    /// handshake may carry besides the node's own); empty → no other origin.
     /// In the environment and on the command line: a comma-separated list.
     pub cors_origins: Vec<String>,
     /// Proxies (IP addresses or CIDRs) whose `X-Forwarded-For` and
@@ -111,6 +123,9 @@ impl Default for Settings {
             redis_server: None,
             server_host: "127.0.0.1".to_string(),
             server_port: 0,
+            admin_host: "127.0.0.1".to_string(),
+            admin_port: 0,
+            api_tokens: Vec::new(),
             node_id: uuid::Uuid::new_v4().to_string(),
             socketio_path: "/socket.io/".to_string(),
             ping_interval_ms: 25_000,
@@ -288,6 +303,27 @@ const SERVER_PORT: Field = field!(
     "0",
     "Port to listen on; 0 picks a free port"
 );
+const ADMIN_HOST: Field = field!(
+    "admin_host",
+    "ADMIN_HOST",
+    String,
+    "127.0.0.1",
+    "Address the HTTP API (/emit, /metrics) listens on; keep it off the public network"
+);
+const ADMIN_PORT: Field = field!(
+    "admin_port",
+    "ADMIN_PORT",
+    U16,
+    "0",
+    "Port of the HTTP API; 0 picks a free port"
+);
+const API_TOKENS: Field = field!(
+    "api_tokens",
+    "API_TOKENS",
+    List,
+    "empty",
+    "Comma-separated name:scope:secret bearer tokens of the HTTP API (scope emit, read or admin); empty refuses every call"
+);
 const NODE_ID: Field = field!(
     "node_id",
     "NODE_ID",
@@ -349,7 +385,7 @@ const CORS_ORIGINS: Field = field!(
     "CORS_ORIGINS",
     List,
     "empty",
-    "Comma-separated origins allowed by CORS; empty allows any origin"
+    "Comma-separated origins whose pages may connect (CORS, handshake Origin); empty allows none but the node's own"
 );
 const TRUSTED_PROXIES: Field = field!(
     "trusted_proxies",
@@ -500,10 +536,13 @@ const LOG: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 33] = [
+const FIELDS: [&Field; 36] = [
     &REDIS_SERVER,
     &SERVER_HOST,
     &SERVER_PORT,
+    &ADMIN_HOST,
+    &ADMIN_PORT,
+    &API_TOKENS,
     &NODE_ID,
     &SOCKETIO_PATH,
     &PING_INTERVAL_MS,
@@ -566,6 +605,12 @@ struct Cli {
     server_host: Option<String>,
     #[arg(long, value_name = "PORT", help = SERVER_PORT.help)]
     server_port: Option<String>,
+    #[arg(long, value_name = "HOST", help = ADMIN_HOST.help)]
+    admin_host: Option<String>,
+    #[arg(long, value_name = "PORT", help = ADMIN_PORT.help)]
+    admin_port: Option<String>,
+    #[arg(long, value_name = "TOKENS", help = API_TOKENS.help)]
+    api_tokens: Option<String>,
     #[arg(long, value_name = "ID", help = NODE_ID.help)]
     node_id: Option<String>,
     #[arg(long, value_name = "PATH", help = SOCKETIO_PATH.help)]
@@ -630,11 +675,14 @@ struct Cli {
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 33] {
+    fn values(&self) -> [Option<&String>; 36] {
         [
             self.redis_server.as_ref(),
             self.server_host.as_ref(),
             self.server_port.as_ref(),
+            self.admin_host.as_ref(),
+            self.admin_port.as_ref(),
+            self.api_tokens.as_ref(),
             self.node_id.as_ref(),
             self.socketio_path.as_ref(),
             self.ping_interval_ms.as_ref(),
@@ -906,6 +954,16 @@ impl Settings {
         if let Err(reason) = routing.parse::<Routing>() {
             return Err(invalid(ROUTING.env, format!("{routing:?}"), &reason));
         }
+        // Tokens are parsed here, not by serde, so a bad one is reported under
+        // API_TOKENS and without its secret.
+        // (An empty list is absent from the merge; a value of the wrong type was
+        // refused when read.)
+        let tokens: Vec<String> = merged.get(API_TOKENS.key).unwrap_or_default();
+        for entry in &tokens {
+            if let Err(reason) = entry.parse::<ApiToken>() {
+                return Err(invalid(API_TOKENS.env, ApiToken::redacted(entry), &reason));
+            }
+        }
         let mut settings: Settings = merged.try_deserialize().map_err(ConfigError::Merge)?;
         if settings.redis_server.as_deref() == Some("") {
             settings.redis_server = None;
@@ -969,17 +1027,44 @@ impl Settings {
                 "must start with redis://, rediss:// or unix://",
             ));
         }
-        let host = &self.server_host;
-        let is_host_name = !host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
-        if host.parse::<std::net::IpAddr>().is_err() && !is_host_name {
+        for (name, host) in [
+            (SERVER_HOST.env, &self.server_host),
+            (ADMIN_HOST.env, &self.admin_host),
+        ] {
+            let is_host_name = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+            if host.parse::<std::net::IpAddr>().is_err() && !is_host_name {
+                return Err(invalid(
+                    name,
+                    format!("{host:?}"),
+                    "must be an IP address or a host name (letters, digits, '-', '.', '_')",
+                ));
+            }
+        }
+        // The API must never be served on the public port.
+        if self.admin_port != 0
+            && self.admin_port == self.server_port
+            && self.admin_host == self.server_host
+        {
             return Err(invalid(
-                SERVER_HOST.env,
-                format!("{host:?}"),
-                "must be an IP address or a host name (letters, digits, '-', '.', '_')",
+                ADMIN_PORT.env,
+                self.admin_port,
+                "must differ from SERVER_PORT (the API has a listener of its own)",
             ));
+        }
+        for origin in &self.cors_origins {
+            if !is_origin(origin) {
+                return Err(invalid(
+                    CORS_ORIGINS.env,
+                    format!("{origin:?}"),
+                    "each entry must be an origin, scheme://host[:port] (no path, no wildcard)",
+                ));
+            }
+        }
+        if let Err(reason) = api_tokens::check_list(&self.api_tokens) {
+            return Err(invalid(API_TOKENS.env, "<redacted>", &reason));
         }
         if self.node_id.is_empty() || self.node_id.chars().any(char::is_whitespace) {
             return Err(invalid(
@@ -1058,6 +1143,23 @@ impl Settings {
             .map(|f| (f.env, f.default.to_string(), f.meaning))
             .collect()
     }
+}
+
+/// Whether `text` is an origin as browsers send it: `scheme://host[:port]`
+/// (a trailing `/` is forgiven).
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        && !authority.is_empty()
+        && authority.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
+        })
 }
 
 /// Checks that `text` is a valid `tracing` filter.
@@ -1187,14 +1289,14 @@ mod tests {
                 "--redis-server",
                 "redis://cli:6379/0",
                 "--cors-origins",
-                "a,b",
+                "http://a,http://b",
             ],
             &[
                 ("RAIN_CONFIG", f.path()),
                 ("SERVER_PORT", "5000"),
                 ("NODE_ID", "env-node"),
                 ("REDIS_SERVER", "redis://env"),
-                ("CORS_ORIGINS", "x"),
+                ("CORS_ORIGINS", "http://x"),
                 ("LOG", "debug"),
             ],
         )
@@ -1202,7 +1304,7 @@ mod tests {
         assert_eq!(s.server_port, 6000);
         assert_eq!(s.node_id, "n1");
         assert_eq!(s.redis_server.as_deref(), Some("redis://cli:6379/0"));
-        assert_eq!(s.cors_origins, ["a", "b"]);
+        assert_eq!(s.cors_origins, ["http://a", "http://b"]);
         assert_eq!(s.log, "debug");
         // An empty flag unsets REDIS_SERVER too.
         let s = load(&["--redis-server="], &[("REDIS_SERVER", "redis://env")]).unwrap();
@@ -1215,6 +1317,12 @@ mod tests {
             ("REDIS_SERVER", "unix:///tmp/redis.sock"),
             ("SERVER_HOST", "::1"),
             ("SERVER_PORT", "65535"),
+            ("ADMIN_HOST", "::"),
+            ("ADMIN_PORT", "9100"),
+            (
+                "API_TOKENS",
+                "ci:emit:0123456789abcdef,ops:admin:fedcba9876543210",
+            ),
             ("NODE_ID", "node-7"),
             ("SOCKETIO_PATH", "/io/"),
             ("PING_INTERVAL_MS", "1"),
@@ -1250,6 +1358,12 @@ mod tests {
             redis_server: Some("unix:///tmp/redis.sock".into()),
             server_host: "::1".into(),
             server_port: 65535,
+            admin_host: "::".into(),
+            admin_port: 9100,
+            api_tokens: vec![
+                "ci:emit:0123456789abcdef".parse().unwrap(),
+                "ops:admin:fedcba9876543210".parse().unwrap(),
+            ],
             node_id: "node-7".into(),
             socketio_path: "/io/".into(),
             ping_interval_ms: 1,
@@ -1312,11 +1426,85 @@ mod tests {
     }
 
     #[test]
+    fn api_tokens_are_checked_and_never_shown() {
+        let secret = "0123456789abcdef";
+        let s = load(
+            &[],
+            &[(
+                "API_TOKENS",
+                &format!(" ci:emit:{secret} , ops:read:{secret}x "),
+            )],
+        )
+        .unwrap();
+        let names: Vec<_> = s.api_tokens.iter().map(ApiToken::name).collect();
+        assert_eq!(names, ["ci", "ops"]);
+        assert_eq!(s.api_tokens[1].scope(), ApiScope::Read);
+        assert!(!format!("{s:?}").contains(secret), "Debug shows a secret");
+        let f = TempFile::new(&format!("api_tokens = [\"file:admin:{secret}\"]\n"));
+        let s = load(&[], &[("RAIN_CONFIG", f.path())]).unwrap();
+        assert_eq!(s.api_tokens[0].scope(), ApiScope::Admin);
+
+        for (value, reason) in [
+            (format!("ci:write:{secret}"), "is not emit, read or admin"),
+            (format!(":emit:{secret}"), "name must not be empty"),
+            ("ci:emit:".to_string(), "empty secret"),
+            ("ci:emit:too-short".to_string(), "at least 16 characters"),
+            (format!("ci:emit:{secret},ci:read:{secret}-2"), "used twice"),
+            (format!("a:emit:{secret},b:read:{secret}"), "same secret"),
+            (secret.to_string(), "name:scope:secret"),
+        ] {
+            for e in [
+                err(&[], &[("API_TOKENS", &value)]),
+                err(&[&format!("--api-tokens={value}")], &[]),
+            ] {
+                assert!(e.starts_with("invalid setting API_TOKENS="), "{value}: {e}");
+                assert!(e.contains(reason), "{value}: {e}");
+                assert!(!e.contains(secret), "the error shows the secret: {e}");
+            }
+        }
+        let f = TempFile::new(&format!("api_tokens = [\"ci:nope:{secret}\"]\n"));
+        let e = err(&[], &[("RAIN_CONFIG", f.path())]);
+        assert!(e.starts_with("invalid setting API_TOKENS="), "{e}");
+        assert!(!e.contains(secret), "{e}");
+    }
+
+    #[test]
+    fn the_api_has_a_listener_of_its_own() {
+        let s = load(&[], &[]).unwrap();
+        assert_eq!((s.admin_host.as_str(), s.admin_port), ("127.0.0.1", 0));
+        let e = err(&[], &[("SERVER_PORT", "4000"), ("ADMIN_PORT", "4000")]);
+        assert!(e.starts_with("invalid setting ADMIN_PORT=4000: "), "{e}");
+        load(&[], &[("SERVER_PORT", "4000"), ("ADMIN_PORT", "4001")]).unwrap();
+        let e = err(&[], &[("ADMIN_HOST", "my host")]);
+        assert!(e.starts_with("invalid setting ADMIN_HOST="), "{e}");
+    }
+
+    #[test]
     fn cors_origins_list() {
         let s = load(&[], &[("CORS_ORIGINS", " http://a , ,http://b,")]).unwrap();
         assert_eq!(s.cors_origins, ["http://a", "http://b"]);
         let s = load(&[], &[("CORS_ORIGINS", "")]).unwrap();
         assert!(s.cors_origins.is_empty());
+        let s = load(
+            &[],
+            &[("CORS_ORIGINS", "http://127.0.0.1:8000/,https://[::1]:3")],
+        )
+        .unwrap();
+        assert_eq!(
+            s.cors_origins,
+            ["http://127.0.0.1:8000/", "https://[::1]:3"]
+        );
+        for bad in [
+            "*",
+            "127.0.0.1:8000",
+            "http://a/path",
+            "http://*.example",
+            "://a",
+            "http://",
+        ] {
+            let e = err(&[], &[("CORS_ORIGINS", bad)]);
+            assert!(e.starts_with("invalid setting CORS_ORIGINS="), "{bad}: {e}");
+        }
     }
 
     #[test]

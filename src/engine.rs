@@ -53,6 +53,9 @@ pub struct EngineConfig {
     pub upgrade_timeout: Duration,
     /// Whose `X-Forwarded-For` is believed when telling the client's address.
     pub trusted_proxies: TrustedProxies,
+    /// Origins (`scheme://host[:port]`) whose pages may talk to this server
+    /// besides its own: `CORS_ORIGINS`. See `crate::transport::origin`.
+    pub allowed_origins: Arc<[String]>,
 }
 
 impl From<&Settings> for EngineConfig {
@@ -64,6 +67,7 @@ impl From<&Settings> for EngineConfig {
             queue_limit: settings.outbound_queue,
             upgrade_timeout: Duration::from_secs(10),
             trusted_proxies: TrustedProxies::new(&settings.trusted_proxies),
+            allowed_origins: settings.cors_origins.clone().into(),
         }
     }
 }

@@ -19,7 +19,7 @@
 //! | cluster | [`cluster`] | one trait per responsibility (membership, broker, socket registry, sessions, services, lists); the embedded hub and the Redis backend (`cluster/redis/`, one file per task); wire format; key and channel names; upper layers' messages are opaque bytes here |
 //! | engine | [`session`] | one Engine.IO session: bounded outbound queue, upgrade state, close |
 //! | | [`engine`] | the Engine.IO server: session table, handshake, packet rules |
-//! | | [`transport`] | HTTP entry, long-polling and websocket transports, heartbeats, the client's address behind trusted proxies |
+//! | | [`transport`] | HTTP entry (the `Origin` check of every request), long-polling and websocket transports, heartbeats, the client's address behind trusted proxies |
 //! | Socket.IO | [`client`] | one Socket.IO connection: packet dispatch, binary reassembly, limits |
 //! | | [`io`] | the Socket.IO server: namespace registry (fixed and dynamic), the one emit-to-socket and broadcast entry points |
 //! | | [`namespace`] | a namespace's handler trait, local sockets and room index |
@@ -28,8 +28,8 @@
 //! | | [`broadcast`] | audiences (rooms, except) and encode-once broadcasts |
 //! | components | [`component`] | the `Component` trait and its `Context`, descriptors and versions, the catalog (the one version resolver), HTTP backends, demos |
 //! | Mothership | [`mothership`] | its messages, the router (call, serve, reply; bounded in flight), component channels, `/core` commands one file each, logging |
-//! | edge | [`api`] | the HTTP API for backends: `POST /api/emit` |
-//! | | [`server`] | binding, routes (`/socket.io/`, `/healthz`, `/readyz`, `/metrics`), CORS, shutdown |
+//! | edge | [`api`] | the HTTP API for operators and backends, on its own listener: bearer tokens and scopes, `POST /emit`, `GET /metrics` |
+//! | | [`server`] | binding both listeners, public routes (`/socket.io/`, `/healthz`, `/readyz`), CORS for `CORS_ORIGINS` only, shutdown of both |
 //!
 //! A minimal embedding:
 //!
@@ -54,6 +54,7 @@
 //! io.namespace("/", Echo);
 //! let server = Server::bind(&settings, io).await?;
 //! println!("rain-node listening on http://{}", server.local_addr());
+//! println!("rain-node api listening on http://{}", server.api_addr());
 //! server.run(rain_node::server::shutdown_signal()).await?;
 //! # Ok(()) }
 //! ```

@@ -57,8 +57,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         rain_node::component::from_settings(&settings).context("cannot load the components")?;
     let mothership = Mothership::install(&io, &settings, components);
     let server = Server::bind(&settings, io).await?;
-    // Scripts wait for this exact line (stdout); everything else goes to stderr.
+    // Scripts wait for these exact lines (stdout), in this order; everything
+    // else goes to stderr.
     println!("rain-node listening on http://{}", server.local_addr());
+    println!("rain-node api listening on http://{}", server.api_addr());
     tracing::info!(
         node_id = cluster.node_id(),
         backend = cluster.backend(),

@@ -1,10 +1,14 @@
-//! The HTTP server of a node: the listening socket, the routes, CORS, and the
-//! graceful shutdown.
+//! The HTTP servers of a node: the public listener, the API listener, their
+//! routes, CORS, and the graceful shutdown of both.
 //!
-//! Owns binding (port 0 → a free port), the router (`{socketio_path}`, `/healthz`,
-//! `/readyz`), and the shutdown sequence: stop accepting, close every client with
-//! an Engine.IO close so it reconnects elsewhere, and return within a bound. Does
-//! not own the protocol (see `crate::transport`) or signal handling policy beyond
+//! Owns binding (port 0 → a free port) of the public listener
+//! (`SERVER_HOST`:`SERVER_PORT`: `{socketio_path}`, `/healthz`, `/readyz`, CORS
+//! for `CORS_ORIGINS` only) and of the API listener (`ADMIN_HOST`:`ADMIN_PORT`:
+//! `crate::api`'s routes behind their tokens, `/healthz` and `/readyz` without,
+//! no CORS), and the shutdown sequence: stop accepting on both, close every
+//! client with an Engine.IO close so it reconnects elsewhere, and return within
+//! a bound. Does not own the protocol (see `crate::transport`), the API's routes
+//! and tokens (see `crate::api`) or signal handling policy beyond
 //! [`shutdown_signal`].
 
 use std::future::Future;
@@ -41,40 +45,58 @@ pub enum ServerError {
     Serve(#[source] std::io::Error),
 }
 
-/// A node's HTTP server, bound and ready to run.
+/// A node's HTTP servers, bound and ready to run.
 pub struct Server {
     listener: TcpListener,
     router: Router,
+    api_listener: TcpListener,
+    api_router: Router,
     engine: Engine,
     cluster: Arc<dyn Cluster>,
     shutdown_timeout: Duration,
 }
 
 impl Server {
-    /// Binds the listening socket and builds the routes.
+    /// Binds both listening sockets and builds the routes. Warns (once) when
+    /// no API token is set: the API listener then refuses every call.
     pub async fn bind(settings: &Settings, io: SocketIo) -> Result<Server, ServerError> {
-        let address = format!("{}:{}", settings.server_host, settings.server_port);
-        let listener = TcpListener::bind(&address)
-            .await
-            .map_err(|source| ServerError::Bind { address, source })?;
+        let listener = listen(&settings.server_host, settings.server_port).await?;
+        let api_listener = listen(&settings.admin_host, settings.admin_port).await?;
         crate::metrics::install();
         let engine = Engine::new(EngineConfig::from(settings), io.engine_handler());
         let cluster = io.cluster().clone();
         if let Ok(address) = listener.local_addr() {
             cluster.set_address(format!("http://{address}"));
         }
-        let router = router(settings, engine.clone(), io)?;
+        if settings.api_tokens.is_empty() {
+            tracing::warn!(
+                "API_TOKENS is not set: every call to the HTTP API (/emit, /metrics) is refused with 401"
+            );
+        }
+        let api_router = crate::api::routes(settings, io.clone(), engine.clone())
+            .merge(health_routes(cluster.clone()));
+        let router = router(settings, engine.clone(), cluster.clone())?;
         Ok(Server {
             listener,
             router,
+            api_listener,
+            api_router,
             engine,
             cluster,
             shutdown_timeout: settings.shutdown_timeout(),
         })
     }
 
+    /// The public listener's address (Socket.IO, health checks).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The API listener's address (`/emit`, `/metrics`, health checks).
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_listener
             .local_addr()
             .expect("a bound listener has an address")
     }
@@ -119,6 +141,13 @@ impl Server {
     ) -> Result<(), ServerError> {
         let engine = self.engine.clone();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        // The API stops accepting when the public listener does.
+        let (api_stop_tx, mut api_stop_rx) = tokio::sync::watch::channel(false);
+        let api =
+            axum::serve(self.api_listener, self.api_router).with_graceful_shutdown(async move {
+                let _ = api_stop_rx.wait_for(|stop| *stop).await;
+            });
+        let api = tokio::spawn(api.into_future());
         let serve = axum::serve(
             self.listener,
             self.router
@@ -131,66 +160,91 @@ impl Server {
                 "shutting down: closing every client"
             );
             engine.close_all(CloseReason::Shutdown);
+            let _ = api_stop_tx.send(true);
             let _ = stopping_tx.send(());
         });
         let serve = tokio::spawn(serve.into_future());
         // Once shutdown has begun, the remaining work gets a bounded time.
         let _ = stopping_rx.await;
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
-        let drained = async {
-            while self.engine.session_count() > 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        if tokio::time::timeout_at(deadline, drained).await.is_err() {
-            tracing::warn!(
-                sessions = self.engine.session_count(),
-                "shutdown timeout: sessions still open"
-            );
-            return Ok(());
+        let api_abort = api.abort_handle();
+        let result = drain(&self.engine, serve, deadline).await;
+        // The API's calls are short: what is left at the deadline is cut.
+        if tokio::time::timeout_at(deadline, api).await.is_err() {
+            api_abort.abort();
         }
-        match tokio::time::timeout_at(deadline, serve).await {
-            Ok(Ok(result)) => result.map_err(ServerError::Serve),
-            Ok(Err(join_error)) => Err(ServerError::Serve(std::io::Error::other(join_error))),
-            Err(_) => {
-                tracing::warn!("shutdown timeout: HTTP connections still open");
-                Ok(())
-            }
+        result
+    }
+}
+
+/// Waits, until `deadline`, for every client to be gone and the public server
+/// to stop.
+async fn drain(
+    engine: &Engine,
+    serve: tokio::task::JoinHandle<std::io::Result<()>>,
+    deadline: tokio::time::Instant,
+) -> Result<(), ServerError> {
+    let drained = async {
+        while engine.session_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout_at(deadline, drained).await.is_err() {
+        tracing::warn!(
+            sessions = engine.session_count(),
+            "shutdown timeout: sessions still open"
+        );
+        return Ok(());
+    }
+    match tokio::time::timeout_at(deadline, serve).await {
+        Ok(Ok(result)) => result.map_err(ServerError::Serve),
+        Ok(Err(join_error)) => Err(ServerError::Serve(std::io::Error::other(join_error))),
+        Err(_) => {
+            tracing::warn!("shutdown timeout: HTTP connections still open");
+            Ok(())
         }
     }
 }
 
-fn router(settings: &Settings, engine: Engine, io: SocketIo) -> Result<Router, ServerError> {
+async fn listen(host: &str, port: u16) -> Result<TcpListener, ServerError> {
+    // A tuple, not "host:port" text, so an IPv6 address needs no brackets.
+    TcpListener::bind((host, port))
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            },
+            source,
+        })
+}
+
+/// The public routes: Socket.IO and the health checks, under CORS when
+/// `CORS_ORIGINS` names origins (with none, no CORS header is ever sent).
+fn router(
+    settings: &Settings,
+    engine: Engine,
+    cluster: Arc<dyn Cluster>,
+) -> Result<Router, ServerError> {
     let path = settings.socketio_path.clone();
     let bare_path = path.trim_end_matches('/').to_string();
-    let cluster = io.cluster().clone();
     let mut router = Router::new().route(&path, any(transport::handle));
     if !bare_path.is_empty() && bare_path != path {
         router = router.route(&bare_path, any(transport::handle));
     }
-    let metrics_engine = engine.clone();
-    let metrics_cluster = cluster.clone();
-    let router = router
-        .with_state(engine)
+    let router = router.with_state(engine).merge(health_routes(cluster));
+    if settings.cors_origins.is_empty() {
+        return Ok(router);
+    }
+    Ok(router.layer(cors(&settings.cors_origins)?))
+}
+
+/// `/healthz` and `/readyz`, served without a token on both listeners: a load
+/// balancer probes the port it balances, an orchestrator the admin one.
+fn health_routes(cluster: Arc<dyn Cluster>) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let text = crate::metrics::render(
-                    metrics_engine.session_count(),
-                    metrics_cluster.is_ready(),
-                );
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        text,
-                    )
-                }
-            }),
-        )
         .route(
             "/readyz",
             get(move || {
@@ -203,27 +257,21 @@ fn router(settings: &Settings, engine: Engine, io: SocketIo) -> Result<Router, S
                     }
                 }
             }),
-        );
-    let router = router.merge(crate::api::routes(io));
-    Ok(router.layer(cors(&settings.cors_origins)?))
+        )
 }
 
-/// Socket.IO clients in browsers send credentials, so a wildcard origin is not
-/// allowed: with no list configured the request's own origin is echoed back.
+/// CORS for the listed origins only. Socket.IO clients in browsers send
+/// credentials (the session cookie), so the list is exact, never a wildcard.
 fn cors(origins: &[String]) -> Result<CorsLayer, ServerError> {
-    let allow_origin = if origins.is_empty() {
-        AllowOrigin::mirror_request()
-    } else {
-        let values = origins
-            .iter()
-            .map(|origin| {
-                HeaderValue::from_str(origin).map_err(|_| ServerError::CorsOrigin(origin.clone()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        AllowOrigin::list(values)
-    };
+    let values = origins
+        .iter()
+        .map(|origin| {
+            HeaderValue::from_str(origin.trim_end_matches('/'))
+                .map_err(|_| ServerError::CorsOrigin(origin.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(CorsLayer::new()
-        .allow_origin(allow_origin)
+        .allow_origin(AllowOrigin::list(values))
         .allow_credentials(true)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request()))

@@ -138,3 +138,21 @@ fn unknown_flag_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--no-such-flag"));
 }
+
+#[test]
+fn bad_api_tokens_exit_2_without_showing_the_secret() {
+    let secret = "a-secret-of-20-chars";
+    for (value, reason) in [
+        (format!("ci:write:{secret}"), "is not emit, read or admin"),
+        (format!(":emit:{secret}"), "name must not be empty"),
+        ("ci:emit:".to_string(), "empty secret"),
+        ("ci:emit:short".to_string(), "at least 16 characters"),
+        (format!("ci:emit:{secret},ci:read:{secret}x"), "used twice"),
+    ] {
+        let out = run(&[], &[("API_TOKENS", &value)]);
+        assert_rejected(&out, "API_TOKENS");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(reason), "{value}: {stderr}");
+        assert!(!stderr.contains(secret), "the secret is shown: {stderr}");
+    }
+}

@@ -880,8 +880,9 @@ async fn wait_log(node: &Node, marker: &str) -> String {
 // ---------------------------------------------------------------------------
 
 /// `notes@1.0`, an HTTP backend hosted by B: `join` joins the calling socket
-/// to a room, `add` pushes a `note` to the room through `/api/emit` of another
-/// node, `fail` is an error answer; a stopped backend is an error ack.
+/// to a room, `add` pushes a `note` to the room through `POST /emit` on the API
+/// listener of another node (with an `emit` token), `fail` is an error answer;
+/// a stopped backend is an error ack.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http_backend_components_answer_join_rooms_and_push() {
     let emit_url: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
@@ -901,7 +902,8 @@ async fn http_backend_components_answer_join_rooms_and_push() {
                     }),
                     "add" => {
                         let status = reqwest::Client::new()
-                            .post(format!("{emit_url}/api/emit"))
+                            .post(format!("{emit_url}/emit"))
+                            .bearer_auth(support::TEST_API_SECRET)
                             .json(&json!({
                                 "namespace": body["namespace"],
                                 "room": arg["room"],
@@ -943,7 +945,7 @@ async fn http_backend_components_answer_join_rooms_and_push() {
         ("C", vec![("COMPONENTS", "")]),
     ]);
     // The backend pushes through C, a node neither hosting nor holding the caller.
-    *emit_url.lock().unwrap() = nodes[2].url().to_string();
+    *emit_url.lock().unwrap() = nodes[2].api_url().to_string();
     wait_hosts(&redis, "notes", "1.0", &["B"]).await;
 
     let mut js = Clients::start().await;

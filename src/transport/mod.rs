@@ -2,10 +2,12 @@
 //! the query (`EIO`, `transport`, `sid`) and hands the request to long-polling
 //! ([`polling`]) or websocket ([`websocket`]).
 //!
-//! Owns the request validation and the reference server's error answers
-//! (`400 {"code":…,"message":…}`). Does not own sessions (see `crate::engine`).
+//! Owns the request validation, the `Origin` check ([`origin`]) and the
+//! reference server's error answers (`400 {"code":…,"message":…}`, `403` for a
+//! refused origin). Does not own sessions (see `crate::engine`).
 
 pub mod address;
+pub mod origin;
 pub mod polling;
 pub mod websocket;
 
@@ -48,12 +50,11 @@ impl EngineError {
 impl IntoResponse for EngineError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "code": self as u8, "message": self.message() }).to_string();
-        (
-            StatusCode::BAD_REQUEST,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response()
+        let status = match self {
+            EngineError::Forbidden => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 }
 
@@ -68,6 +69,16 @@ pub struct EngineQuery {
 /// The single entry point for `GET|POST {path}?EIO=4&transport=…`.
 pub async fn handle(State(engine): State<Engine>, request: Request<Body>) -> Response {
     let (parts, body) = request.into_parts();
+    // Before anything else, so a refused page learns nothing, not even whether
+    // a session id exists.
+    if !origin::allowed(
+        &parts.headers,
+        parts.uri.authority(),
+        &engine.config().allowed_origins,
+    ) {
+        tracing::debug!(origin = ?parts.headers.get(header::ORIGIN), "origin refused");
+        return EngineError::Forbidden.into_response();
+    }
     let query = match Query::<EngineQuery>::try_from_uri(&parts.uri) {
         Ok(Query(query)) => query,
         Err(_) => return EngineError::BadRequest.into_response(),

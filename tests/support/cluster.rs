@@ -248,11 +248,17 @@ impl Node {
             .expect("VmRSS in /proc/PID/status")
     }
 
-    /// The node's `/metrics`.
+    /// The node's API listener's base URL.
+    pub fn api_url(&self) -> &str {
+        self.testbed.api_url()
+    }
+
+    /// The node's `/metrics`, from its API listener with the test token.
     pub async fn metrics(&self) -> Metrics {
-        let url = format!("{}/metrics", self.url());
+        let url = format!("{}/metrics", self.api_url());
         let response = http()
             .get(&url)
+            .bearer_auth(super::TEST_API_SECRET)
             .send()
             .await
             .unwrap_or_else(|e| panic!("GET {url}: {e}"));

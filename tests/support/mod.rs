@@ -30,6 +30,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// The line the testbed prints on stdout once it accepts connections.
 const READY_PREFIX: &str = "rain-node listening on ";
 
+/// The line it prints right after, with its API listener's address.
+const API_READY_PREFIX: &str = "rain-node api listening on ";
+
+/// The secret of the `admin` API token every node started here has, unless the
+/// test sets `API_TOKENS` itself.
+pub const TEST_API_SECRET: &str = "rain-test-admin-secret";
+
+/// `API_TOKENS` of every node started here, unless the test sets its own.
+pub const TEST_API_TOKENS: &str = "test:admin:rain-test-admin-secret";
+
 /// The crate's root directory.
 pub fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -61,6 +71,7 @@ pub fn testbed_path() -> PathBuf {
 pub struct Testbed {
     child: Child,
     url: String,
+    api_url: String,
     stderr: Arc<Mutex<String>>,
     stdout: Arc<Mutex<String>>,
 }
@@ -69,6 +80,11 @@ impl Testbed {
     /// The server's base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The API listener's base URL, `http://127.0.0.1:PORT`.
+    pub fn api_url(&self) -> &str {
+        &self.api_url
     }
 
     /// The process id of the server.
@@ -146,8 +162,9 @@ pub fn spawn_testbed(envs: &[(&str, &str)]) -> Testbed {
 
 /// Starts a node program (the testbed, or the `rain-node` binary) from an empty
 /// environment (`PATH`, `HOME`), `SERVER_HOST=127.0.0.1`, `SERVER_PORT=0`,
-/// `RAIN_TESTBED_LOG` as `LOG`, then `envs`; waits for its `listening on` line.
-/// Its stderr (the logs) is captured.
+/// `API_TOKENS=`[`TEST_API_TOKENS`], `RAIN_TESTBED_LOG` as `LOG`, then `envs`;
+/// waits for its `listening on` line and its `api listening on` line. Its
+/// stderr (the logs) is captured.
 pub fn spawn_program(path: &Path, envs: &[(&str, &str)]) -> Testbed {
     let mut cmd = Command::new(path);
     cmd.env_clear();
@@ -156,7 +173,9 @@ pub fn spawn_program(path: &Path, envs: &[(&str, &str)]) -> Testbed {
             cmd.env(key, value);
         }
     }
-    cmd.env("SERVER_HOST", "127.0.0.1").env("SERVER_PORT", "0");
+    cmd.env("SERVER_HOST", "127.0.0.1")
+        .env("SERVER_PORT", "0")
+        .env("API_TOKENS", TEST_API_TOKENS);
     if let Some(filter) = std::env::var_os("RAIN_TESTBED_LOG") {
         cmd.env("LOG", filter);
     }
@@ -182,7 +201,8 @@ pub fn spawn_program(path: &Path, envs: &[(&str, &str)]) -> Testbed {
         thread::spawn(move || {
             let mut reader = BufReader::new(out);
             let mut line = String::new();
-            let mut ready_tx = Some(ready_tx);
+            // The two lines, in this order, each once.
+            let mut expected = [READY_PREFIX, API_READY_PREFIX].into_iter().peekable();
             loop {
                 line.clear();
                 match reader.read_line(&mut line) {
@@ -190,10 +210,11 @@ pub fn spawn_program(path: &Path, envs: &[(&str, &str)]) -> Testbed {
                     Ok(_) => {}
                 }
                 let trimmed = line.trim_end();
-                if let Some(url) = trimmed.strip_prefix(READY_PREFIX)
-                    && let Some(tx) = ready_tx.take()
+                if let Some(prefix) = expected.peek()
+                    && let Some(url) = trimmed.strip_prefix(prefix)
                 {
-                    let _ = tx.send(url.trim().to_string());
+                    expected.next();
+                    let _ = ready_tx.send(url.trim().to_string());
                     continue;
                 }
                 rest.lock().unwrap().push_str(&line);
@@ -202,16 +223,20 @@ pub fn spawn_program(path: &Path, envs: &[(&str, &str)]) -> Testbed {
     }
 
     let deadline = Instant::now() + START_TIMEOUT;
-    let url = loop {
+    let mut urls = Vec::new();
+    let (url, api_url) = loop {
         match ready_rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(url) => break url,
+            Ok(url) => urls.push(url),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+        if let [url, api_url] = &urls[..] {
+            break (url.clone(), api_url.clone());
         }
         if let Ok(Some(status)) = child.try_wait() {
             thread::sleep(Duration::from_millis(50));
             panic!(
-                "{} exited ({status}) before printing `{READY_PREFIX}…`.\n\
+                "{} exited ({status}) before printing `{READY_PREFIX}…` and `{API_READY_PREFIX}…`.\n\
                  stdout:\n{}\nstderr:\n{}",
                 path.display(),
                 stdout_rest.lock().unwrap(),
@@ -222,7 +247,7 @@ pub fn spawn_program(path: &Path, envs: &[(&str, &str)]) -> Testbed {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "{} did not print `{READY_PREFIX}…` within {START_TIMEOUT:?}.\n\
+                "{} did not print `{READY_PREFIX}…` and `{API_READY_PREFIX}…` within {START_TIMEOUT:?}.\n\
                  stdout:\n{}\nstderr:\n{}",
                 path.display(),
                 stdout_rest.lock().unwrap(),
@@ -234,10 +259,16 @@ pub fn spawn_program(path: &Path, envs: &[(&str, &str)]) -> Testbed {
         url.starts_with("http://"),
         "unexpected listening line: `{READY_PREFIX}{url}`"
     );
+    assert!(
+        api_url.starts_with("http://") && api_url != url,
+        "unexpected api listening line: `{API_READY_PREFIX}{api_url}`"
+    );
     let url = url.trim_end_matches('/').to_string();
+    let api_url = api_url.trim_end_matches('/').to_string();
     Testbed {
         child,
         url,
+        api_url,
         stderr,
         stdout: stdout_rest,
     }
