@@ -49,8 +49,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let cluster =
-        rain_node::cluster::from_settings(&settings).context("cannot start the cluster backend")?;
+    let cluster = rain_node::cluster::connect(&settings)
+        .await
+        .context("cannot start the cluster backend")?;
     let io = SocketIo::new(&settings, cluster.clone());
     io.namespace("/", MainNamespace);
     let components =
