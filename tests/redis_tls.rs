@@ -370,7 +370,11 @@ async fn a_node_stops_at_start_on_a_mistake_in_its_redis_settings() {
             env!("CARGO_BIN_EXE_rain-node"),
             &right,
             "n",
-            &[("REDIS_CA_FILE", &ca), ("KEY_PREFIX", PREFIX)],
+            &[
+                ("REDIS_CA_FILE", &ca),
+                ("KEY_PREFIX", PREFIX),
+                ("LOG", "trace"),
+            ],
         )
     });
     eventually(
@@ -382,4 +386,15 @@ async fn a_node_stops_at_start_on_a_mistake_in_its_redis_settings() {
         },
     )
     .await;
+    // The start line names the Redis it uses, redacted.
+    let output = eventually(Duration::from_secs(3), "the start line", async || {
+        let output = format!("{}{}", node.testbed().stderr(), node.testbed().stdout());
+        match output.contains("node started") {
+            true => Ok(output),
+            false => Err(node.stderr_tail(40)),
+        }
+    })
+    .await;
+    assert!(output.contains("rediss://rain:***@127.0.0.1:"), "{output}");
+    assert!(!output.contains(PASSWORD), "the output holds the password");
 }
