@@ -9,7 +9,8 @@
 //! `RAIN_CONFIG`, and `RUST_LOG` as a fallback for `LOG`).
 //!
 //! Owns validation too: a bad value stops the node with a message naming the
-//! setting (exit code 2 at the binary's edge, see [`Settings::load_or_exit`]).
+//! setting (exit code 2 at the binary's edge, see [`Settings::load_or_exit`]),
+//! and how the Redis URL is shown anywhere ([`redact_url`]: never its password).
 //! Does not own logging set-up or the listening socket.
 
 use std::ffi::OsString;
