@@ -122,7 +122,8 @@ sio.disconnect()
 "#;
 
 /// Two nodes on a TLS Redis as the ACL user `rain`: a python-socketio client
-/// on B and a client on A exchange room events through Redis; every key the
+/// on B and a client on A exchange room events through Redis; every
+/// connection of the nodes (commands and pub/sub) is TLS and `rain`'s; every key the
 /// nodes wrote is under their prefix; the ACL refused nothing, not even when A
 /// purges a dead B with its Lua script; and neither node's output (at log
 /// level trace) holds the password.
@@ -184,6 +185,29 @@ async fn nodes_share_a_tls_redis_as_an_acl_user_confined_to_their_prefix() {
     let from_py = a.next("from-py", Duration::from_secs(5)).await;
     assert_eq!(from_py.first(), json!({ "text": "über TLS" }));
     tokio::task::block_in_place(|| py.wait_success(Duration::from_secs(5)));
+
+    // Every connection is TLS (the server has no other port) and the nodes'
+    // are all `rain`'s: per node two command connections and the pub/sub one.
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let rain: Vec<&str> = clients
+        .lines()
+        .filter(|line| line.contains(" user=rain "))
+        .collect();
+    let subscribers = rain.iter().filter(|line| !line.contains(" sub=0 ")).count();
+    assert!(
+        rain.len() >= 6 && subscribers == 2,
+        "the nodes' connections:\n{clients}"
+    );
+    assert!(
+        clients
+            .lines()
+            .all(|line| line.contains(" user=rain ") || line.contains(" user=default ")),
+        "only the test's own connections are another user's:\n{clients}"
+    );
 
     // What the nodes wrote is under their prefix, and the ACL refused nothing.
     let keys: Vec<String> = redis::cmd("KEYS")
