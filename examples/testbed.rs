@@ -318,7 +318,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&settings.log)?)
         .with_writer(std::io::stderr)
         .init();
-    let io = SocketIo::new(&settings, rain_node::cluster::from_settings(&settings)?);
+    let io = SocketIo::new(&settings, rain_node::cluster::connect(&settings).await?);
     io.namespace("/", Testbed);
     io.namespace("/custom", Testbed);
     io.dynamic_namespace(

@@ -9,7 +9,8 @@
 //! `RAIN_CONFIG`, and `RUST_LOG` as a fallback for `LOG`).
 //!
 //! Owns validation too: a bad value stops the node with a message naming the
-//! setting (exit code 2 at the binary's edge, see [`Settings::load_or_exit`]).
+//! setting (exit code 2 at the binary's edge, see [`Settings::load_or_exit`]),
+//! and how the Redis URL is shown anywhere ([`redact_url`]: never its password).
 //! Does not own logging set-up or the listening socket.
 
 use std::ffi::OsString;
@@ -30,12 +31,18 @@ pub use api_tokens::{ApiScope, ApiToken, MIN_SECRET_LENGTH};
 /// variable is the upper-case name (`server_port` → `SERVER_PORT`); the flag is
 /// the kebab-case name (`--server-port`). [`Settings::env_table`] lists them all
 /// with their defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its `Debug` hides the password of `redis_server` (see [`redact_url`]).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// `redis://host:port/db` (or `rediss://`, `unix://`); unset or empty → the
-    /// embedded in-process backend (one node).
+    /// `redis://host:port/db` (or `rediss://`, `unix://`), with
+    /// `user:password@` when Redis asks for them; unset or empty → the embedded
+    /// in-process backend (one node). Never logged as is: see [`redact_url`].
     pub redis_server: Option<String>,
+    /// A PEM file of the CA certificate(s) that `rediss://` trusts; unset →
+    /// the system's roots. Only with a `rediss://` `redis_server`.
+    pub redis_ca_file: Option<String>,
     /// Address to listen on: an IP address or a host name.
     pub server_host: String,
     /// Port to listen on; 0 → a free port, printed at start.
@@ -121,6 +128,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             redis_server: None,
+            redis_ca_file: None,
             server_host: "127.0.0.1".to_string(),
             server_port: 0,
             admin_host: "127.0.0.1".to_string(),
@@ -288,6 +296,13 @@ const REDIS_SERVER: Field = field!(
     OptString,
     "unset",
     "Redis URL (redis://, rediss:// or unix://); unset or empty runs alone on the embedded backend"
+);
+const REDIS_CA_FILE: Field = field!(
+    "redis_ca_file",
+    "REDIS_CA_FILE",
+    OptString,
+    "unset",
+    "PEM file of the CA certificate(s) to trust for rediss://; unset trusts the system's roots"
 );
 const SERVER_HOST: Field = field!(
     "server_host",
@@ -536,8 +551,9 @@ const LOG: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 36] = [
+const FIELDS: [&Field; 37] = [
     &REDIS_SERVER,
+    &REDIS_CA_FILE,
     &SERVER_HOST,
     &SERVER_PORT,
     &ADMIN_HOST,
@@ -601,6 +617,8 @@ struct Cli {
     config: Option<PathBuf>,
     #[arg(long, value_name = "URL", help = REDIS_SERVER.help)]
     redis_server: Option<String>,
+    #[arg(long, value_name = "FILE", help = REDIS_CA_FILE.help)]
+    redis_ca_file: Option<String>,
     #[arg(long, value_name = "HOST", help = SERVER_HOST.help)]
     server_host: Option<String>,
     #[arg(long, value_name = "PORT", help = SERVER_PORT.help)]
@@ -675,9 +693,10 @@ struct Cli {
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 36] {
+    fn values(&self) -> [Option<&String>; 37] {
         [
             self.redis_server.as_ref(),
+            self.redis_ca_file.as_ref(),
             self.server_host.as_ref(),
             self.server_port.as_ref(),
             self.admin_host.as_ref(),
@@ -1023,8 +1042,22 @@ impl Settings {
         {
             return Err(invalid(
                 REDIS_SERVER.env,
-                format!("{url:?}"),
+                format!("{:?}", redact_url(url)),
                 "must start with redis://, rediss:// or unix://",
+            ));
+        }
+        // A CA file that would be ignored is a mistake worth stopping for: the
+        // operator believes the connection is verified against it.
+        if let Some(path) = &self.redis_ca_file
+            && !self
+                .redis_server
+                .as_deref()
+                .is_some_and(|url| url.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                REDIS_CA_FILE.env,
+                format!("{path:?}"),
+                "is only used with a rediss:// REDIS_SERVER",
             ));
         }
         for (name, host) in [
@@ -1160,6 +1193,58 @@ fn is_origin(text: &str) -> bool {
         && authority.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
         })
+}
+
+/// `url` with its password hidden: the password of `user:password@` (or the
+/// whole user part when it has no `:`) and a `pass=` query value (`unix://`
+/// URLs) become `***`. What every log line, error and `Debug` shows of
+/// `REDIS_SERVER`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let (scheme, rest) = url.split_at(scheme_end);
+    // The user part ends at the last `@`, whatever a careless password holds
+    // (`/`, `?`, `#`, `@`).
+    let (user, rest) = match rest.rsplit_once('@') {
+        Some((user_info, rest)) => match user_info.split_once(':') {
+            Some((user, _password)) => (format!("{user}:***@"), rest),
+            None => ("***@".to_string(), rest),
+        },
+        None => (String::new(), rest),
+    };
+    let rest = match rest.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key == "pass" || key == "password" => format!("{key}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => rest.to_string(),
+    };
+    format!("{scheme}{user}{rest}")
+}
+
+impl std::fmt::Debug for Settings {
+    /// Every field as its serialized value, `redis_server` redacted. Built
+    /// from the serialized form so that a new setting shows without touching
+    /// this.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("Settings");
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self) {
+            for (key, value) in fields {
+                match (key.as_str(), &self.redis_server) {
+                    ("redis_server", Some(url)) => out.field(&key, &redact_url(url)),
+                    _ => out.field(&key, &format_args!("{value}")),
+                };
+            }
+        }
+        out.finish()
+    }
 }
 
 /// Checks that `text` is a valid `tracing` filter.
@@ -1314,7 +1399,8 @@ mod tests {
     #[test]
     fn every_setting_from_env_and_cli() {
         let values = [
-            ("REDIS_SERVER", "unix:///tmp/redis.sock"),
+            ("REDIS_SERVER", "rediss://rain:pw@redis.example:6380/1"),
+            ("REDIS_CA_FILE", "/etc/rain/redis-ca.pem"),
             ("SERVER_HOST", "::1"),
             ("SERVER_PORT", "65535"),
             ("ADMIN_HOST", "::"),
@@ -1355,7 +1441,8 @@ mod tests {
             ("LOG", "rain_node=debug,warn"),
         ];
         let expected = Settings {
-            redis_server: Some("unix:///tmp/redis.sock".into()),
+            redis_server: Some("rediss://rain:pw@redis.example:6380/1".into()),
+            redis_ca_file: Some("/etc/rain/redis-ca.pem".into()),
             server_host: "::1".into(),
             server_port: 65535,
             admin_host: "::".into(),
@@ -1625,6 +1712,76 @@ mod tests {
             ("SERVER_HOST", "node-1.example.com"),
         ] {
             load(&[], &[(name, value)]).unwrap();
+        }
+    }
+
+    #[test]
+    fn redact_url_hides_passwords_and_keeps_the_rest() {
+        for (url, shown) in [
+            (
+                "rediss://rain:s3cret@redis.example:6380/2",
+                "rediss://rain:***@redis.example:6380/2",
+            ),
+            (
+                "redis://:s3cret@127.0.0.1:6379",
+                "redis://:***@127.0.0.1:6379",
+            ),
+            // `@` and `:` may be in a password (percent-encoding is optional
+            // for the redis crate's parser in places): the host is after the last `@`.
+            ("rediss://u:p@ss:w@h:1", "rediss://u:***@h:1"),
+            ("redis://s3cret@h", "redis://***@h"),
+            ("redis://u:pa/ss?w#d@h:1/0", "redis://u:***@h:1/0"),
+            (
+                "unix:///run/redis.sock?db=1&pass=s3cret",
+                "unix:///run/redis.sock?db=1&pass=***",
+            ),
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            ("not a url s3cret", "not a url s3cret"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_redis_password_is_never_shown() {
+        let password = "hunter2-s3cret";
+        let url = format!("rediss://rain:{password}@h:1/0");
+        let s = load(&[], &[("REDIS_SERVER", &url)]).unwrap();
+        assert_eq!(s.redis_server.as_deref(), Some(url.as_str()));
+        for shown in [format!("{s:?}"), format!("{s:#?}")] {
+            assert!(!shown.contains(password), "{shown}");
+            assert!(shown.contains("rediss://rain:***@h:1/0"), "{shown}");
+            assert!(shown.contains("server_port: 0"), "{shown}");
+        }
+        // A URL refused for its scheme is shown redacted too.
+        let e = err(&[], &[("REDIS_SERVER", &format!("http://u:{password}@h"))]);
+        assert!(!e.contains(password), "{e}");
+        assert!(
+            e.starts_with(r#"invalid setting REDIS_SERVER="http://u:***@h""#),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_redis_ca_file_needs_a_tls_redis_server() {
+        let s = load(
+            &["--redis-ca-file=/ca.pem"],
+            &[("REDIS_SERVER", "rediss://h:1")],
+        )
+        .unwrap();
+        assert_eq!(s.redis_ca_file.as_deref(), Some("/ca.pem"));
+        assert_eq!(
+            load(&[], &[("REDIS_CA_FILE", "")]).unwrap().redis_ca_file,
+            None
+        );
+        for redis in [None, Some("redis://h:1"), Some("unix:///r.sock")] {
+            let mut env = vec![("REDIS_CA_FILE", "/ca.pem")];
+            env.extend(redis.map(|url| ("REDIS_SERVER", url)));
+            assert_eq!(
+                err(&[], &env),
+                r#"invalid setting REDIS_CA_FILE="/ca.pem": is only used with a rediss:// REDIS_SERVER"#,
+                "{redis:?}"
+            );
         }
     }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use rain_node::config::Settings;
+use rain_node::config::{Settings, redact_url};
 use rain_node::io::SocketIo;
 use rain_node::mothership::Mothership;
 use rain_node::namespace::NamespaceHandler;
@@ -49,8 +49,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let cluster =
-        rain_node::cluster::from_settings(&settings).context("cannot start the cluster backend")?;
+    let cluster = rain_node::cluster::connect(&settings)
+        .await
+        .context("cannot start the cluster backend")?;
     let io = SocketIo::new(&settings, cluster.clone());
     io.namespace("/", MainNamespace);
     let components =
@@ -64,6 +65,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(
         node_id = cluster.node_id(),
         backend = cluster.backend(),
+        // Never the password: shown as `***`.
+        redis = settings.redis_server.as_deref().map(redact_url).unwrap_or_default(),
         components = ?mothership.hosted(),
         "node started"
     );

@@ -112,12 +112,43 @@ pub trait MessageHandler: Send + Sync + 'static {
 /// Errors of the cluster layer.
 #[derive(Debug, Error)]
 pub enum ClusterError {
-    /// `REDIS_SERVER` is not a Redis URL the client or the pool accepts.
+    /// `REDIS_SERVER` is not a Redis URL the client accepts. `url` is shown
+    /// with its password hidden ([`crate::config::redact_url`]).
     #[error("invalid REDIS_SERVER {url:?}")]
     InvalidUrl {
         url: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `REDIS_CA_FILE` cannot be read or holds no PEM certificate.
+    #[error("cannot use REDIS_CA_FILE {path:?}: {reason}")]
+    CaFile { path: String, reason: String },
+    /// Redis refused the user name or password of `REDIS_SERVER` (found at
+    /// start; `url` redacted).
+    #[error(
+        "Redis at {url} refused the user name or password of REDIS_SERVER (authentication failed)"
+    )]
+    AuthenticationFailed { url: String },
+    /// The TLS handshake with Redis failed: its certificate is not signed by a
+    /// CA the node trusts or does not name the host, or it does not speak TLS.
+    #[error(
+        "TLS with Redis at {url} failed; check REDIS_CA_FILE, the server's certificate and its host names"
+    )]
+    Tls {
+        url: String,
+        #[source]
+        source: rustls::Error,
+    },
+    /// The Redis user may not use the node's keys (its ACL does not cover
+    /// `KEY_PREFIX`).
+    #[error(
+        "the Redis user of REDIS_SERVER at {url} may not use keys under KEY_PREFIX {prefix:?} (see the README's recommended ACL)"
+    )]
+    NoPermission {
+        url: String,
+        prefix: String,
+        #[source]
+        source: ::redis::RedisError,
     },
     /// Redis answered with an error, or the connection failed mid-command.
     #[error("redis command failed")]
@@ -298,13 +329,29 @@ impl<T> Cluster for T where
 
 /// The backend the settings ask for: Redis when `REDIS_SERVER` is set, else the
 /// embedded one. Must be called inside a tokio runtime (the Redis backend starts
-/// its tasks).
+/// its tasks). Connects lazily: a wrong password or an untrusted certificate
+/// shows only as a node that never gets ready; [`connect`] finds those at start.
 pub fn from_settings(settings: &Settings) -> Result<Arc<dyn Cluster>, ClusterError> {
     // Before any task of the backend counts anything, so no early figure is lost.
     crate::metrics::install();
     match &settings.redis_server {
         None => Ok(Arc::new(memory::MemoryCluster::from_settings(settings))),
         Some(url) => Ok(Arc::new(redis::RedisCluster::start(url, settings)?)),
+    }
+}
+
+/// [`from_settings`], checked: with Redis, connects once before returning, so
+/// that a mistake in the settings (credentials refused, TLS certificate not
+/// trusted, an ACL that does not cover `KEY_PREFIX`) stops the node at start
+/// with an error saying so. Redis merely unreachable is not an error: the node
+/// starts, is not ready, and keeps retrying. What the binary uses.
+pub async fn connect(settings: &Settings) -> Result<Arc<dyn Cluster>, ClusterError> {
+    match &settings.redis_server {
+        None => from_settings(settings),
+        Some(url) => {
+            crate::metrics::install();
+            Ok(Arc::new(redis::RedisCluster::connect(url, settings).await?))
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -37,11 +37,54 @@ pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    /// Set for a server that speaks only TLS ([`Self::start_tls`]).
+    tls: Option<TlsServer>,
+}
+
+/// What a TLS `redis-server` was started with.
+struct TlsServer {
+    /// The CA that signed the server's certificate, for the test's own client.
+    ca: PathBuf,
+    /// The `default` user's password (`--requirepass`).
+    admin_password: String,
 }
 
 impl RedisServer {
     /// Starts `redis-server` on a free port of 127.0.0.1 and waits for `PING`.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(None, &[])
+    }
+
+    /// Starts a `redis-server` that speaks only TLS (`--port 0 --tls-port`),
+    /// with the server certificate of `certs`, clients not asked for one, and
+    /// the `default` user's password set to `admin_password`; waits for `PING`
+    /// over TLS.
+    pub fn start_tls(certs: &TestCerts, admin_password: &str) -> RedisServer {
+        let (cert, key, ca) = (
+            certs.path("server.crt"),
+            certs.path("server.key"),
+            certs.path("ca.crt"),
+        );
+        let args = [
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            admin_password,
+        ];
+        let tls = TlsServer {
+            ca: certs.dir.join("ca.crt"),
+            admin_password: admin_password.to_string(),
+        };
+        RedisServer::start_with(Some(tls), &args)
+    }
+
+    fn start_with(mut tls: Option<TlsServer>, args: &[&str]) -> RedisServer {
         let check = Command::new("redis-server").arg("--version").output();
         assert!(
             matches!(&check, Ok(out) if out.status.success()),
@@ -55,17 +98,19 @@ impl RedisServer {
             let port = free_port();
             assert_ne!(port, 6379, "never the shared Redis port");
             let log = Arc::new(Mutex::new(String::new()));
-            let child = spawn_redis(port, &log);
+            let child = spawn_redis(port, tls.is_some(), args, &log);
             let mut server = RedisServer {
                 port,
                 child: Some(child),
                 log,
+                tls,
             };
             match server.wait_ready(Duration::from_secs(5)) {
                 Ok(()) => return server,
                 Err(e) => {
                     last_error = format!("{e}\n{}", server.log.lock().unwrap());
                     server.stop();
+                    tls = server.tls.take();
                 }
             }
         }
@@ -76,14 +121,38 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT`
+    /// `redis://127.0.0.1:PORT`, or for a TLS server `rediss://127.0.0.1:PORT`
+    /// (no credentials).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls {
+            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(_) => format!("rediss://127.0.0.1:{}", self.port),
+        }
     }
 
-    /// A client for inspecting keys.
+    /// The server's log (stdout and stderr).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// A client for inspecting keys: the `default` user, over TLS trusting the
+    /// test CA for a TLS server.
     pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).expect("redis client")
+        match &self.tls {
+            None => redis::Client::open(self.url()).expect("redis client"),
+            Some(tls) => {
+                let url = format!(
+                    "rediss://default:{}@127.0.0.1:{}",
+                    tls.admin_password, self.port
+                );
+                let root_cert = Some(std::fs::read(&tls.ca).expect("read the test CA"));
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert,
+                };
+                redis::Client::build_with_tls(url, certificates).expect("redis TLS client")
+            }
+        }
     }
 
     /// An async connection (a fresh one: after a restart the old ones are dead).
@@ -106,8 +175,9 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.stop();
         let deadline = Instant::now() + Duration::from_secs(10);
+        assert!(self.tls.is_none(), "restart is for plain servers");
         loop {
-            let child = spawn_redis(self.port, &self.log);
+            let child = spawn_redis(self.port, false, &[], &self.log);
             self.child = Some(child);
             match self.wait_ready(Duration::from_secs(3)) {
                 Ok(()) => return,
@@ -136,7 +206,11 @@ impl RedisServer {
             {
                 return Err(format!("redis-server exited: {status}"));
             }
-            if ping(self.port) {
+            let up = match self.tls {
+                None => ping(self.port),
+                Some(_) => self.ping_tls(),
+            };
+            if up {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -147,17 +221,38 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Whether the TLS server answers `PING` to its `default` user.
+    fn ping_tls(&self) -> bool {
+        let Ok(mut connection) = self
+            .client()
+            .get_connection_with_timeout(Duration::from_millis(500))
+        else {
+            return false;
+        };
+        redis::cmd("PING")
+            .query::<String>(&mut connection)
+            .is_ok_and(|pong| pong == "PONG")
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-fn spawn_redis(port: u16, log: &Arc<Mutex<String>>) -> Child {
+fn spawn_redis(port: u16, tls: bool, args: &[&str], log: &Arc<Mutex<String>>) -> Child {
+    let port = port.to_string();
+    let listen: Vec<&str> = if tls {
+        vec!["--port", "0", "--tls-port", &port]
+    } else {
+        vec!["--port", &port]
+    };
     let mut child = Command::new("redis-server")
+        .args(listen)
+        .args(args)
         .args([
-            "--port",
-            &port.to_string(),
             "--bind",
             "127.0.0.1",
             "--save",
@@ -176,6 +271,115 @@ fn spawn_redis(port: u16, log: &Arc<Mutex<String>>) -> Child {
     collect(child.stdout.take().unwrap(), log.clone());
     collect(child.stderr.take().unwrap(), log.clone());
     child
+}
+
+/// Certificates made for one test with the `openssl` CLI, in a directory of
+/// their own (removed on drop): `ca.crt` (a CA), `server.crt`/`server.key`
+/// (signed by it, for `127.0.0.1` and `localhost`), and `other-ca.crt` (a CA
+/// that signed nothing here).
+pub struct TestCerts {
+    pub dir: PathBuf,
+}
+
+impl TestCerts {
+    pub fn generate() -> TestCerts {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rain-test-certs-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create the certificates directory");
+        std::fs::write(
+            dir.join("server.ext"),
+            "basicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\n\
+             subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        // P-256 keys: quick to make, and what both rustls and redis accept.
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let ca_ext = [
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ];
+        for (name, subject) in [
+            ("ca", "/CN=rain test CA"),
+            ("other-ca", "/CN=rain other CA"),
+        ] {
+            let (crt, k) = (format!("{name}.crt"), format!("{name}.key"));
+            let mut args = vec!["req", "-x509", "-days", "2", "-subj", subject];
+            args.extend(key);
+            args.extend(ca_ext);
+            args.extend(["-keyout", &k, "-out", &crt]);
+            openssl(&dir, &args);
+        }
+        let mut args = vec!["req", "-new", "-subj", "/CN=localhost"];
+        args.extend(key);
+        args.extend(["-keyout", "server.key", "-out", "server.csr"]);
+        openssl(&dir, &args);
+        openssl(
+            &dir,
+            &[
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "server.crt",
+            ],
+        );
+        TestCerts { dir }
+    }
+
+    /// The path of one of the files, as text.
+    pub fn path(&self, file: &str) -> String {
+        let path = self.dir.join(file);
+        assert!(path.is_file(), "no {}", path.display());
+        path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TestCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `openssl args…` in `dir`; panics with its output unless it succeeds.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `openssl` ({e}): install it (`apt-get install openssl`; .ci/run does this)")
+        });
+    assert!(
+        output.status.success(),
+        "openssl {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn free_port() -> u16 {

@@ -21,7 +21,8 @@
 //! The rest, by responsibility: what a received message does (`inbox`);
 //! broadcasts and topics (`broker`), broadcasts with acks (`acks`); the
 //! socket records (`sockets`), the service registry (`services`), sessions
-//! and lists (`store`). Every command goes through
+//! and lists (`store`); the client all connections are made from (TLS, CA
+//! file, credentials) and the check at start (`connect`). Every command goes through
 //! `commands::Commands::run`, on one of two multiplexed connections: one for
 //! traffic, one for the heartbeat.
 //!
@@ -32,6 +33,7 @@
 mod acks;
 mod broker;
 mod commands;
+mod connect;
 mod director;
 mod heartbeat;
 mod inbox;
@@ -103,11 +105,21 @@ impl RedisCluster {
     /// Connects (lazily: a Redis that is down now is retried in the background)
     /// and starts the node's cluster tasks.
     pub fn start(url: &str, settings: &Settings) -> Result<RedisCluster, ClusterError> {
-        let invalid = |source: Box<dyn std::error::Error + Send + Sync>| ClusterError::InvalidUrl {
-            url: url.to_string(),
-            source,
-        };
-        let client = redis::Client::open(url).map_err(|e| invalid(e.into()))?;
+        let client = connect::client(url, settings.redis_ca_file.as_deref())?;
+        Ok(RedisCluster::start_with(client, settings))
+    }
+
+    /// [`Self::start`] after one connection that finds a mistake in the
+    /// settings (see [`super::connect`]).
+    pub async fn connect(url: &str, settings: &Settings) -> Result<RedisCluster, ClusterError> {
+        let client = connect::client(url, settings.redis_ca_file.as_deref())?;
+        connect::check(&client, url, &Keys::new(settings.key_prefix.clone())).await?;
+        Ok(RedisCluster::start_with(client, settings))
+    }
+
+    /// Starts the node's tasks; every connection is made from `client`, so
+    /// they all share its TLS and credentials.
+    fn start_with(client: redis::Client, settings: &Settings) -> RedisCluster {
         let commands = Commands::new(client.clone());
         let beat_commands = Commands::new(client.clone());
         let (writer, write_queue) = Writer::new();
@@ -132,7 +144,7 @@ impl RedisCluster {
         tokio::spawn(director::run(node.clone(), directed_queue));
         tokio::spawn(subscriber::run(Arc::downgrade(&node)));
         tokio::spawn(heartbeat::run(Arc::downgrade(&node)));
-        Ok(RedisCluster { node })
+        RedisCluster { node }
     }
 }
 
