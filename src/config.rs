@@ -1230,15 +1230,21 @@ pub fn redact_url(url: &str) -> String {
 }
 
 impl std::fmt::Debug for Settings {
-    /// Every field as its serialized value, `redis_server` redacted. Built
-    /// from the serialized form so that a new setting shows without touching
-    /// this.
+    /// Every field as its serialized value, secrets redacted: `redis_server`
+    /// without its password, API tokens by name only, every key of
+    /// [`SECRET_KEYS`] as `<redacted>`. Built from the serialized form so that
+    /// a new setting shows without touching this; a new *secret* setting must
+    /// join [`SECRET_KEYS`].
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut out = f.debug_struct("Settings");
         if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self) {
             for (key, value) in fields {
                 match (key.as_str(), &self.redis_server) {
                     ("redis_server", Some(url)) => out.field(&key, &redact_url(url)),
+                    ("api_tokens", _) => out.field(&key, &self.api_tokens),
+                    (secret, _) if SECRET_KEYS.contains(&secret) && !value.is_null() => {
+                        out.field(&key, &format_args!("<redacted>"))
+                    }
                     _ => out.field(&key, &format_args!("{value}")),
                 };
             }
@@ -1246,6 +1252,9 @@ impl std::fmt::Debug for Settings {
         out.finish()
     }
 }
+
+/// Settings whose values are secrets: never shown by `Debug`, logs or errors.
+const SECRET_KEYS: &[&str] = &["api_tokens"];
 
 /// Checks that `text` is a valid `tracing` filter.
 fn check_log(name: &'static str, text: &str) -> Result<(), ConfigError> {
