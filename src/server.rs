@@ -58,7 +58,9 @@ impl Server {
             .await
             .map_err(|source| ServerError::Bind { address, source })?;
         crate::metrics::install();
-        let engine = Engine::new(EngineConfig::from(settings), io.engine_handler());
+        let mut config = EngineConfig::from(settings);
+        config.auth_headers = io.has_connect_auth();
+        let engine = Engine::new(config, io.engine_handler());
         let cluster = io.cluster().clone();
         if let Ok(address) = listener.local_addr() {
             cluster.set_address(format!("http://{address}"));

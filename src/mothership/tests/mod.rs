@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use super::Routed;
 use crate::component::{Component, Context, Descriptor, Outcome};
 use crate::config::Routing::{PreferLocal, RoundRobin};
-use harness::{FakeClient, Nodes};
+use harness::{FakeClient, Nodes, session_of};
 
 const ECHO: &str = "/echo/1/main";
 
@@ -71,7 +71,10 @@ async fn an_event_for_a_component_hosted_on_another_node_is_answered_by_it() {
         ] => {
             assert_eq!((from.as_str(), component.as_str()), ("A", "echo@1.0"));
             assert_eq!((namespace.as_str(), channel.as_str()), (ECHO, "main"));
-            assert_eq!((event.as_str(), session.as_str()), ("echo", "sess-a"));
+            assert_eq!(
+                (event.as_str(), session.as_str()),
+                ("echo", session_of("sess-a").as_str())
+            );
         }
         other => panic!("one request to B expected: {other:?}"),
     }
