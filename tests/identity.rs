@@ -270,3 +270,55 @@ fn auth_url_decides_connects_and_the_user_reaches_backends() {
     );
     assert!(stderr.contains("DEBUG"), "LOG=debug wrote no debug lines");
 }
+
+/// The `Set-Cookie` a polling handshake to `node` gets, with `X-Forwarded-Proto:
+/// https` when `https`.
+fn handshake_cookie(node: &support::Testbed, https: bool) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut request = reqwest::Client::new()
+            .get(format!("{}/socket.io/?EIO=4&transport=polling", node.url()));
+        if https {
+            request = request.header("x-forwarded-proto", "https");
+        }
+        let response = request.send().await.expect("handshake");
+        assert_eq!(response.status(), 200);
+        response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .expect("a session cookie")
+            .to_string()
+    })
+}
+
+/// `COOKIE_SECURE=auto` marks the cookie `Secure` only when a trusted proxy
+/// says the client came over HTTPS; `true` and `false` force it.
+#[test]
+fn the_session_cookie_is_secure_per_cookie_secure() {
+    let secure = |cookie: &str| cookie.split(';').any(|part| part.trim() == "Secure");
+    let behind_proxy = support::spawn_testbed(&[("TRUSTED_PROXIES", "127.0.0.1")]);
+    let https = handshake_cookie(&behind_proxy, true);
+    assert!(secure(&https), "{https}");
+    for part in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(https.contains(part), "{https}");
+    }
+    let plain = handshake_cookie(&behind_proxy, false);
+    assert!(!secure(&plain), "{plain}");
+
+    // From an untrusted peer, X-Forwarded-Proto is the client's word: ignored.
+    let direct = support::spawn_testbed(&[]);
+    let claimed = handshake_cookie(&direct, true);
+    assert!(!secure(&claimed), "{claimed}");
+
+    let always = support::spawn_testbed(&[("COOKIE_SECURE", "true")]);
+    let forced = handshake_cookie(&always, false);
+    assert!(secure(&forced), "{forced}");
+    let never =
+        support::spawn_testbed(&[("COOKIE_SECURE", "false"), ("TRUSTED_PROXIES", "127.0.0.1")]);
+    let off = handshake_cookie(&never, true);
+    assert!(!secure(&off), "{off}");
+}

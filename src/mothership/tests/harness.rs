@@ -193,7 +193,16 @@ impl FakeClient {
     /// Connects to namespace `ns` with this client's session token: the socket id,
     /// or the CONNECT_ERROR's message.
     pub(super) async fn connect(&mut self, ns: &str) -> Result<String, String> {
-        let auth = json!({ "sessionId": self.session_id });
+        self.connect_with(ns, json!({})).await
+    }
+
+    /// [`FakeClient::connect`] with more fields in the CONNECT's auth payload.
+    pub(super) async fn connect_with(
+        &mut self,
+        ns: &str,
+        mut auth: Value,
+    ) -> Result<String, String> {
+        auth["sessionId"] = json!(self.session_id);
         self.send(Packet::connect(ns, Some(auth)));
         let answer = self
             .take(|p| {

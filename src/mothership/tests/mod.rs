@@ -5,9 +5,10 @@
 //! Owns the routing tests: an event answered by a host on another node,
 //! round-robin over hosts, the component channels' refusals, and connect
 //! notices. The `/core`
-//! commands and logging are in [`core`], the chat component in [`chat`], the
-//! harness in [`harness`].
+//! commands and logging are in [`core`], the chat component in [`chat`], an
+//! embedder's connect-auth hook in [`auth`], the harness in [`harness`].
 
+mod auth;
 mod chat;
 mod core;
 mod harness;
