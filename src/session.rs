@@ -81,7 +81,7 @@ pub enum SendError {
 }
 
 /// What the remote end looked like when the session opened.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectInfo {
     /// The query string of the handshake request, without the `?`.
     pub query: String,
@@ -96,6 +96,20 @@ pub struct ConnectInfo {
     /// The handshake headers a connect-auth hook may see (see
     /// `crate::auth`), kept only when a hook is installed.
     pub headers: Vec<(&'static str, String)>,
+}
+
+/// Shows no header value (other sites' cookies) and no session id.
+impl std::fmt::Debug for ConnectInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&str> = self.headers.iter().map(|(name, _)| *name).collect();
+        f.debug_struct("ConnectInfo")
+            .field("query", &self.query)
+            .field("remote_addr", &self.remote_addr)
+            .field("address", &self.address)
+            .field("session", &self.session)
+            .field("headers", &headers)
+            .finish()
+    }
 }
 
 /// One Engine.IO session.
