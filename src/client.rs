@@ -185,8 +185,8 @@ impl Client {
         let name = name.to_string();
         tokio::spawn(async move {
             let decision = hook.authorize(request).await;
-            me.authorizing.lock().retain(|n| *n != name);
             if me.session.is_closed() {
+                me.authorizing.lock().retain(|n| *n != name);
                 me.io.forget_if_unused(&name);
                 return;
             }
@@ -208,9 +208,13 @@ impl Client {
                         }
                         socket.set_user(user);
                     }
+                    // Released only now (no await before `admit`), so a
+                    // second CONNECT to the name meanwhile was ignored.
+                    me.authorizing.lock().retain(|n| *n != name);
                     me.admit(&name, socket);
                 }
                 AuthDecision::Refuse { message } => {
+                    me.authorizing.lock().retain(|n| *n != name);
                     metrics::counter!("rain_refused_total", "limit" => "auth").increment(1);
                     me.send_packet(&Packet::connect_error(&name, &message));
                     me.io.forget_if_unused(&name);
