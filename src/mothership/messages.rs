@@ -17,7 +17,8 @@ use crate::component::Effects;
 pub const TOPIC: &str = "mothership";
 
 /// The format of [`Routed`], the first byte of every encoded message (2: the
-/// user the connect-auth hook named travels with requests and notices).
+/// user the connect-auth hook named travels with requests and notices; log
+/// lines carry no session).
 pub const FORMAT: u8 = 2;
 
 /// A message of the Mothership.
@@ -58,7 +59,8 @@ pub enum Routed {
         session: String,
         user: Option<String>,
     },
-    /// A client's log line, for the node that rendered its instance.
+    /// A client's log line, for the node that rendered its instance. No
+    /// session: the writer never needs it, so it does not travel.
     Log {
         level: String,
         message: String,
@@ -66,7 +68,6 @@ pub enum Routed {
         instance: Option<String>,
         namespace: String,
         socket: String,
-        session: String,
     },
 }
 

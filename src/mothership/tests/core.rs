@@ -172,7 +172,6 @@ async fn render_names_the_rendering_node_and_log_lines_go_there() {
         error,
         instance: about,
         namespace,
-        session,
         ..
     } = &on_b[0]
     else {
@@ -181,10 +180,7 @@ async fn render_names_the_rendering_node_and_log_lines_go_there() {
     assert_eq!((level.as_str(), message.as_str()), ("warn", "core-line"));
     assert_eq!(error.as_deref(), Some(r#"{"code":7}"#));
     assert_eq!(about.as_deref(), Some(instance.as_str()));
-    assert_eq!(
-        (namespace.as_str(), session.as_str()),
-        ("/core/logging", session_of("sess-r").as_str())
-    );
+    assert_eq!(namespace.as_str(), "/core/logging");
     assert!(matches!(&on_b[1], Routed::Log { message, .. } if message == "chat-line"));
     let on_a = log_lines(&nodes, "A", 2).await;
     let messages: Vec<&str> = on_a
