@@ -271,9 +271,10 @@ fn auth_url_decides_connects_and_the_user_reaches_backends() {
     assert!(stderr.contains("DEBUG"), "LOG=debug wrote no debug lines");
 }
 
-/// The `Set-Cookie` a polling handshake to `node` gets, with `X-Forwarded-Proto:
-/// https` when `https`.
-fn handshake_cookie(node: &support::Testbed, https: bool) -> String {
+/// The `Set-Cookie` a polling handshake to `node` gets (none when the cookie
+/// it sent named a valid session), with `X-Forwarded-Proto: https` when
+/// `https`, sending `cookie` when given.
+fn handshake(node: &support::Testbed, https: bool, cookie: Option<&str>) -> Option<String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -284,15 +285,47 @@ fn handshake_cookie(node: &support::Testbed, https: bool) -> String {
         if https {
             request = request.header("x-forwarded-proto", "https");
         }
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
         let response = request.send().await.expect("handshake");
         assert_eq!(response.status(), 200);
         response
             .headers()
             .get("set-cookie")
             .and_then(|v| v.to_str().ok())
-            .expect("a session cookie")
-            .to_string()
+            .map(str::to_string)
     })
+}
+
+fn handshake_cookie(node: &support::Testbed, https: bool) -> String {
+    handshake(node, https, None).expect("a session cookie")
+}
+
+/// During a rotation (`SESSION_SECRET_PREVIOUS` = the old secret) tokens of
+/// the old secret still name their session; after it, they get a fresh one.
+#[test]
+fn tokens_of_the_previous_secret_verify_until_the_rotation_ends() {
+    const OLD: &str = "old-session-secret-0123456789abcdef";
+    const NEW: &str = "new-session-secret-0123456789abcdef";
+    let before = support::spawn_testbed(&[("SESSION_SECRET", OLD)]);
+    let issued = handshake_cookie(&before, false);
+    let token = issued.split(';').next().unwrap().to_string(); // rain_session=…
+    // The issuing node itself keeps it (no new cookie).
+    assert_eq!(handshake(&before, false, Some(&token)), None);
+
+    let rotating =
+        support::spawn_testbed(&[("SESSION_SECRET", NEW), ("SESSION_SECRET_PREVIOUS", OLD)]);
+    assert_eq!(handshake(&rotating, false, Some(&token)), None);
+
+    let after = support::spawn_testbed(&[("SESSION_SECRET", NEW)]);
+    let fresh = handshake(&after, false, Some(&token)).expect("a fresh session");
+    let id = token
+        .trim_start_matches("rain_session=")
+        .split('.')
+        .next()
+        .unwrap();
+    assert!(!fresh.contains(id), "{fresh}");
 }
 
 /// `COOKIE_SECURE=auto` marks the cookie `Secure` only when a trusted proxy
