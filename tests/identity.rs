@@ -355,3 +355,31 @@ fn the_session_cookie_is_secure_per_cookie_secure() {
     let off = handshake_cookie(&never, true);
     assert!(!secure(&off), "{off}");
 }
+
+/// A node that calls a backend unsigned says so once, at start.
+#[test]
+fn a_node_warns_when_backends_get_unsigned_requests() {
+    let unsigned = support::spawn_testbed(&[("AUTH_URL", "http://127.0.0.1:9/auth")]);
+    let warned = || {
+        unsigned
+            .stderr()
+            .matches("AUTH_URL is set without BACKEND_SECRET")
+            .count()
+    };
+    // Written before the listening line; its reader thread may lag a little.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while warned() == 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(warned(), 1, "{}", unsigned.stderr());
+    let signed = support::spawn_testbed(&[
+        ("AUTH_URL", "http://127.0.0.1:9/auth"),
+        ("BACKEND_SECRET", BACKEND_SECRET),
+    ]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !signed.stderr().contains("without BACKEND_SECRET"),
+        "{}",
+        signed.stderr()
+    );
+}
