@@ -102,14 +102,7 @@ pub async fn handle(State(engine): State<Engine>, request: Request<Body>) -> Res
         (None, None) => Some(config.session_keys.mint()),
         _ => None,
     };
-    let secure = match config.cookie_secure {
-        CookieSecure::Always => true,
-        CookieSecure::Never => false,
-        CookieSecure::Auto => config
-            .trusted_proxies
-            .forwarded_https(remote_addr, &parts.headers),
-    };
-    let headers = if config.auth_headers {
+    let headers = if config.auth_headers && query.sid.is_none() {
         auth_headers(&parts.headers, cookies.as_deref())
     } else {
         Vec::new()
@@ -123,7 +116,16 @@ pub async fn handle(State(engine): State<Engine>, request: Request<Body>) -> Res
         session: verified.or_else(|| minted.as_ref().map(|(id, _)| id.clone())),
         headers,
     };
-    let set_cookie = minted.map(|(_, token)| config.session_keys.set_cookie(&token, secure));
+    let set_cookie = minted.map(|(_, token)| {
+        let secure = match config.cookie_secure {
+            CookieSecure::Always => true,
+            CookieSecure::Never => false,
+            CookieSecure::Auto => config
+                .trusted_proxies
+                .forwarded_https(remote_addr, &parts.headers),
+        };
+        config.session_keys.set_cookie(&token, secure)
+    });
     let mut response = route(engine, query, parts, body, info).await;
     if let Some(cookie) = set_cookie
         && (response.status().is_success() || response.status() == StatusCode::SWITCHING_PROTOCOLS)
