@@ -86,6 +86,7 @@ fn start_node(redis: &str, id: &str, components: &str) -> Testbed {
         Path::new(env!("CARGO_BIN_EXE_rain-node")),
         &[
             ("REDIS_SERVER", redis),
+            ("SESSION_SECRET", "bench-session-secret-0123456789abcdef"),
             ("NODE_ID", id),
             ("COMPONENTS", components),
             ("LOG", "warn"),

@@ -16,9 +16,10 @@
 //!
 //! and, across a cluster (`REDIS_SERVER` set):
 //!
-//! - `whoami(ack)` → `{sid, node, sessionId}`;
+//! - `whoami(ack)` → `{sid, node, session, user}` (`session`: the session's
+//!   token; `user`: who `AUTH_URL` said the client is);
 //! - `session-get(ack)` → the session's fields; `session-set({field: value}, ack)`
-//!   → stores them (any node reads them back);
+//!   → stores them (any node reads them back), or `{error: "session too large"}`;
 //! - `emit-all({event, data})` → everyone in the namespace, sender included;
 //! - `emit-to({sid, event, data})` → one socket, on whatever node;
 //! - `fetch-sockets({room?}, ack)` → `[{sid, node, rooms}]` from the shared state;
@@ -33,16 +34,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rain_node::app_session::write_error_message;
 use rain_node::broadcast::Broadcast;
 use rain_node::cluster::{RemoteOp, Target};
 use rain_node::config::Settings;
 use rain_node::io::SocketIo;
 use rain_node::namespace::NamespaceHandler;
 use rain_node::server::{Server, shutdown_signal};
+use rain_node::session_token::{SessionId, SessionKeys};
 use rain_node::socket::{AckError, AckSender, Event, Payload, Socket};
 use serde_json::{Value, json};
 
 struct Testbed;
+
+/// The node's session keys, for `whoami`'s token.
+static KEYS: std::sync::OnceLock<SessionKeys> = std::sync::OnceLock::new();
 
 impl NamespaceHandler for Testbed {
     fn authorize(&self, _socket: &Arc<Socket>, auth: &Value) -> Result<(), String> {
@@ -103,7 +109,11 @@ impl NamespaceHandler for Testbed {
             "whoami" => {
                 if let Some(ack) = ack {
                     let node = socket.namespace().cluster().node_id().to_string();
-                    let me = json!({ "sid": socket.id(), "node": node, "sessionId": socket.session_id() });
+                    // The client may know its token (a node gives it out), not
+                    // the bare id.
+                    let id = SessionId::trusted(socket.session_id());
+                    let token = KEYS.get().map(|keys| keys.token(&id));
+                    let me = json!({ "sid": socket.id(), "node": node, "session": token, "user": socket.user() });
                     reply(ack, Payload::new(vec![me]));
                 }
             }
@@ -138,7 +148,7 @@ impl NamespaceHandler for Testbed {
                 tokio::spawn(async move {
                     let answer = match session.set(fields).await {
                         Ok(()) => json!(true),
-                        Err(error) => json!({ "error": error.to_string() }),
+                        Err(error) => json!({ "error": write_error_message(&error) }),
                     };
                     if let Some(ack) = ack {
                         reply(ack, Payload::new(vec![answer]));
@@ -318,6 +328,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&settings.log)?)
         .with_writer(std::io::stderr)
         .init();
+    let _ = KEYS.set(SessionKeys::from_settings(&settings));
     let io = SocketIo::new(&settings, rain_node::cluster::connect(&settings).await?);
     io.namespace("/", Testbed);
     io.namespace("/custom", Testbed);

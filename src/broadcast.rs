@@ -184,7 +184,8 @@ mod tests {
             query: String::new(),
             remote_addr: None,
             address: None,
-            session_cookie: None,
+            session: None,
+            headers: Vec::new(),
         };
         let session = Arc::new(Session::new(id.into(), info, TransportState::Websocket, 16));
         let socket = Arc::new(Socket::new(
@@ -192,6 +193,9 @@ mod tests {
             namespace.clone(),
             session.clone(),
             json!({}),
+            crate::session_token::SessionKeys::new(&[0; 32], None)
+                .mint()
+                .0,
         ));
         namespace.add_socket(socket.clone());
         if let Some(room) = room {

@@ -2,20 +2,24 @@
 //!
 //! Owns packet decoding at the Socket.IO level, the reassembly of binary packets
 //! from their attachments, the limits on them, and the namespaces this connection
-//! has joined. Dispatches to namespace handlers. Does not own sessions (see
+//! has joined: a CONNECT's session (its verified `auth.sessionId` token, else
+//! the handshake's) and, when a connect-auth hook is installed, waiting for its
+//! decision before the socket is admitted. Dispatches to namespace handlers. Does not own sessions (see
 //! `crate::engine`) or the namespace registry (see `crate::io`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::Value;
 
+use crate::auth::{AuthDecision, AuthRequest};
 use crate::engine::{ProtocolViolation, SessionHandler};
 use crate::io::IoInner;
 use crate::protocol::engineio::Frame;
 use crate::protocol::socketio::{self, Packet, PacketType};
 use crate::session::{CloseReason, Session};
+use crate::session_token::{SessionId, parse_session_token};
 use crate::socket::{DisconnectReason, Event, Payload, Socket};
 
 /// A binary packet waiting for its attachments.
@@ -32,16 +36,22 @@ pub(crate) struct Client {
     /// The connect timeout's task, cancelled by the first namespace joined so an
     /// idle client does not keep a timer alive.
     connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Namespaces whose CONNECT waits for the connect-auth hook.
+    authorizing: Mutex<Vec<String>>,
+    /// This client, for the tasks that finish a CONNECT after the hook.
+    me: Weak<Client>,
 }
 
 impl Client {
-    pub(crate) fn new(io: Arc<IoInner>, session: Arc<Session>) -> Self {
+    pub(crate) fn new(io: Arc<IoInner>, session: Arc<Session>, me: Weak<Client>) -> Self {
         Client {
             io,
             session,
             sockets: Mutex::new(Vec::new()),
             partial: Mutex::new(None),
             connect_timer: Mutex::new(None),
+            authorizing: Mutex::new(Vec::new()),
+            me,
         }
     }
 
@@ -122,11 +132,11 @@ impl Client {
     }
 
     fn connect(&self, name: &str, auth: Option<Value>) {
-        if self.socket(name).is_some() {
+        if self.socket(name).is_some() || self.authorizing.lock().iter().any(|n| n == name) {
             tracing::debug!(
                 sid = self.session.sid(),
                 namespace = name,
-                "already connected to namespace"
+                "already connected (or connecting) to namespace"
             );
             return;
         }
@@ -136,7 +146,9 @@ impl Client {
             self.send_packet(&Packet::connect_error(name, "namespace name too long"));
             return;
         }
-        if self.sockets.lock().len() >= self.io.namespaces_per_connection {
+        if self.sockets.lock().len() + self.authorizing.lock().len()
+            >= self.io.namespaces_per_connection
+        {
             metrics::counter!("rain_refused_total", "limit" => "namespaces_per_connection")
                 .increment(1);
             self.send_packet(&Packet::connect_error(
@@ -150,23 +162,121 @@ impl Client {
             return;
         };
         let auth = auth.unwrap_or_else(|| Value::Object(Default::default()));
+        let session_id = self.session_of(&auth);
         let socket = Arc::new(Socket::new(
             crate::engine::new_sid().into(),
             namespace.clone(),
             self.session.clone(),
             auth,
+            session_id,
         ));
         if let Err(message) = namespace.handler().authorize(&socket, socket.auth()) {
             self.send_packet(&Packet::connect_error(name, &message));
             self.io.forget_if_unused(name);
             return;
         }
-        if !namespace.add_socket(socket.clone()) {
-            // Its last socket left and it was retired meanwhile: the name
-            // resolves to a fresh namespace now.
-            return self.connect(name, Some(socket.auth().clone()));
+        let (Some(hook), Some(me)) = (self.io.connect_auth(), self.me.upgrade()) else {
+            return self.admit(name, socket);
+        };
+        // The hook answers in its own time: the name is reserved meanwhile
+        // (a second CONNECT to it is ignored, it counts towards the limit).
+        self.authorizing.lock().push(name.to_string());
+        let request = self.auth_request(name, socket.auth());
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let decision = hook.authorize(request).await;
+            if me.session.is_closed() {
+                me.authorizing.lock().retain(|n| *n != name);
+                me.io.forget_if_unused(&name);
+                return;
+            }
+            match decision {
+                AuthDecision::Accept { user } => {
+                    if let Some(user) = user {
+                        // The session remembers who the client is, for every
+                        // node and component; a failed write is the node's
+                        // business (the socket knows its user all the same).
+                        if let Err(error) = socket
+                            .session()
+                            .set(vec![("user".into(), user.clone())])
+                            .await
+                        {
+                            tracing::warn!(
+                                error = &error as &dyn std::error::Error,
+                                "the user could not be stored in the session"
+                            );
+                        }
+                        socket.set_user(user);
+                    }
+                    // Released only now (no await before `admit`), so a
+                    // second CONNECT to the name meanwhile was ignored.
+                    me.authorizing.lock().retain(|n| *n != name);
+                    me.admit(&name, socket);
+                }
+                AuthDecision::Refuse { message } => {
+                    me.authorizing.lock().retain(|n| *n != name);
+                    metrics::counter!("rain_refused_total", "limit" => "auth").increment(1);
+                    me.send_packet(&Packet::connect_error(&name, &message));
+                    me.io.forget_if_unused(&name);
+                }
+            }
+        });
+    }
+
+    /// The session a CONNECT resumes: its `auth.sessionId` token when a node
+    /// minted it, else the handshake's (cookie or fresh), else a fresh one. A
+    /// forged token is not an error: it is ignored.
+    fn session_of(&self, auth: &Value) -> SessionId {
+        auth.get("sessionId")
+            .and_then(Value::as_str)
+            .and_then(|token| parse_session_token(&self.io.session_keys, token))
+            .or_else(|| self.session.connect_info().session.clone())
+            .unwrap_or_else(|| self.io.session_keys.mint().0)
+    }
+
+    /// What the connect-auth hook is asked about a CONNECT to `name`.
+    fn auth_request(&self, name: &str, auth: &Value) -> AuthRequest {
+        let mut auth = auth.clone();
+        if let Value::Object(fields) = &mut auth {
+            fields.remove("sessionId");
         }
-        self.sockets.lock().push(socket.clone());
+        let info = self.session.connect_info();
+        AuthRequest {
+            namespace: name.to_string(),
+            auth,
+            headers: info
+                .headers
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.clone()))
+                .collect(),
+            address: info.address,
+        }
+    }
+
+    /// Adds an authorized socket to its namespace and tells the client.
+    fn admit(&self, name: &str, socket: Arc<Socket>) {
+        {
+            // Checked under the lock `on_close` takes: a socket admitted
+            // after the close would stay in its namespace for good.
+            let mut sockets = self.sockets.lock();
+            if self.session.is_closed() {
+                drop(sockets);
+                self.io.forget_if_unused(name);
+                return;
+            }
+            if !socket.namespace().add_socket(socket.clone()) {
+                // Its last socket left and it was retired meanwhile: the name
+                // resolves to a fresh namespace now.
+                drop(sockets);
+                let Some(namespace) = self.io.resolve_namespace(name) else {
+                    self.send_packet(&Packet::connect_error(name, "Invalid namespace"));
+                    return;
+                };
+                let retry = Arc::new(socket.moved_to(namespace));
+                return self.admit(name, retry);
+            }
+            sockets.push(socket.clone());
+        }
         if let Some(timer) = self.connect_timer.lock().take() {
             timer.abort();
         }
@@ -174,7 +284,7 @@ impl Client {
             name,
             Some(serde_json::json!({ "sid": socket.id() })),
         ));
-        namespace.handler().on_connect(&socket);
+        socket.namespace().handler().on_connect(&socket);
     }
 
     fn forget(&self, socket: &Arc<Socket>) {

@@ -119,9 +119,92 @@ pub struct Settings {
     pub chat_text_max_length: usize,
     /// Longest chat room name or nick (characters, ≥ 1).
     pub chat_name_max_length: usize,
+    /// Secret (at least 32 bytes) that signs session tokens; shared by every
+    /// node; required with `REDIS_SERVER`. Unset (embedded backend): a random
+    /// one per process.
+    pub session_secret: Option<Secret>,
+    /// The secret before a rotation: its tokens still verify, none is minted.
+    pub session_secret_previous: Option<Secret>,
+    /// When the session cookie gets `Secure`.
+    pub cookie_secure: CookieSecure,
+    /// URL a node POSTs each namespace CONNECT to for a decision; unset → every
+    /// CONNECT is accepted, without a user.
+    pub auth_url: Option<String>,
+    /// How long the `AUTH_URL` answer may take before the CONNECT is refused (ms).
+    pub auth_timeout_ms: u64,
+    /// Secret that signs every request a node sends to a backend
+    /// (`X-Rain-Signature`); unset → no signature headers.
+    pub backend_secret: Option<Secret>,
+    /// Largest value a client's session field may hold (bytes, ≥ 1).
+    pub session_value_max_bytes: usize,
+    /// Largest total size of a client's session (names and values, bytes, ≥ 1).
+    pub session_max_bytes: usize,
     /// `tracing` filter, e.g. `info` or `rain_node=debug`; `RUST_LOG` is used
     /// when `LOG` is not set.
     pub log: String,
+}
+
+/// The shortest `SESSION_SECRET` accepted, in bytes (an HMAC-SHA256 key
+/// shorter than its output weakens it).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// A secret setting: its `Debug` never shows it (it has no `Display`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// When the session cookie is marked `Secure`: the `COOKIE_SECURE` setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CookieSecure {
+    /// `auto`: when the request reached the first trusted proxy over HTTPS
+    /// (`X-Forwarded-Proto: https` from a `TRUSTED_PROXIES` peer; the node
+    /// itself serves plain HTTP).
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// `true`: always.
+    #[serde(rename = "true")]
+    Always,
+    /// `false`: never.
+    #[serde(rename = "false")]
+    Never,
+}
+
+impl FromStr for CookieSecure {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<CookieSecure, String> {
+        match text {
+            "auto" => Ok(CookieSecure::Auto),
+            "true" => Ok(CookieSecure::Always),
+            "false" => Ok(CookieSecure::Never),
+            _ => Err("must be auto, true or false".to_string()),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -163,6 +246,14 @@ impl Default for Settings {
             chat_history_ttl_ms: 86_400_000,
             chat_text_max_length: 2_000,
             chat_name_max_length: 200,
+            session_secret: None,
+            session_secret_previous: None,
+            cookie_secure: CookieSecure::Auto,
+            auth_url: None,
+            auth_timeout_ms: 5_000,
+            backend_secret: None,
+            session_value_max_bytes: 4_096,
+            session_max_bytes: 65_536,
             log: "info".to_string(),
         }
     }
@@ -542,6 +633,62 @@ const CHAT_NAME_MAX_LENGTH: Field = field!(
     "200",
     "Longest chat room name or nick, in characters"
 );
+const SESSION_SECRET: Field = field!(
+    "session_secret",
+    "SESSION_SECRET",
+    OptString,
+    "unset",
+    "Secret (at least 32 bytes) signing session tokens, the same on every node; required with REDIS_SERVER, else random per process"
+);
+const SESSION_SECRET_PREVIOUS: Field = field!(
+    "session_secret_previous",
+    "SESSION_SECRET_PREVIOUS",
+    OptString,
+    "unset",
+    "The session secret before a rotation: its tokens still verify, new ones use SESSION_SECRET"
+);
+const COOKIE_SECURE: Field = field!(
+    "cookie_secure",
+    "COOKIE_SECURE",
+    String,
+    "auto",
+    "Secure flag of the session cookie: true, false, or auto (when a trusted proxy says X-Forwarded-Proto: https)"
+);
+const AUTH_URL: Field = field!(
+    "auth_url",
+    "AUTH_URL",
+    OptString,
+    "unset",
+    "http:// URL each namespace CONNECT is POSTed to for a decision; unset accepts every CONNECT without a user"
+);
+const AUTH_TIMEOUT_MS: Field = field!(
+    "auth_timeout_ms",
+    "AUTH_TIMEOUT_MS",
+    U64,
+    "5000",
+    "How long AUTH_URL may take to answer before the CONNECT is refused (auth unavailable), in ms"
+);
+const BACKEND_SECRET: Field = field!(
+    "backend_secret",
+    "BACKEND_SECRET",
+    OptString,
+    "unset",
+    "Secret signing every request to a backend (X-Rain-Timestamp, X-Rain-Signature); unset sends no signature"
+);
+const SESSION_VALUE_MAX_BYTES: Field = field!(
+    "session_value_max_bytes",
+    "SESSION_VALUE_MAX_BYTES",
+    Usize,
+    "4096",
+    "Largest value one session field may hold, in bytes"
+);
+const SESSION_MAX_BYTES: Field = field!(
+    "session_max_bytes",
+    "SESSION_MAX_BYTES",
+    Usize,
+    "65536",
+    "Largest total size of one session (field names and values), in bytes"
+);
 const LOG: Field = field!(
     "log",
     "LOG",
@@ -551,7 +698,7 @@ const LOG: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 37] = [
+const FIELDS: [&Field; 45] = [
     &REDIS_SERVER,
     &REDIS_CA_FILE,
     &SERVER_HOST,
@@ -588,6 +735,14 @@ const FIELDS: [&Field; 37] = [
     &CHAT_HISTORY_TTL_MS,
     &CHAT_TEXT_MAX_LENGTH,
     &CHAT_NAME_MAX_LENGTH,
+    &SESSION_SECRET,
+    &SESSION_SECRET_PREVIOUS,
+    &COOKIE_SECURE,
+    &AUTH_URL,
+    &AUTH_TIMEOUT_MS,
+    &BACKEND_SECRET,
+    &SESSION_VALUE_MAX_BYTES,
+    &SESSION_MAX_BYTES,
     &LOG,
 ];
 
@@ -687,13 +842,29 @@ struct Cli {
     chat_text_max_length: Option<String>,
     #[arg(long, value_name = "N", help = CHAT_NAME_MAX_LENGTH.help)]
     chat_name_max_length: Option<String>,
+    #[arg(long, value_name = "SECRET", help = SESSION_SECRET.help)]
+    session_secret: Option<String>,
+    #[arg(long, value_name = "SECRET", help = SESSION_SECRET_PREVIOUS.help)]
+    session_secret_previous: Option<String>,
+    #[arg(long, value_name = "MODE", help = COOKIE_SECURE.help)]
+    cookie_secure: Option<String>,
+    #[arg(long, value_name = "URL", help = AUTH_URL.help)]
+    auth_url: Option<String>,
+    #[arg(long, value_name = "MS", help = AUTH_TIMEOUT_MS.help)]
+    auth_timeout_ms: Option<String>,
+    #[arg(long, value_name = "SECRET", help = BACKEND_SECRET.help)]
+    backend_secret: Option<String>,
+    #[arg(long, value_name = "BYTES", help = SESSION_VALUE_MAX_BYTES.help)]
+    session_value_max_bytes: Option<String>,
+    #[arg(long, value_name = "BYTES", help = SESSION_MAX_BYTES.help)]
+    session_max_bytes: Option<String>,
     #[arg(long, value_name = "FILTER", help = LOG.help)]
     log: Option<String>,
 }
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 37] {
+    fn values(&self) -> [Option<&String>; 45] {
         [
             self.redis_server.as_ref(),
             self.redis_ca_file.as_ref(),
@@ -731,6 +902,14 @@ impl Cli {
             self.chat_history_ttl_ms.as_ref(),
             self.chat_text_max_length.as_ref(),
             self.chat_name_max_length.as_ref(),
+            self.session_secret.as_ref(),
+            self.session_secret_previous.as_ref(),
+            self.cookie_secure.as_ref(),
+            self.auth_url.as_ref(),
+            self.auth_timeout_ms.as_ref(),
+            self.backend_secret.as_ref(),
+            self.session_value_max_bytes.as_ref(),
+            self.session_max_bytes.as_ref(),
             self.log.as_ref(),
         ]
     }
@@ -983,9 +1162,31 @@ impl Settings {
                 return Err(invalid(API_TOKENS.env, ApiToken::redacted(entry), &reason));
             }
         }
+        let cookie_secure = merged
+            .get_string(COOKIE_SECURE.key)
+            .map_err(ConfigError::Merge)?;
+        if let Err(reason) = cookie_secure.parse::<CookieSecure>() {
+            return Err(invalid(
+                COOKIE_SECURE.env,
+                format!("{cookie_secure:?}"),
+                &reason,
+            ));
+        }
         let mut settings: Settings = merged.try_deserialize().map_err(ConfigError::Merge)?;
         if settings.redis_server.as_deref() == Some("") {
             settings.redis_server = None;
+        }
+        for secret in [
+            &mut settings.session_secret,
+            &mut settings.session_secret_previous,
+            &mut settings.backend_secret,
+        ] {
+            if secret.as_ref().is_some_and(Secret::is_empty) {
+                *secret = None;
+            }
+        }
+        if settings.auth_url.as_deref() == Some("") {
+            settings.auth_url = None;
         }
         settings.validate()?;
         Ok(settings)
@@ -1017,6 +1218,12 @@ impl Settings {
             (CHAT_HISTORY_TTL_MS.env, self.chat_history_ttl_ms),
             (CHAT_TEXT_MAX_LENGTH.env, self.chat_text_max_length as u64),
             (CHAT_NAME_MAX_LENGTH.env, self.chat_name_max_length as u64),
+            (AUTH_TIMEOUT_MS.env, self.auth_timeout_ms),
+            (
+                SESSION_VALUE_MAX_BYTES.env,
+                self.session_value_max_bytes as u64,
+            ),
+            (SESSION_MAX_BYTES.env, self.session_max_bytes as u64),
         ];
         for (name, value) in at_least_one {
             if value < 1 {
@@ -1114,6 +1321,37 @@ impl Settings {
                 "must start and end with '/'",
             ));
         }
+        // Secrets are named, never shown: the error says how long it was.
+        for (name, secret) in [
+            (SESSION_SECRET.env, &self.session_secret),
+            (SESSION_SECRET_PREVIOUS.env, &self.session_secret_previous),
+        ] {
+            if let Some(secret) = secret
+                && secret.len() < MIN_SECRET_LEN
+            {
+                return Err(invalid(
+                    name,
+                    format!("<{} bytes, not shown>", secret.len()),
+                    &format!("must be at least {} bytes", MIN_SECRET_LEN),
+                ));
+            }
+        }
+        if self.redis_server.is_some() && self.session_secret.is_none() {
+            return Err(invalid(
+                SESSION_SECRET.env,
+                "unset",
+                "required with REDIS_SERVER: every node must verify the session tokens the others mint (at least 32 bytes, the same on every node)",
+            ));
+        }
+        if let Some(url) = &self.auth_url
+            && !(url.starts_with("http://") && url.len() > "http://".len())
+        {
+            return Err(invalid(
+                AUTH_URL.env,
+                format!("{url:?}"),
+                "must be an absolute http:// URL",
+            ));
+        }
         for proxy in &self.trusted_proxies {
             if let Err(reason) = parse_network(proxy) {
                 return Err(invalid(TRUSTED_PROXIES.env, format!("{proxy:?}"), &reason));
@@ -1162,6 +1400,11 @@ impl Settings {
     /// How long a chat room's history lives after its last message.
     pub fn chat_history_ttl(&self) -> Duration {
         Duration::from_millis(self.chat_history_ttl_ms)
+    }
+
+    /// How long the `AUTH_URL` answer may take.
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_millis(self.auth_timeout_ms)
     }
 
     pub fn route_timeout(&self) -> Duration {
@@ -1254,7 +1497,12 @@ impl std::fmt::Debug for Settings {
 }
 
 /// Settings whose values are secrets: never shown by `Debug`, logs or errors.
-const SECRET_KEYS: &[&str] = &["api_tokens"];
+const SECRET_KEYS: &[&str] = &[
+    "api_tokens",
+    "session_secret",
+    "session_secret_previous",
+    "backend_secret",
+];
 
 /// Checks that `text` is a valid `tracing` filter.
 fn check_log(name: &'static str, text: &str) -> Result<(), ConfigError> {
@@ -1295,6 +1543,8 @@ mod tests {
     }
 
     const NO_FILE: &str = "/nonexistent/rain-config-test/rain.toml";
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const OLD_SECRET: &str = "fedcba9876543210fedcba9876543210";
 
     fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let env: HashMap<String, String> = env
@@ -1338,7 +1588,8 @@ mod tests {
     fn env_overrides_file_overrides_defaults() {
         let f = TempFile::new(
             "server_port = 4000\nserver_host = \"0.0.0.0\"\nkey_prefix = \"file:\"\n\
-             cors_origins = [\"http://a\", \"http://b\"]\nredis_server = \"redis://file\"\n",
+             cors_origins = [\"http://a\", \"http://b\"]\nredis_server = \"redis://file\"\n\
+             session_secret = \"0123456789abcdef0123456789abcdef\"\n",
         );
         let s = load(&[], &[("RAIN_CONFIG", f.path())]).unwrap();
         assert_eq!(s.server_port, 4000);
@@ -1390,6 +1641,7 @@ mod tests {
                 ("SERVER_PORT", "5000"),
                 ("NODE_ID", "env-node"),
                 ("REDIS_SERVER", "redis://env"),
+                ("SESSION_SECRET", SECRET),
                 ("CORS_ORIGINS", "http://x"),
                 ("LOG", "debug"),
             ],
@@ -1447,6 +1699,14 @@ mod tests {
             ("CHAT_HISTORY_TTL_MS", "14"),
             ("CHAT_TEXT_MAX_LENGTH", "19"),
             ("CHAT_NAME_MAX_LENGTH", "20"),
+            ("SESSION_SECRET", SECRET),
+            ("SESSION_SECRET_PREVIOUS", OLD_SECRET),
+            ("COOKIE_SECURE", "true"),
+            ("AUTH_URL", "http://auth.local:8080/check"),
+            ("AUTH_TIMEOUT_MS", "22"),
+            ("BACKEND_SECRET", "b"),
+            ("SESSION_VALUE_MAX_BYTES", "23"),
+            ("SESSION_MAX_BYTES", "24"),
             ("LOG", "rain_node=debug,warn"),
         ];
         let expected = Settings {
@@ -1489,6 +1749,14 @@ mod tests {
             chat_history_ttl_ms: 14,
             chat_text_max_length: 19,
             chat_name_max_length: 20,
+            session_secret: Some(Secret::new(SECRET)),
+            session_secret_previous: Some(Secret::new(OLD_SECRET)),
+            cookie_secure: CookieSecure::Always,
+            auth_url: Some("http://auth.local:8080/check".into()),
+            auth_timeout_ms: 22,
+            backend_secret: Some(Secret::new("b")),
+            session_value_max_bytes: 23,
+            session_max_bytes: 24,
             log: "rain_node=debug,warn".into(),
         };
         assert_eq!(load(&[], &values).unwrap(), expected);
@@ -1720,7 +1988,75 @@ mod tests {
             ("SERVER_HOST", "::"),
             ("SERVER_HOST", "node-1.example.com"),
         ] {
-            load(&[], &[(name, value)]).unwrap();
+            load(&[], &[(name, value), ("SESSION_SECRET", SECRET)]).unwrap();
+        }
+    }
+
+    #[test]
+    fn session_secret_rules_and_secrets_stay_out_of_errors_and_debug() {
+        // Required with Redis: the nodes must verify each other's tokens.
+        let e = err(&[], &[("REDIS_SERVER", "redis://h:1")]);
+        assert!(
+            e.starts_with("invalid setting SESSION_SECRET=unset: required with REDIS_SERVER"),
+            "{e}"
+        );
+        // Too short: named with its length, never shown.
+        for name in ["SESSION_SECRET", "SESSION_SECRET_PREVIOUS"] {
+            let e = err(&[], &[(name, "short-secret-xyz")]);
+            assert_eq!(
+                e,
+                format!("invalid setting {name}=<16 bytes, not shown>: must be at least 32 bytes")
+            );
+        }
+        let s = load(
+            &[],
+            &[
+                ("SESSION_SECRET", SECRET),
+                ("BACKEND_SECRET", "backend-s3cret"),
+            ],
+        )
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains(SECRET) && !shown.contains("backend-s3cret"),
+            "{shown}"
+        );
+        // Empty is unset.
+        assert_eq!(
+            load(&[], &[("SESSION_SECRET", "")]).unwrap().session_secret,
+            None
+        );
+        // The other new settings are checked too.
+        assert_eq!(
+            err(&[], &[("COOKIE_SECURE", "yes")]),
+            r#"invalid setting COOKIE_SECURE="yes": must be auto, true or false"#
+        );
+        for (value, expected) in [
+            ("auto", CookieSecure::Auto),
+            ("true", CookieSecure::Always),
+            ("false", CookieSecure::Never),
+        ] {
+            assert_eq!(
+                load(&[], &[("COOKIE_SECURE", value)])
+                    .unwrap()
+                    .cookie_secure,
+                expected
+            );
+        }
+        let e = err(&[], &[("AUTH_URL", "ftp://x")]);
+        assert!(
+            e.starts_with(r#"invalid setting AUTH_URL="ftp://x": "#),
+            "{e}"
+        );
+        for name in [
+            "AUTH_TIMEOUT_MS",
+            "SESSION_VALUE_MAX_BYTES",
+            "SESSION_MAX_BYTES",
+        ] {
+            assert_eq!(
+                err(&[], &[(name, "0")]),
+                format!("invalid setting {name}=0: must be at least 1")
+            );
         }
     }
 

@@ -16,9 +16,10 @@ use parking_lot::RwLock;
 use rand::Rng;
 use thiserror::Error;
 
-use crate::config::Settings;
+use crate::config::{CookieSecure, Settings};
 use crate::protocol::engineio::{Handshake, Packet};
 use crate::session::{CloseReason, ConnectInfo, Session, TransportState};
+use crate::session_token::SessionKeys;
 use crate::transport::address::TrustedProxies;
 
 /// The upper layer's view of a protocol violation inside a message.
@@ -56,6 +57,13 @@ pub struct EngineConfig {
     /// Origins (`scheme://host[:port]`) whose pages may talk to this server
     /// besides its own: `CORS_ORIGINS`. See `crate::transport::origin`.
     pub allowed_origins: Arc<[String]>,
+    /// What mints and verifies session tokens (the `rain_session` cookie).
+    pub session_keys: SessionKeys,
+    /// When the session cookie is `Secure`.
+    pub cookie_secure: CookieSecure,
+    /// Keep the handshake headers a connect-auth hook is shown (only when one
+    /// is installed: an idle session holds no copy otherwise).
+    pub auth_headers: bool,
 }
 
 impl From<&Settings> for EngineConfig {
@@ -68,6 +76,9 @@ impl From<&Settings> for EngineConfig {
             upgrade_timeout: Duration::from_secs(10),
             trusted_proxies: TrustedProxies::new(&settings.trusted_proxies),
             allowed_origins: settings.cors_origins.clone().into(),
+            session_keys: SessionKeys::from_settings(settings),
+            cookie_secure: settings.cookie_secure,
+            auth_headers: settings.auth_url.is_some(),
         }
     }
 }

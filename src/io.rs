@@ -15,6 +15,7 @@ use parking_lot::RwLock;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
+use crate::auth::{ConnectAuth, HttpAuth};
 use crate::broadcast::{Broadcast, ask_local};
 use crate::client::Client;
 use crate::cluster::{AckBroadcast, Cluster, LocalNode, RemoteOp, SocketRecord, Target};
@@ -23,6 +24,7 @@ use crate::engine::{EngineHandler, SessionHandler};
 use crate::namespace::{Namespace, NamespaceHandler, emit_to_socket};
 use crate::protocol::engineio::Frame;
 use crate::session::{CloseReason, Session};
+use crate::session_token::SessionKeys;
 use crate::socket::Payload;
 
 type NamePattern = Box<dyn Fn(&str) -> bool + Send + Sync>;
@@ -44,10 +46,20 @@ pub(crate) struct IoInner {
     patterns: RwLock<Vec<(NamePattern, Arc<dyn NamespaceHandler>)>>,
     /// Names registered with [`SocketIo::namespace`] (never dropped).
     fixed: RwLock<std::collections::HashSet<String>>,
+    /// Asked on every namespace CONNECT, when installed (`AUTH_URL`, or
+    /// [`SocketIo::set_connect_auth`]).
+    connect_auth: RwLock<Option<Arc<dyn ConnectAuth>>>,
+    /// What verifies a CONNECT's `auth.sessionId` and mints fresh sessions.
+    pub(crate) session_keys: SessionKeys,
 }
 
 impl SocketIo {
     pub fn new(settings: &Settings, cluster: Arc<dyn Cluster>) -> Self {
+        if settings.auth_url.is_some() && settings.backend_secret.is_none() {
+            tracing::warn!(
+                "AUTH_URL is set without BACKEND_SECRET: the auth backend cannot tell this node from anyone else"
+            );
+        }
         let inner = Arc::new(IoInner {
             max_attachments: settings.max_attachments,
             namespace_max_length: settings.namespace_max_length,
@@ -58,10 +70,27 @@ impl SocketIo {
             namespaces: RwLock::new(HashMap::new()),
             patterns: RwLock::new(Vec::new()),
             fixed: RwLock::new(Default::default()),
+            connect_auth: RwLock::new(
+                HttpAuth::from_settings(settings)
+                    .map(|hook| Arc::new(hook) as Arc<dyn ConnectAuth>),
+            ),
+            session_keys: SessionKeys::from_settings(settings),
         });
         let local: Weak<dyn LocalNode> = Arc::downgrade(&inner) as Weak<dyn LocalNode>;
         cluster.attach(local);
         SocketIo { inner }
+    }
+
+    /// Installs the hook asked on every namespace CONNECT (replacing
+    /// `AUTH_URL`'s). Install it before `Server::bind`, which then keeps the
+    /// handshake headers the hook is shown.
+    pub fn set_connect_auth(&self, hook: impl ConnectAuth) {
+        *self.inner.connect_auth.write() = Some(Arc::new(hook));
+    }
+
+    /// Whether a connect-auth hook is installed.
+    pub fn has_connect_auth(&self) -> bool {
+        self.inner.connect_auth.read().is_some()
     }
 
     /// Serves a namespace with a handler (replacing any earlier one).
@@ -224,6 +253,11 @@ impl LocalNode for IoInner {
 }
 
 impl IoInner {
+    /// The connect-auth hook, when one is installed.
+    pub(crate) fn connect_auth(&self) -> Option<Arc<dyn ConnectAuth>> {
+        self.connect_auth.read().clone()
+    }
+
     /// Drops a namespace created from a pattern once nobody uses it (a
     /// refused connect, or its last socket left), so names clients made up, or
     /// stopped using, leave nothing behind.
@@ -273,7 +307,7 @@ struct ClientFactory(Arc<IoInner>);
 
 impl EngineHandler for ClientFactory {
     fn on_open(&self, session: &Arc<Session>) -> Arc<dyn SessionHandler> {
-        let client = Arc::new(Client::new(self.0.clone(), session.clone()));
+        let client = Arc::new_cyclic(|me| Client::new(self.0.clone(), session.clone(), me.clone()));
         let timer = tokio::spawn(connect_timeout(
             Arc::downgrade(&client),
             self.0.connect_timeout,

@@ -16,6 +16,8 @@
 //! | wire | [`protocol`] | pure Engine.IO v4 / Socket.IO v5 codecs, event arguments and the one event/ack encoder (no I/O; fuzzed) |
 //! | settings | [`config`] | settings: defaults < `rain.toml` < environment < flags; validation |
 //! | | [`metrics`] | the Prometheus recorder and `/metrics` text |
+//! | | [`session_token`] | server-issued session tokens (`<id>.<hmac>`): mint, verify, the `rain_session` cookie (pure; the fuzz target's entry point) |
+//! | | [`backend_signature`] | `X-Rain-Timestamp` / `X-Rain-Signature` on every request to a backend (pure) |
 //! | cluster | [`cluster`] | one trait per responsibility (membership, broker, socket registry, sessions, services, lists); the embedded hub and the Redis backend (`cluster/redis/`, one file per task); wire format; key and channel names; upper layers' messages are opaque bytes here |
 //! | engine | [`session`] | one Engine.IO session: bounded outbound queue, upgrade state, close |
 //! | | [`engine`] | the Engine.IO server: session table, handshake, packet rules |
@@ -24,7 +26,8 @@
 //! | | [`io`] | the Socket.IO server: namespace registry (fixed and dynamic), the one emit-to-socket and broadcast entry points |
 //! | | [`namespace`] | a namespace's handler trait, local sockets and room index |
 //! | | [`socket`] | a socket: emit, acks both ways, rooms, disconnect |
-//! | | [`app_session`] | a client's session data, shared by every node (sliding TTL) |
+//! | | [`auth`] | who the client is: the connect-auth hook (`ConnectAuth`, `AUTH_URL`) |
+//! | | [`app_session`] | a client's session data, shared by every node (sliding TTL, capped size) |
 //! | | [`broadcast`] | audiences (rooms, except) and encode-once broadcasts |
 //! | components | [`component`] | the `Component` trait and its `Context`, descriptors and versions, the catalog (the one version resolver), HTTP backends, demos |
 //! | Mothership | [`mothership`] | its messages, the router (call, serve, reply; bounded in flight), component channels, `/core` commands one file each, logging |
@@ -61,6 +64,8 @@
 
 pub mod api;
 pub mod app_session;
+pub mod auth;
+pub mod backend_signature;
 pub mod broadcast;
 pub mod client;
 pub mod cluster;
@@ -74,5 +79,6 @@ pub mod namespace;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod session_token;
 pub mod socket;
 pub mod transport;

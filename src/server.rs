@@ -63,7 +63,9 @@ impl Server {
         let listener = listen(&settings.server_host, settings.server_port).await?;
         let api_listener = listen(&settings.admin_host, settings.admin_port).await?;
         crate::metrics::install();
-        let engine = Engine::new(EngineConfig::from(settings), io.engine_handler());
+        let mut config = EngineConfig::from(settings);
+        config.auth_headers = io.has_connect_auth();
+        let engine = Engine::new(config, io.engine_handler());
         let cluster = io.cluster().clone();
         if let Ok(address) = listener.local_addr() {
             cluster.set_address(format!("http://{address}"));

@@ -20,6 +20,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::protocol::engineio::Frame;
+use crate::session_token::SessionId;
 
 /// The transport that currently carries a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +81,7 @@ pub enum SendError {
 }
 
 /// What the remote end looked like when the session opened.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectInfo {
     /// The query string of the handshake request, without the `?`.
     pub query: String,
@@ -89,9 +90,26 @@ pub struct ConnectInfo {
     /// The client's address: the peer, or what a trusted proxy forwarded
     /// (see `crate::transport::address`).
     pub address: Option<std::net::IpAddr>,
-    /// The client's session id from its `rain_session` cookie, or the one the
-    /// handshake just gave it in a `Set-Cookie`.
-    pub session_cookie: Option<String>,
+    /// The client's session from its `rain_session` cookie (verified), or the
+    /// one the handshake just minted and gave it in a `Set-Cookie`.
+    pub session: Option<SessionId>,
+    /// The handshake headers a connect-auth hook may see (see
+    /// `crate::auth`), kept only when a hook is installed.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Shows no header value (other sites' cookies) and no session id.
+impl std::fmt::Debug for ConnectInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&str> = self.headers.iter().map(|(name, _)| *name).collect();
+        f.debug_struct("ConnectInfo")
+            .field("query", &self.query)
+            .field("remote_addr", &self.remote_addr)
+            .field("address", &self.address)
+            .field("session", &self.session)
+            .field("headers", &headers)
+            .finish()
+    }
 }
 
 /// One Engine.IO session.
@@ -288,7 +306,8 @@ mod tests {
             query: String::new(),
             remote_addr: None,
             address: None,
-            session_cookie: None,
+            session: None,
+            headers: Vec::new(),
         };
         Arc::new(Session::new(
             "s".into(),

@@ -14,13 +14,14 @@ use serde_json::Value;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use crate::app_session::{AppSession, valid_session_id};
+use crate::app_session::AppSession;
 use crate::broadcast::Broadcast;
 use crate::namespace::Namespace;
 use crate::protocol::engineio::Frame;
 use crate::protocol::payload::{ack_frames, event_frames};
 use crate::protocol::socketio::Packet;
 use crate::session::{CloseReason, ConnectInfo, SendError, Session};
+use crate::session_token::SessionId;
 
 /// Why a socket left its namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +86,10 @@ pub enum AckError {
 #[derive(Debug)]
 pub struct Socket {
     id: Arc<str>,
-    session_id: Arc<str>,
+    /// Verified or minted by a node (its `Debug` hides it).
+    session_id: SessionId,
+    /// Who the connect-auth hook said the client is.
+    user: std::sync::OnceLock<Box<str>>,
     namespace: Arc<Namespace>,
     session: Arc<Session>,
     auth: Value,
@@ -102,17 +106,12 @@ impl Socket {
         namespace: Arc<Namespace>,
         session: Arc<Session>,
         auth: Value,
+        session_id: SessionId,
     ) -> Self {
-        let session_id = auth
-            .get("sessionId")
-            .and_then(Value::as_str)
-            .filter(|id| valid_session_id(id))
-            .map(str::to_string)
-            .or_else(|| session.connect_info().session_cookie.clone())
-            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         Socket {
             id,
-            session_id: session_id.into(),
+            session_id,
+            user: std::sync::OnceLock::new(),
             namespace,
             session,
             auth,
@@ -137,15 +136,42 @@ impl Socket {
         &self.namespace
     }
 
-    /// The client's session id: the CONNECT auth's `sessionId`, else its
-    /// `rain_session` cookie, else a fresh one.
+    /// The client's session id: the session its CONNECT's `auth.sessionId`
+    /// token names, else its `rain_session` cookie's, else a fresh one. Never
+    /// text a client chose; never to be logged.
     pub fn session_id(&self) -> &str {
-        &self.session_id
+        self.session_id.as_str()
     }
 
     /// The client's session data, shared by every node.
     pub fn session(&self) -> AppSession {
         AppSession::new(self.session_id.clone(), self.namespace.cluster().clone())
+    }
+
+    /// Who the client is, by the connect-auth hook (`None` without a hook, or
+    /// when it named nobody).
+    pub fn user(&self) -> Option<&str> {
+        self.user.get().map(|user| &**user)
+    }
+
+    pub(crate) fn set_user(&self, user: String) {
+        let _ = self.user.set(user.into_boxed_str());
+    }
+
+    /// The same client's socket for a namespace object that replaced this
+    /// one's (it was retired while this socket was being admitted).
+    pub(crate) fn moved_to(&self, namespace: Arc<Namespace>) -> Socket {
+        let socket = Socket::new(
+            self.id.clone(),
+            namespace,
+            self.session.clone(),
+            self.auth.clone(),
+            self.session_id.clone(),
+        );
+        if let Some(user) = self.user() {
+            socket.set_user(user.to_string());
+        }
+        socket
     }
 
     /// The auth payload of the CONNECT packet (`{}` when none was sent).

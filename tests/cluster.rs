@@ -187,8 +187,10 @@ fn js_broadcast_with_ack() {
     run_js("acks.test.mjs");
 }
 
-/// Session data written on one node is read on another (auth `sessionId`, and
-/// the `rain_session` cookie the handshake sets).
+/// Session data written on one node is read on another, for the session a
+/// node-issued token names (auth `sessionId`, or the `rain_session` cookie the
+/// handshake sets); made-up and forged tokens get fresh sessions; session
+/// values and sizes are capped while other clients carry on.
 #[test]
 fn js_sessions_are_shared_across_nodes() {
     run_js("session.test.mjs");

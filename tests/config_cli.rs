@@ -127,6 +127,28 @@ fn a_purge_batch_of_zero_exits_2() {
 }
 
 #[test]
+fn redis_without_a_session_secret_exits_2() {
+    let out = run(&[], &[("REDIS_SERVER", "redis://127.0.0.1:1")]);
+    assert_rejected(&out, "SESSION_SECRET");
+    assert!(
+        text(&out.stderr).contains("required with REDIS_SERVER"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A short secret is refused without being shown.
+    let secret = "not-long-enough-secret";
+    let out = run(
+        &[],
+        &[
+            ("REDIS_SERVER", "redis://127.0.0.1:1"),
+            ("SESSION_SECRET", secret),
+        ],
+    );
+    assert_rejected(&out, "SESSION_SECRET");
+    assert!(!text(&out.stderr).contains(secret), "{}", text(&out.stderr));
+}
+
+#[test]
 fn missing_config_file_exits_2() {
     let out = run(&[], &[("RAIN_CONFIG", "/nonexistent/rain.toml")]);
     assert_rejected(&out, "/nonexistent/rain.toml");

@@ -254,6 +254,18 @@ impl Clients {
             .unwrap_or_else(|e| panic!("client {name} on {url}{ns}: connect_error {e}"))
     }
 
+    /// Connects client `name` to `/core` on `url` and asks for its session
+    /// token (`session`): what another client passes as `auth.sessionId` to
+    /// resume that session.
+    async fn session_token(&mut self, name: &str, url: &str) -> String {
+        self.connect(name, url, "/core", json!({})).await;
+        let answer = self.ok(name, "session", json!({})).await;
+        answer["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token in {answer}"))
+            .to_string()
+    }
+
     /// Emits `event(args…)` with an ack callback; every ack argument, or `Err`
     /// when none came within `timeout_ms`.
     async fn try_emit(
@@ -509,10 +521,8 @@ async fn chat_hosted_on_another_node_serves_rooms_across_nodes() {
     let (a, b) = (nodes[0].url(), nodes[1].url());
     let mut js = Clients::start().await;
     let ns = "/chat/1.0/main";
-    js.connect("ann", a, ns, json!({ "sessionId": unique("ann") }))
-        .await;
-    js.connect("bob", b, ns, json!({ "sessionId": unique("bob") }))
-        .await;
+    js.connect("ann", a, ns, json!({})).await;
+    js.connect("bob", b, ns, json!({})).await;
 
     let joined = js
         .ok("ann", "join", json!({ "room": "lobby", "nick": "ann" }))
@@ -542,8 +552,7 @@ async fn chat_hosted_on_another_node_serves_rooms_across_nodes() {
         assert!(msg["ts"].as_u64().is_some_and(|t| t > 0), "{msg}");
     }
     // The history is cluster-wide: a later joiner on A sees it.
-    js.connect("cid", a, ns, json!({ "sessionId": unique("cid") }))
-        .await;
+    js.connect("cid", a, ns, json!({})).await;
     let joined = js.ok("cid", "join", json!({ "room": "lobby" })).await;
     assert_eq!(joined["history"][0]["text"], "hi", "{joined}");
 
@@ -600,13 +609,8 @@ async fn events_spread_round_robin_over_the_hosts() {
     ]);
     wait_hosts(&redis, "chat", "1.0", &["B", "C"]).await;
     let mut js = Clients::start().await;
-    js.connect(
-        "a",
-        nodes[0].url(),
-        "/chat/1.0/main",
-        json!({ "sessionId": unique("s") }),
-    )
-    .await;
+    js.connect("a", nodes[0].url(), "/chat/1.0/main", json!({}))
+        .await;
     js.ok("a", "join", json!({ "room": "r" })).await;
     let acks = js.emits("a", "say", says("r", 100)).await;
     let counts = count_nodes(&acks);
@@ -649,20 +653,10 @@ async fn round_robin_routing_includes_the_local_node() {
     ]);
     wait_hosts(&redis, "chat", "1.0", &["A", "B"]).await;
     let mut js = Clients::start().await;
-    js.connect(
-        "a",
-        nodes[0].url(),
-        "/chat/1.0/main",
-        json!({ "sessionId": unique("s") }),
-    )
-    .await;
-    js.connect(
-        "b",
-        nodes[1].url(),
-        "/chat/1.0/main",
-        json!({ "sessionId": unique("t") }),
-    )
-    .await;
+    js.connect("a", nodes[0].url(), "/chat/1.0/main", json!({}))
+        .await;
+    js.connect("b", nodes[1].url(), "/chat/1.0/main", json!({}))
+        .await;
     js.ok("a", "join", json!({ "room": "r" })).await;
     js.ok("b", "join", json!({ "room": "r" })).await;
     let acks = js.emits("a", "say", says("r", 20)).await;
@@ -799,13 +793,8 @@ async fn render_creates_an_instance_whose_logs_go_to_its_node() {
     assert!(error["error"].is_string() && data.is_null(), "{error}");
 
     // A log line naming the instance, sent on C, is logged by B only.
-    js.connect(
-        "log",
-        nodes[2].url(),
-        "/core/logging",
-        json!({ "sessionId": unique("l") }),
-    )
-    .await;
+    js.connect("log", nodes[2].url(), "/core/logging", json!({}))
+        .await;
     let marker = unique("instance-log-");
     let data = js
         .ok(
@@ -950,9 +939,10 @@ async fn http_backend_components_answer_join_rooms_and_push() {
 
     let mut js = Clients::start().await;
     let ns = "/notes/1.0/main";
-    let session = unique("notes");
+    let token = js.session_token("a-core", nodes[0].url()).await;
+    let session = token.split('.').next().unwrap().to_string();
     let a_sid = js
-        .connect("a", nodes[0].url(), ns, json!({ "sessionId": session }))
+        .connect("a", nodes[0].url(), ns, json!({ "sessionId": token }))
         .await;
     js.connect("c", nodes[2].url(), ns, json!({})).await;
     for who in ["a", "c"] {
@@ -1000,6 +990,8 @@ async fn http_backend_components_answer_join_rooms_and_push() {
     );
     assert_eq!(body["session"]["id"], json!(session), "{body}");
     assert!(body["session"]["data"].is_object(), "{body}");
+    // No AUTH_URL: no user.
+    assert_eq!(body["user"], Value::Null, "{body}");
 
     let (error, data) = js.call("a", "fail", json!({})).await;
     assert_eq!((error, data), (json!({ "error": "nope" }), Value::Null));
@@ -1045,13 +1037,8 @@ async fn killed_hosts_are_routed_around_then_reported_unavailable() {
     ]);
     wait_hosts(&redis, "chat", "1.0", &["B", "C"]).await;
     let mut js = Clients::start().await;
-    js.connect(
-        "a",
-        nodes[0].url(),
-        "/chat/1.0/main",
-        json!({ "sessionId": unique("k") }),
-    )
-    .await;
+    js.connect("a", nodes[0].url(), "/chat/1.0/main", json!({}))
+        .await;
     js.ok("a", "join", json!({ "room": "r" })).await;
     let counts = count_nodes(&js.emits("a", "say", says("r", 4)).await);
     assert_eq!(
@@ -1207,15 +1194,9 @@ async fn change_language_is_stored_in_the_shared_session() {
         ),
     ]);
     wait_hosts(&redis, "probe", "1.0", &["C"]).await;
-    let session = unique("lang");
     let mut js = Clients::start().await;
-    js.connect(
-        "a",
-        nodes[0].url(),
-        "/core",
-        json!({ "sessionId": session }),
-    )
-    .await;
+    let token = js.session_token("a", nodes[0].url()).await;
+    let session = token.split('.').next().unwrap().to_string();
     let data = js
         .ok("a", "change_language", json!({ "language": "fr" }))
         .await;
@@ -1231,7 +1212,7 @@ async fn change_language_is_stored_in_the_shared_session() {
         "c",
         nodes[1].url(),
         "/probe/1.0/main",
-        json!({ "sessionId": session }),
+        json!({ "sessionId": token }),
     )
     .await;
     let data = js.ok("c", "whoami", json!({})).await;
@@ -1252,20 +1233,10 @@ async fn members_connected_through_version_aliases_share_a_room() {
     ]);
     wait_hosts(&redis, "chat", "1.0", &["B"]).await;
     let mut js = Clients::start().await;
-    js.connect(
-        "ann",
-        nodes[0].url(),
-        "/chat/1/main",
-        json!({ "sessionId": unique("ann") }),
-    )
-    .await;
-    js.connect(
-        "bob",
-        nodes[1].url(),
-        "/chat/1.0/main",
-        json!({ "sessionId": unique("bob") }),
-    )
-    .await;
+    js.connect("ann", nodes[0].url(), "/chat/1/main", json!({}))
+        .await;
+    js.connect("bob", nodes[1].url(), "/chat/1.0/main", json!({}))
+        .await;
     js.ok("ann", "join", json!({ "room": "r", "nick": "ann" }))
         .await;
     js.ok("bob", "join", json!({ "room": "r", "nick": "bob" }))
@@ -1591,12 +1562,13 @@ async fn client_log_lines_are_escaped_capped_and_name_no_session() {
         vec![("COMPONENTS", ""), ("LOG_LINE_MAX_LENGTH", "200")],
     )]);
     let mut js = Clients::start().await;
-    let session = unique("secret-session");
+    let token = js.session_token("core", nodes[0].url()).await;
+    let session = token.split('.').next().unwrap().to_string();
     js.connect(
         "c",
         nodes[0].url(),
         "/core/logging",
-        json!({ "sessionId": session }),
+        json!({ "sessionId": token }),
     )
     .await;
     let marker = unique("marker");
@@ -1618,6 +1590,10 @@ async fn client_log_lines_are_escaped_capped_and_name_no_session() {
         "{stderr}"
     );
     assert!(!stderr.contains(&session), "the session id reached the log");
+    assert!(
+        !stderr.contains(&token),
+        "the session token reached the log"
+    );
 
     let (error, data) = js
         .call(

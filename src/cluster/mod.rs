@@ -163,6 +163,47 @@ pub enum ClusterError {
     NotReady,
 }
 
+/// Why session fields were not written.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionWriteError {
+    /// A value is over `SESSION_VALUE_MAX_BYTES`.
+    #[error("a session value is over {max} bytes")]
+    ValueTooLarge { max: usize },
+    /// The session would be over `SESSION_MAX_BYTES`.
+    #[error("the session would be over {max} bytes")]
+    TooLarge { max: usize },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// The sizes a session may grow to (`SESSION_VALUE_MAX_BYTES`,
+/// `SESSION_MAX_BYTES`), enforced by both backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub value_max_bytes: usize,
+    pub max_bytes: usize,
+}
+
+impl SessionLimits {
+    pub fn from_settings(settings: &Settings) -> SessionLimits {
+        SessionLimits {
+            value_max_bytes: settings.session_value_max_bytes,
+            max_bytes: settings.session_max_bytes,
+        }
+    }
+
+    /// Refuses a write with a value over the limit, or one that is over the
+    /// total limit by itself.
+    pub fn check_values(&self, fields: &[(String, String)]) -> Result<(), SessionWriteError> {
+        if fields.iter().any(|(_, v)| v.len() > self.value_max_bytes) {
+            return Err(SessionWriteError::ValueTooLarge {
+                max: self.value_max_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// What the cluster needs from the node it serves: delivery to local sockets, and
 /// a picture of local state to re-register after Redis lost it.
 pub trait LocalNode: Send + Sync + 'static {
@@ -265,12 +306,15 @@ pub trait SessionStore: Send + Sync + 'static {
         &self,
         id: &str,
     ) -> BoxFuture<'static, Result<HashMap<String, String>, ClusterError>>;
-    /// Sets some of a session's fields; extends its TTL.
+    /// Sets some of a session's fields; extends its TTL. Refused, with
+    /// nothing written, when a value is over `SESSION_VALUE_MAX_BYTES` or the
+    /// session would be over `SESSION_MAX_BYTES` (checked and written in one
+    /// step, whichever node writes).
     fn session_store(
         &self,
         id: &str,
         fields: Vec<(String, String)>,
-    ) -> BoxFuture<'static, Result<(), ClusterError>>;
+    ) -> BoxFuture<'static, Result<(), SessionWriteError>>;
     /// Extends a session's TTL (a socket using it connected).
     fn session_touch(&self, id: &str);
 }

@@ -22,6 +22,8 @@ use serde_json::{Map, Value, json};
 
 use super::descriptor::version_matches;
 use super::{Component, Context, Descriptor, Intent, Outcome};
+use crate::app_session::write_error_message;
+use crate::cluster::SessionWriteError;
 use crate::config::Settings;
 
 /// How many messages a chat room's history keeps.
@@ -291,7 +293,16 @@ async fn store_rooms(ctx: &Context, rooms: &[String]) -> Result<(), Value> {
     ctx.session
         .set(vec![(ROOMS_FIELD.to_string(), text)])
         .await
-        .map_err(|e| unavailable("session", e))
+        .map_err(session_write_failed)
+}
+
+/// The error ack of a session write: `session too large` over a limit (the
+/// client can act on that), else `session unavailable` (cause to the log).
+fn session_write_failed(error: SessionWriteError) -> Value {
+    match error {
+        SessionWriteError::Cluster(e) => unavailable("session", e),
+        limit => json!({ "error": write_error_message(&limit) }),
+    }
 }
 
 async fn chat_join(ctx: Context, args: Vec<Value>, limits: ChatLimits) -> Outcome {
@@ -315,7 +326,7 @@ async fn chat_join(ctx: Context, args: Vec<Value>, limits: ChatLimits) -> Outcom
     ctx.session
         .set(session_fields)
         .await
-        .map_err(|e| unavailable("session", e))?;
+        .map_err(session_write_failed)?;
     let entries = ctx
         .emitter
         .io()
@@ -408,6 +419,7 @@ mod tests {
     use crate::component::{Catalog, ContextParts, Effects, Emitter};
     use crate::config::Settings;
     use crate::io::SocketIo;
+    use crate::session_token::SessionId;
 
     struct Env {
         cluster: Arc<dyn Cluster>,
@@ -430,7 +442,8 @@ mod tests {
                 node_id: "node-a".into(),
                 origin_node: "node-a".into(),
                 instance_id: None,
-                session: AppSession::new(Arc::from(session), self.cluster.clone()),
+                user: None,
+                session: AppSession::new(SessionId::trusted(session), self.cluster.clone()),
                 emitter: Emitter::new(self.io.clone(), Catalog::new(self.cluster.clone())),
             })
         }

@@ -5,9 +5,14 @@
 //!
 //! ```json
 //! {"component": "chat", "version": "1.0", "channel": "main", "event": "say",
-//!  "args": [...], "socket": "<sid>", "session": {"id": "...", "data": {...}},
+//!  "args": [...], "socket": "<sid>", "user": "<id>" | null,
+//!  "session": {"id": "...", "data": {...}},
 //!  "instance": null, "node": "<node id>", "namespace": "/chat/1/main"}
 //! ```
+//!
+//! `user` is who the connect-auth hook said the client is (`null` without
+//! one). With `BACKEND_SECRET` set, each POST carries `X-Rain-Timestamp` and
+//! `X-Rain-Signature` (see `crate::backend_signature`).
 //!
 //! and the JSON answer becomes the ack: `{"data": X}` → `(null, X)`,
 //! `{"error": E}` (E not null) → `(E, null)`, any other JSON value V → `(null, V)`.
@@ -27,6 +32,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
 use super::{Component, Context, Descriptor, DescriptorError, HandlerSpec, Outcome};
+use crate::backend_signature::BackendSigner;
 
 /// A component served by an HTTP backend (`HandlerSpec::Http`).
 pub struct HttpComponent {
@@ -34,6 +40,7 @@ pub struct HttpComponent {
     url: String,
     timeout: Duration,
     client: reqwest::Client,
+    signer: Option<BackendSigner>,
 }
 
 impl std::fmt::Debug for HttpComponent {
@@ -42,6 +49,7 @@ impl std::fmt::Debug for HttpComponent {
             .field("component", &self.descriptor.key())
             .field("url", &self.url)
             .field("timeout", &self.timeout)
+            .field("signed", &self.signer.is_some())
             .finish()
     }
 }
@@ -87,7 +95,15 @@ impl HttpComponent {
             url,
             timeout,
             client,
+            signer: None,
         })
+    }
+
+    /// Signs every request with `BACKEND_SECRET` (see
+    /// `crate::backend_signature`); `None` sends no signature headers.
+    pub fn signed(mut self, signer: Option<BackendSigner>) -> HttpComponent {
+        self.signer = signer;
+        self
     }
 
     pub fn url(&self) -> &str {
@@ -106,6 +122,7 @@ impl HttpComponent {
             id: self.descriptor.id.clone(),
             version: self.descriptor.version.to_string(),
             key: self.descriptor.key(),
+            signer: self.signer.clone(),
         }
     }
 
@@ -131,6 +148,7 @@ struct Call {
     id: String,
     version: String,
     key: String,
+    signer: Option<BackendSigner>,
 }
 
 impl Call {
@@ -154,6 +172,7 @@ impl Call {
             "event": event,
             "args": args,
             "socket": ctx.socket_id,
+            "user": ctx.user,
             "session": {"id": ctx.session.id(), "data": data},
             "instance": ctx.instance_id,
             "node": ctx.node_id,
@@ -181,13 +200,18 @@ impl Call {
                 fail("backend unavailable", Some(error_chain(&e)))
             }
         };
-        let response = self
+        // Signed over the exact bytes sent.
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let mut request = self
             .client
             .post(&self.url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(transport)?;
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(signer) = &self.signer {
+            for (name, value) in signer.headers(&body) {
+                request = request.header(name, value);
+            }
+        }
+        let response = request.body(body).send().await.map_err(transport)?;
         let status = response.status();
         if !status.is_success() {
             let detail = format!("the backend answered {}", status.as_u16());
@@ -276,7 +300,6 @@ impl Component for HttpComponent {
 mod tests {
     use crate::component::Catalog;
     use std::net::SocketAddr;
-    use std::sync::Arc;
 
     use axum::Router;
     use axum::extract::State;
@@ -289,6 +312,7 @@ mod tests {
     use crate::component::{ContextParts, Effects, Emitter};
     use crate::config::Settings;
     use crate::io::SocketIo;
+    use crate::session_token::SessionId;
 
     fn context() -> Context {
         let settings = Settings::default();
@@ -301,7 +325,8 @@ mod tests {
             node_id: "node-a".into(),
             origin_node: "node-b".into(),
             instance_id: Some("inst-1".into()),
-            session: AppSession::new(Arc::from("sess-1"), cluster.clone()),
+            user: Some("ann@example".into()),
+            session: AppSession::new(SessionId::trusted("sess-1"), cluster.clone()),
             emitter: Emitter::new(io, Catalog::new(cluster.clone())),
         })
     }
@@ -347,6 +372,29 @@ mod tests {
                 post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
             )
             .route("/invalid", post(|| async { "not json" }))
+            .route(
+                "/signed",
+                post(
+                    |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                        let text = |name: &str| {
+                            headers
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string()
+                        };
+                        let timestamp = text(crate::backend_signature::TIMESTAMP_HEADER);
+                        let expected = format!(
+                            "sha256={}",
+                            crate::backend_signature::sign(b"backend-secret", &timestamp, &body)
+                        );
+                        let signed = text(crate::backend_signature::SIGNATURE_HEADER) == expected;
+                        axum::Json(
+                            json!({"data": {"signed": signed, "timestamp": !timestamp.is_empty()}}),
+                        )
+                    },
+                ),
+            )
             .route(
                 "/slow",
                 post(|| async {
@@ -416,12 +464,30 @@ mod tests {
             body,
             json!({
                 "component": "hb", "version": "1.0", "channel": "main", "event": "say",
-                "args": [{"text": "hi"}, 2], "socket": "sid-1",
+                "args": [{"text": "hi"}, 2], "socket": "sid-1", "user": "ann@example",
                 "session": {"id": "sess-1", "data": {"nick": "ann"}},
                 "instance": "inst-1", "node": "node-a", "namespace": "/hb/1/main",
             })
         );
         assert_eq!(ctx.take_effects(), Effects::default());
+    }
+
+    #[tokio::test]
+    async fn requests_are_signed_with_the_backend_secret_when_one_is_set() {
+        let (addr, _) = backend().await;
+        let ctx = context();
+        let signer = crate::backend_signature::BackendSigner::new(crate::config::Secret::new(
+            "backend-secret",
+        ));
+        let signed = component(addr, "/signed").signed(Some(signer));
+        assert_eq!(
+            call(&signed, &ctx, "x", vec![json!("é")]).await,
+            Ok(json!({"signed": true, "timestamp": true}))
+        );
+        assert_eq!(
+            call(&component(addr, "/signed"), &ctx, "x", vec![]).await,
+            Ok(json!({"signed": false, "timestamp": false}))
+        );
     }
 
     #[tokio::test]

@@ -4,8 +4,8 @@
 //!
 //! Owns the [`Component`] trait (implemented in Rust through the library API, or
 //! by [`http::HttpComponent`] for an HTTP backend), the [`Context`] a handler
-//! gets (the socket, its session, the instance, an [`Emitter`] to any socket or
-//! room of the cluster), and the built-in demo components ([`demo`]). Does not
+//! gets (the socket, its user, its session, the instance, an [`Emitter`] to any
+//! socket or room of the cluster), and the built-in demo components ([`demo`]). Does not
 //! own routing (see `crate::mothership`) or the cluster-wide registry (see
 //! `crate::cluster`).
 
@@ -74,9 +74,17 @@ pub fn from_settings(settings: &Settings) -> Result<Vec<Arc<dyn Component>>, Des
             .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
             .collect();
         paths.sort();
+        let signer = crate::backend_signature::BackendSigner::from_settings(settings);
+        if !paths.is_empty() && signer.is_none() {
+            tracing::warn!(
+                "HTTP components are configured without BACKEND_SECRET: their backends cannot tell this node from anyone else"
+            );
+        }
         for path in paths {
             let descriptor = Descriptor::from_file(&path)?;
-            components.push(Arc::new(http::HttpComponent::new(descriptor)?));
+            components.push(Arc::new(
+                http::HttpComponent::new(descriptor)?.signed(signer.clone()),
+            ));
         }
     }
     let mut keys = std::collections::HashSet::new();
@@ -104,6 +112,8 @@ pub struct Context {
     pub origin_node: String,
     /// The instance the event is about, if any.
     pub instance_id: Option<String>,
+    /// Who the client is, by the connect-auth hook (`None` without one).
+    pub user: Option<String>,
     pub session: AppSession,
     pub emitter: Emitter,
     effects: Arc<Mutex<Effects>>,
@@ -132,6 +142,8 @@ pub struct ContextParts {
     pub origin_node: String,
     /// The instance the event is about, if any.
     pub instance_id: Option<String>,
+    /// Who the client is, by the connect-auth hook (`None` without one).
+    pub user: Option<String>,
     pub session: AppSession,
     pub emitter: Emitter,
 }
@@ -146,6 +158,7 @@ impl From<ContextParts> for Context {
             node_id,
             origin_node,
             instance_id,
+            user,
             session,
             emitter,
         } = parts;
@@ -156,6 +169,7 @@ impl From<ContextParts> for Context {
             node_id,
             origin_node,
             instance_id,
+            user,
             session,
             emitter,
             effects: Arc::new(Mutex::new(Effects::default())),

@@ -72,6 +72,7 @@ impl ComponentChannel {
             channel: resolved.channel,
             socket: socket.id().to_string(),
             session: socket.session_id().to_string(),
+            user: socket.user().map(str::to_string),
         };
         let router = self.0.clone();
         tokio::spawn(async move { router.send(&resolved.key, false, notice).await });

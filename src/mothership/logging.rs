@@ -8,7 +8,8 @@
 //! through `tracing` (target `rain_node::client`) with its namespace, socket,
 //! instance and error. The client's text is written as quoted fields (escaped,
 //! so a line break cannot forge a line of its own) and is at most
-//! `LOG_LINE_MAX_LENGTH` bytes; the session id is never written.
+//! `LOG_LINE_MAX_LENGTH` bytes; the session id is neither sent with the line
+//! nor written.
 //!
 //! Does not own how the line travels between nodes (see `super::router` and
 //! `super::messages`) or which namespace is a component's logging channel (see
@@ -83,7 +84,6 @@ fn route(router: &Router, socket: &Arc<Socket>, line: &Value) -> Result<(), Stri
         instance,
         namespace: socket.namespace().name().to_string(),
         socket: socket.id().to_string(),
-        session: socket.session_id().to_string(),
     };
     router.io.cluster().send(&node, TOPIC, routed.encode());
     Ok(())
@@ -110,14 +110,12 @@ pub(super) fn write(routed: Routed) {
         instance,
         namespace,
         socket,
-        session,
     } = routed
     else {
         return;
     };
-    // The session id stays out of logs; the client's text is quoted and
-    // escaped (`?`), so it cannot break the line.
-    let _ = session;
+    // No session id here (the message has none); the client's text is quoted
+    // and escaped (`?`), so it cannot break the line.
     let error = error.unwrap_or_default();
     let instance = instance.unwrap_or_default();
     macro_rules! client_log {

@@ -16,8 +16,10 @@ use crate::component::Effects;
 /// The cluster topic the Mothership's messages travel under.
 pub const TOPIC: &str = "mothership";
 
-/// The format of [`Routed`], the first byte of every encoded message.
-pub const FORMAT: u8 = 1;
+/// The format of [`Routed`], the first byte of every encoded message (2: the
+/// user the connect-auth hook named travels with requests and notices; log
+/// lines carry no session).
+pub const FORMAT: u8 = 2;
 
 /// A message of the Mothership.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +35,8 @@ pub enum Routed {
         args_json: String,
         socket: String,
         session: String,
+        /// Who the client is, by the connect-auth hook.
+        user: Option<String>,
         instance: Option<String>,
         /// Create an instance on the handling node first (a `render`).
         create_instance: bool,
@@ -53,8 +57,10 @@ pub enum Routed {
         channel: String,
         socket: String,
         session: String,
+        user: Option<String>,
     },
-    /// A client's log line, for the node that rendered its instance.
+    /// A client's log line, for the node that rendered its instance. No
+    /// session: the writer never needs it, so it does not travel.
     Log {
         level: String,
         message: String,
@@ -62,7 +68,6 @@ pub enum Routed {
         instance: Option<String>,
         namespace: String,
         socket: String,
-        session: String,
     },
 }
 

@@ -30,6 +30,7 @@ use crate::cluster::{ClusterError, MessageHandler};
 use crate::component::{Catalog, Component, Context, ContextParts, Effects, Emitter};
 use crate::config::{Routing, Settings};
 use crate::io::SocketIo;
+use crate::session_token::{SessionId, SessionKeys};
 use crate::socket::{AckSender, Payload, Socket};
 
 /// A node's router: the components it hosts, how it routes, and the calls it
@@ -48,6 +49,8 @@ pub(super) struct Router {
     max_in_flight: usize,
     /// Longest client log line (message and error) accepted, in bytes.
     pub(super) log_line_max_length: usize,
+    /// What mints the token `/core`'s `session` command gives a client.
+    pub(super) session_keys: SessionKeys,
 }
 
 /// Holds one of the router's in-flight places until dropped.
@@ -102,6 +105,7 @@ impl Router {
             in_flight: AtomicUsize::new(0),
             max_in_flight: settings.route_max_in_flight.max(1),
             log_line_max_length: settings.log_line_max_length,
+            session_keys: SessionKeys::from_settings(settings),
         }
     }
 
@@ -172,6 +176,7 @@ impl Router {
             args_json: serde_json::to_string(&request.args).unwrap_or_else(|_| "[]".into()),
             socket: socket.id().to_string(),
             session: socket.session_id().to_string(),
+            user: socket.user().map(str::to_string),
             instance: None,
             create_instance: render,
         };
@@ -247,6 +252,7 @@ impl Router {
             args_json,
             socket,
             session,
+            user,
             instance,
             create_instance,
         } = routed
@@ -270,6 +276,7 @@ impl Router {
                     node_id: self.node_id.clone(),
                     origin_node: from.clone(),
                     instance_id: created.clone().or(instance),
+                    user,
                     session: self.session(session),
                     emitter: self.emitter(),
                 });
@@ -307,6 +314,7 @@ impl Router {
             channel,
             socket,
             session,
+            user,
         } = routed
         else {
             return;
@@ -321,6 +329,7 @@ impl Router {
             node_id: self.node_id.clone(),
             origin_node: from,
             instance_id: None,
+            user,
             session: self.session(session),
             emitter: self.emitter(),
         });
@@ -357,8 +366,10 @@ impl Router {
         }
     }
 
+    /// The session a routed message names (a node put it there, having
+    /// verified or minted it).
     fn session(&self, id: String) -> AppSession {
-        AppSession::new(id.into(), self.io.cluster().clone())
+        AppSession::new(SessionId::trusted(id), self.io.cluster().clone())
     }
 
     fn emitter(&self) -> Emitter {

@@ -2,9 +2,13 @@
 //! the query (`EIO`, `transport`, `sid`) and hands the request to long-polling
 //! ([`polling`]) or websocket ([`websocket`]).
 //!
-//! Owns the request validation, the `Origin` check ([`origin`]) and the
-//! reference server's error answers (`400 {"code":…,"message":…}`, `403` for a
-//! refused origin). Does not own sessions (see `crate::engine`).
+//! Owns the request validation, the `Origin` check ([`origin`]), the reference
+//! server's error answers (`400 {"code":…,"message":…}`, `403` for a refused
+//! origin), and what a handshake learns of its client: its session from the
+//! `rain_session` cookie (or a fresh one, given in a `Set-Cookie` that is
+//! `Secure` per `COOKIE_SECURE`), its address, and the few headers a
+//! connect-auth hook is shown. Does not own Engine.IO sessions (see
+//! `crate::engine`) nor what a token is (see `crate::session_token`).
 
 pub mod address;
 pub mod origin;
@@ -20,8 +24,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use crate::config::CookieSecure;
 use crate::engine::Engine;
 use crate::session::ConnectInfo;
+use crate::session_token::{other_cookies, parse_session_token};
 
 /// The Engine.IO error codes, as the reference server sends them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,60 +96,91 @@ pub async fn handle(State(engine): State<Engine>, request: Request<Body>) -> Res
         .extensions
         .get::<AxumConnectInfo<SocketAddr>>()
         .map(|AxumConnectInfo(addr)| *addr);
-    // A handshake without a session cookie gets one, so a browser keeps its
-    // session across reconnections to any node.
-    let cookie = session_cookie(&parts.headers);
-    let new_cookie = match (&cookie, &query.sid) {
-        (None, None) => Some(uuid::Uuid::new_v4().simple().to_string()),
+    let config = engine.config();
+    // A handshake without a valid session cookie gets a fresh session and its
+    // token in a cookie, so a browser keeps its session across reconnections
+    // to any node. A forged or foreign cookie is not an error: it is replaced.
+    // Only a handshake (no `sid`) opens a session: later requests skip this.
+    let cookies = query
+        .sid
+        .is_none()
+        .then(|| cookie_header(&parts.headers))
+        .flatten();
+    let verified = cookies
+        .as_deref()
+        .and_then(|header| parse_session_token(&config.session_keys, header));
+    let minted = match (&verified, &query.sid) {
+        (None, None) => Some(config.session_keys.mint()),
         _ => None,
+    };
+    let headers = if config.auth_headers && query.sid.is_none() {
+        auth_headers(&parts.headers, cookies.as_deref())
+    } else {
+        Vec::new()
     };
     let info = ConnectInfo {
         query: parts.uri.query().unwrap_or_default().to_string(),
         remote_addr,
-        address: engine
-            .config()
+        address: config
             .trusted_proxies
             .client_address(remote_addr, &parts.headers),
-        session_cookie: cookie.or_else(|| new_cookie.clone()),
+        session: verified.or_else(|| minted.as_ref().map(|(id, _)| id.clone())),
+        headers,
     };
+    let set_cookie = minted.map(|(_, token)| {
+        let secure = match config.cookie_secure {
+            CookieSecure::Always => true,
+            CookieSecure::Never => false,
+            CookieSecure::Auto => config
+                .trusted_proxies
+                .forwarded_https(remote_addr, &parts.headers),
+        };
+        config.session_keys.set_cookie(&token, secure)
+    });
     let mut response = route(engine, query, parts, body, info).await;
-    if let Some(id) = new_cookie
+    if let Some(cookie) = set_cookie
         && (response.status().is_success() || response.status() == StatusCode::SWITCHING_PROTOCOLS)
-        && let Ok(value) = HeaderValue::from_str(&format!(
-            "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax"
-        ))
+        && let Ok(value) = HeaderValue::from_str(&cookie)
     {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
 }
 
-/// The cookie that carries a client's session id.
-pub const SESSION_COOKIE: &str = "rain_session";
-
-/// The longest session id accepted from a client.
-const MAX_ID: usize = 128;
-
-/// Whether a client-supplied session id is acceptable: 1–128 characters of
-/// `A-Z a-z 0-9 - _`.
-pub fn valid_session_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// A well-formed session id from the request's cookies.
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
+/// Every `Cookie` header of the request, as one (`a=1; b=2`).
+fn cookie_header(headers: &HeaderMap) -> Option<String> {
+    let values: Vec<&str> = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
-        .find(|id| valid_session_id(id))
-        .map(str::to_string)
+        .collect();
+    (!values.is_empty()).then(|| values.join("; "))
+}
+
+/// The longest header value a connect-auth hook is shown; a longer one is left
+/// out rather than cut.
+const AUTH_HEADER_MAX: usize = 4096;
+
+/// The handshake headers a connect-auth hook sees: `user-agent`, `origin`,
+/// `accept-language`, and the cookies other than `rain_session` (the session
+/// token is the node's, not the backend's). Nothing else: `authorization` and
+/// the like are the client's `auth` payload's job.
+fn auth_headers(headers: &HeaderMap, cookies: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut kept = Vec::new();
+    for name in ["user-agent", "origin", "accept-language"] {
+        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok())
+            && value.len() <= AUTH_HEADER_MAX
+        {
+            kept.push((name, value.to_string()));
+        }
+    }
+    if let Some(cookies) = cookies {
+        let others = other_cookies(cookies);
+        if !others.is_empty() && others.len() <= AUTH_HEADER_MAX {
+            kept.push(("cookie", others));
+        }
+    }
+    kept
 }
 
 async fn route(

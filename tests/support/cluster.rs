@@ -480,9 +480,14 @@ impl Node {
     }
 }
 
+/// The `SESSION_SECRET` every test cluster's nodes share (required with
+/// Redis; at least 32 bytes).
+pub const SESSION_SECRET: &str = "test-cluster-session-secret-0123456789";
+
 /// The environment of every cluster node (besides `REDIS_SERVER` and `NODE_ID`).
 pub fn node_env() -> Vec<(String, String)> {
     [
+        ("SESSION_SECRET", SESSION_SECRET.to_string()),
         ("NODE_TTL_MS", NODE_TTL_MS.to_string()),
         ("HEARTBEAT_MS", HEARTBEAT_MS.to_string()),
         ("PING_INTERVAL_MS", "1000".into()),

@@ -26,8 +26,8 @@ use parking_lot::RwLock;
 
 use super::{
     AckBroadcast, BroadcastMessage, Broker, ChannelGroups, ClusterError, ListStore, LocalNode,
-    Membership, MessageHandler, RemoteOp, ServiceRegistry, Services, SessionStore, SocketRecord,
-    SocketRegistry, Target,
+    Membership, MessageHandler, RemoteOp, ServiceRegistry, Services, SessionLimits, SessionStore,
+    SessionWriteError, SocketRecord, SocketRegistry, Target,
 };
 use crate::config::Settings;
 use crate::protocol::engineio::Frame;
@@ -67,7 +67,11 @@ impl MemoryHub {
     /// A hub keeping sessions `SESSION_TTL_MS` and instances `INSTANCE_TTL_MS`.
     pub fn new(settings: &Settings) -> Arc<MemoryHub> {
         Arc::new(MemoryHub {
-            store: Store::new(settings.session_ttl(), settings.instance_ttl()),
+            store: Store::with_limits(
+                settings.session_ttl(),
+                settings.instance_ttl(),
+                SessionLimits::from_settings(settings),
+            ),
             nodes: RwLock::new(HashMap::new()),
         })
     }
@@ -261,9 +265,9 @@ impl SessionStore for MemoryCluster {
         &self,
         id: &str,
         fields: Vec<(String, String)>,
-    ) -> BoxFuture<'static, Result<(), ClusterError>> {
-        self.hub.store.session_store(id, fields);
-        async { Ok(()) }.boxed()
+    ) -> BoxFuture<'static, Result<(), SessionWriteError>> {
+        let stored = self.hub.store.session_store(id, fields);
+        async { stored }.boxed()
     }
 
     fn session_touch(&self, id: &str) {

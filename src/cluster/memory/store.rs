@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::cluster::{ServiceRecord, Services};
+use crate::cluster::{ServiceRecord, Services, SessionLimits, SessionWriteError};
 
 pub(super) struct Store {
     session_ttl: Duration,
+    session_limits: SessionLimits,
     sessions: Mutex<Expiring<HashMap<String, String>>>,
     lists: Mutex<Expiring<VecDeque<String>>>,
     services: Mutex<ServiceTable>,
@@ -74,9 +75,23 @@ struct ServiceTable {
 }
 
 impl Store {
+    #[cfg(test)]
     pub(super) fn new(session_ttl: Duration, instance_ttl: Duration) -> Self {
+        Store::with_limits(
+            session_ttl,
+            instance_ttl,
+            SessionLimits::from_settings(&crate::config::Settings::default()),
+        )
+    }
+
+    pub(super) fn with_limits(
+        session_ttl: Duration,
+        instance_ttl: Duration,
+        session_limits: SessionLimits,
+    ) -> Self {
         Store {
             session_ttl,
+            session_limits,
             sessions: Mutex::new(Expiring::new()),
             lists: Mutex::new(Expiring::new()),
             services: Mutex::new(ServiceTable::default()),
@@ -90,11 +105,30 @@ impl Store {
         self.sessions.lock().live(id, self.session_ttl).clone()
     }
 
-    pub(super) fn session_store(&self, id: &str, fields: Vec<(String, String)>) {
-        self.sessions
-            .lock()
-            .live(id, self.session_ttl)
-            .extend(fields);
+    /// Sets fields, unless a value or the whole session would be over its
+    /// limit (checked and written under one lock).
+    pub(super) fn session_store(
+        &self,
+        id: &str,
+        fields: Vec<(String, String)>,
+    ) -> Result<(), SessionWriteError> {
+        let limits = self.session_limits;
+        limits.check_values(&fields)?;
+        let mut sessions = self.sessions.lock();
+        let session = sessions.live(id, self.session_ttl);
+        let size: usize = session
+            .iter()
+            .filter(|(name, _)| !fields.iter().any(|(f, _)| f == *name))
+            .chain(fields.iter().map(|(n, v)| (n, v)))
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
+        if size > limits.max_bytes {
+            return Err(SessionWriteError::TooLarge {
+                max: limits.max_bytes,
+            });
+        }
+        session.extend(fields);
+        Ok(())
     }
 
     pub(super) fn session_touch(&self, id: &str) {
@@ -199,13 +233,43 @@ mod tests {
     #[test]
     fn sessions_keep_fields_until_they_expire() {
         let store = Store::new(Duration::from_millis(50), Duration::from_secs(60));
-        store.session_store("s", vec![("language".into(), "fr".into())]);
-        store.session_store("s", vec![("user".into(), "ann".into())]);
+        store
+            .session_store("s", vec![("language".into(), "fr".into())])
+            .unwrap();
+        store
+            .session_store("s", vec![("user".into(), "ann".into())])
+            .unwrap();
         let fields = store.session_load("s");
         assert_eq!(fields.get("language").map(String::as_str), Some("fr"));
         assert_eq!(fields.get("user").map(String::as_str), Some("ann"));
         std::thread::sleep(Duration::from_millis(80));
         assert!(store.session_load("s").is_empty(), "expired");
+    }
+
+    #[test]
+    fn sessions_are_capped_per_value_and_in_total() {
+        let limits = SessionLimits {
+            value_max_bytes: 10,
+            max_bytes: 20,
+        };
+        let store = Store::with_limits(Duration::from_secs(60), Duration::from_secs(60), limits);
+        let set = |field: &str, value: &str| {
+            store.session_store("s", vec![(field.to_string(), value.to_string())])
+        };
+        assert!(matches!(
+            set("a", &"x".repeat(11)),
+            Err(SessionWriteError::ValueTooLarge { max: 10 })
+        ));
+        set("a", &"x".repeat(9)).unwrap(); // 10 bytes
+        set("b", &"x".repeat(9)).unwrap(); // 20 bytes
+        assert!(matches!(
+            set("c", ""),
+            Err(SessionWriteError::TooLarge { max: 20 })
+        ));
+        // Replacing a field counts its new size, not both.
+        set("b", "y").unwrap();
+        assert_eq!(store.session_load("s").len(), 2);
+        assert_eq!(store.session_load("s")["b"], "y");
     }
 
     #[test]

@@ -55,7 +55,7 @@ use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
 
 use super::keys::Keys;
-use super::{ClusterError, LocalNode, Membership, MessageHandler};
+use super::{ClusterError, LocalNode, Membership, MessageHandler, SessionLimits};
 use crate::config::Settings;
 use acks::Acks;
 use commands::Commands;
@@ -87,6 +87,8 @@ struct RedisNode {
     beat_commands: Commands,
     /// The sliding TTL of a session.
     session_ttl: Duration,
+    /// How large a session may grow.
+    session_limits: SessionLimits,
     local: OnceLock<Weak<dyn LocalNode>>,
     writer: Writer,
     subscriptions: Subscriptions,
@@ -130,6 +132,7 @@ impl RedisCluster {
             commands,
             beat_commands,
             session_ttl: settings.session_ttl(),
+            session_limits: SessionLimits::from_settings(settings),
             local: OnceLock::new(),
             writer,
             subscriptions: Subscriptions::new(client),

@@ -2,7 +2,8 @@
 //! session data and upper layers' capped lists.
 //!
 //! Owns their layout: a session is a hash (`session:{id}`) whose TTL every
-//! read, write and touch extends; a list (`list:{name}`) is kept newest first,
+//! read, write and touch extends, written by `redis/session_store.lua`, which
+//! refuses a write that would take it over `SESSION_MAX_BYTES`; a list (`list:{name}`) is kept newest first,
 //! trimmed and given its TTL on every push, and read back oldest first. Reads
 //! and writes that return a result run on a pooled connection; a touch is
 //! queued to the writer. Does not own what sessions and lists hold.
@@ -15,7 +16,12 @@ use futures_util::future::BoxFuture;
 use redis::AsyncCommands;
 
 use super::RedisCluster;
-use crate::cluster::{ClusterError, ListStore, SessionStore};
+use crate::cluster::{ClusterError, ListStore, SessionStore, SessionWriteError};
+
+/// Checks a session's size and writes its fields in one step.
+static SESSION_STORE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(include_str!("../../../redis/session_store.lua"))
+});
 
 impl SessionStore for RedisCluster {
     fn session_load(
@@ -44,24 +50,33 @@ impl SessionStore for RedisCluster {
         &self,
         id: &str,
         fields: Vec<(String, String)>,
-    ) -> BoxFuture<'static, Result<(), ClusterError>> {
+    ) -> BoxFuture<'static, Result<(), SessionWriteError>> {
         let node = self.node.clone();
         let key = node.keys.session(id);
         async move {
             if fields.is_empty() {
                 return Ok(());
             }
-            node.commands
+            let limits = node.session_limits;
+            limits.check_values(&fields)?;
+            let stored: i64 = node
+                .commands
                 .run(async |connection| {
-                    redis::pipe()
-                        .hset_multiple(&key, &fields)
-                        .ignore()
-                        .pexpire(&key, node.session_ttl.as_millis() as i64)
-                        .ignore()
-                        .query_async::<()>(connection)
-                        .await
+                    let mut call = SESSION_STORE.key(&key);
+                    call.arg(node.session_ttl.as_millis() as u64)
+                        .arg(limits.max_bytes);
+                    for (field, value) in &fields {
+                        call.arg(field).arg(value);
+                    }
+                    call.invoke_async(connection).await
                 })
-                .await
+                .await?;
+            if stored == 0 {
+                return Err(SessionWriteError::TooLarge {
+                    max: limits.max_bytes,
+                });
+            }
+            Ok(())
         }
         .boxed()
     }

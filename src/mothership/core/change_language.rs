@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::text;
+use crate::app_session::write_error_message;
 use crate::mothership::router::{Answer, Router};
 use crate::socket::Socket;
 
@@ -54,7 +55,7 @@ impl ChangeLanguage {
                     error = &error as &dyn std::error::Error,
                     "change_language: the session could not be written"
                 );
-                Err(json!({ "error": "session unavailable" }))
+                Err(json!({ "error": write_error_message(&error) }))
             }
         })
     }

@@ -4,7 +4,7 @@
 //! which parses its own arguments), refusing an unknown name or bad arguments
 //! with an error ack, and running a command on its own task with its answer
 //! acked through the router (`(error | null, data)`). Each command lives in its
-//! own file: [`request_intent`], [`change_language`], [`render`].
+//! own file: [`request_intent`], [`change_language`], [`render`], [`session`].
 //!
 //! Does not own what the commands do (see their files), routing to a host (see
 //! `super::router`), or `/core/logging` (see `super::logging`).
@@ -12,6 +12,7 @@
 mod change_language;
 pub(super) mod render;
 mod request_intent;
+mod session;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use crate::socket::{Event, Socket};
 use change_language::ChangeLanguage;
 use render::Render;
 use request_intent::RequestIntent;
+use session::SessionToken;
 
 /// One `/core` command, with its arguments parsed.
 #[derive(Debug, PartialEq)]
@@ -30,6 +32,7 @@ enum Command {
     RequestIntent(RequestIntent),
     ChangeLanguage(ChangeLanguage),
     Render(Render),
+    Session(SessionToken),
 }
 
 impl Command {
@@ -41,6 +44,7 @@ impl Command {
             "request_intent" => RequestIntent::parse(&first).map(Command::RequestIntent),
             "change_language" => ChangeLanguage::parse(&first).map(Command::ChangeLanguage),
             "render" => Render::parse(&first).map(Command::Render),
+            "session" => Ok(Command::Session(SessionToken)),
             other => Err(format!("unknown /core event {other:?}")),
         }
     }
@@ -51,6 +55,7 @@ impl Command {
             Command::RequestIntent(command) => command.apply(router, socket).await,
             Command::ChangeLanguage(command) => command.apply(router, socket).await,
             Command::Render(command) => command.apply(router, socket).await,
+            Command::Session(command) => command.apply(router, socket),
         }
     }
 }

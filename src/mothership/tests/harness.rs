@@ -28,6 +28,16 @@ use crate::mothership::router::Receiver;
 use crate::protocol::engineio::Frame;
 use crate::protocol::socketio::{self, Packet, PacketType};
 use crate::session::{ConnectInfo, QueueWriter, Session, TransportState};
+use crate::session_token::{SessionId, SessionKeys};
+
+/// The session id a test's label (`"sess-a"`) stands for: a well-formed id
+/// derived from the label, so a test can look the session up by label.
+pub(super) fn session_of(label: &str) -> SessionId {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(label.as_bytes());
+    SessionId::trusted(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]))
+}
 
 /// How long a fake client waits for a packet before the test fails.
 const WAIT: Duration = Duration::from_secs(2);
@@ -148,19 +158,24 @@ pub(super) struct FakeClient {
 }
 
 impl FakeClient {
-    fn open(io: &SocketIo, session_id: &str) -> FakeClient {
+    fn open(io: &SocketIo, session: &str) -> FakeClient {
         let info = ConnectInfo {
             query: String::new(),
             remote_addr: None,
             address: None,
-            session_cookie: None,
+            session: None,
+            headers: Vec::new(),
         };
+        // The client holds a token a node minted for the session the label
+        // names (the nodes use this process's secret).
+        let session_id =
+            SessionKeys::from_settings(&Settings::default()).token(&session_of(session));
         let sid = crate::engine::new_sid().to_string();
         let session = Arc::new(Session::new(sid, info, TransportState::Websocket, 1024));
         let handler = io.engine_handler().on_open(&session);
         let writer = session.claim_writer().expect("a fresh session's queue");
         FakeClient {
-            session_id: session_id.to_string(),
+            session_id,
             handler,
             writer,
             session,
@@ -175,10 +190,19 @@ impl FakeClient {
             .expect("a packet the node accepts");
     }
 
-    /// Connects to namespace `ns` with this client's session id: the socket id,
+    /// Connects to namespace `ns` with this client's session token: the socket id,
     /// or the CONNECT_ERROR's message.
     pub(super) async fn connect(&mut self, ns: &str) -> Result<String, String> {
-        let auth = json!({ "sessionId": self.session_id });
+        self.connect_with(ns, json!({})).await
+    }
+
+    /// [`FakeClient::connect`] with more fields in the CONNECT's auth payload.
+    pub(super) async fn connect_with(
+        &mut self,
+        ns: &str,
+        mut auth: Value,
+    ) -> Result<String, String> {
+        auth["sessionId"] = json!(self.session_id);
         self.send(Packet::connect(ns, Some(auth)));
         let answer = self
             .take(|p| {

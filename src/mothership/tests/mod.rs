@@ -5,9 +5,10 @@
 //! Owns the routing tests: an event answered by a host on another node,
 //! round-robin over hosts, the component channels' refusals, and connect
 //! notices. The `/core`
-//! commands and logging are in [`core`], the chat component in [`chat`], the
-//! harness in [`harness`].
+//! commands and logging are in [`core`], the chat component in [`chat`], an
+//! embedder's connect-auth hook in [`auth`], the harness in [`harness`].
 
+mod auth;
 mod chat;
 mod core;
 mod harness;
@@ -23,7 +24,7 @@ use serde_json::{Value, json};
 use super::Routed;
 use crate::component::{Component, Context, Descriptor, Outcome};
 use crate::config::Routing::{PreferLocal, RoundRobin};
-use harness::{FakeClient, Nodes};
+use harness::{FakeClient, Nodes, session_of};
 
 const ECHO: &str = "/echo/1/main";
 
@@ -71,7 +72,10 @@ async fn an_event_for_a_component_hosted_on_another_node_is_answered_by_it() {
         ] => {
             assert_eq!((from.as_str(), component.as_str()), ("A", "echo@1.0"));
             assert_eq!((namespace.as_str(), channel.as_str()), (ECHO, "main"));
-            assert_eq!((event.as_str(), session.as_str()), ("echo", "sess-a"));
+            assert_eq!(
+                (event.as_str(), session.as_str()),
+                ("echo", session_of("sess-a").as_str())
+            );
         }
         other => panic!("one request to B expected: {other:?}"),
     }
