@@ -2091,7 +2091,7 @@ mod tests {
     fn the_redis_password_is_never_shown() {
         let password = "hunter2-s3cret";
         let url = format!("rediss://rain:{password}@h:1/0");
-        let s = load(&[], &[("REDIS_SERVER", &url)]).unwrap();
+        let s = load(&[], &[("REDIS_SERVER", &url), ("SESSION_SECRET", SECRET)]).unwrap();
         assert_eq!(s.redis_server.as_deref(), Some(url.as_str()));
         for shown in [format!("{s:?}"), format!("{s:#?}")] {
             assert!(!shown.contains(password), "{shown}");
@@ -2111,7 +2111,7 @@ mod tests {
     fn a_redis_ca_file_needs_a_tls_redis_server() {
         let s = load(
             &["--redis-ca-file=/ca.pem"],
-            &[("REDIS_SERVER", "rediss://h:1")],
+            &[("REDIS_SERVER", "rediss://h:1"), ("SESSION_SECRET", SECRET)],
         )
         .unwrap();
         assert_eq!(s.redis_ca_file.as_deref(), Some("/ca.pem"));
@@ -2120,7 +2120,7 @@ mod tests {
             None
         );
         for redis in [None, Some("redis://h:1"), Some("unix:///r.sock")] {
-            let mut env = vec![("REDIS_CA_FILE", "/ca.pem")];
+            let mut env = vec![("REDIS_CA_FILE", "/ca.pem"), ("SESSION_SECRET", SECRET)];
             env.extend(redis.map(|url| ("REDIS_SERVER", url)));
             assert_eq!(
                 err(&[], &env),
