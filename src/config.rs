@@ -48,6 +48,8 @@ pub struct Settings {
     pub connect_timeout_ms: u64,
     /// The largest Engine.IO message or polling body accepted, in bytes (≥ 1).
     pub max_payload: u64,
+    /// How long a polling POST may take to send its body; past it: 408 and the session is closed (ms, ≥ 1).
+    pub polling_body_timeout_ms: u64,
     /// The most binary attachments one Socket.IO packet may announce.
     pub max_attachments: usize,
     /// Frames queued for one client before it is judged too slow and disconnected (≥ 1).
@@ -117,6 +119,7 @@ impl Default for Settings {
             ping_timeout_ms: 20_000,
             connect_timeout_ms: 45_000,
             max_payload: 1_000_000,
+            polling_body_timeout_ms: 10_000,
             max_attachments: 16,
             outbound_queue: 1024,
             cors_origins: Vec::new(),
@@ -499,8 +502,16 @@ const LOG: Field = field!(
     "tracing filter, e.g. info or rain_node=debug (RUST_LOG is used if LOG is unset)"
 );
 
+const POLLING_BODY_TIMEOUT_MS: Field = field!(
+    "polling_body_timeout_ms",
+    "POLLING_BODY_TIMEOUT_MS",
+    U64,
+    "10000",
+    "How long a polling POST may take to send its body before it is answered 408 and the session closed, in ms"
+);
+
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 33] = [
+const FIELDS: [&Field; 34] = [
     &REDIS_SERVER,
     &SERVER_HOST,
     &SERVER_PORT,
@@ -510,6 +521,7 @@ const FIELDS: [&Field; 33] = [
     &PING_TIMEOUT_MS,
     &CONNECT_TIMEOUT_MS,
     &MAX_PAYLOAD,
+    &POLLING_BODY_TIMEOUT_MS,
     &MAX_ATTACHMENTS,
     &OUTBOUND_QUEUE,
     &CORS_ORIGINS,
@@ -578,6 +590,8 @@ struct Cli {
     connect_timeout_ms: Option<String>,
     #[arg(long, value_name = "BYTES", help = MAX_PAYLOAD.help)]
     max_payload: Option<String>,
+    #[arg(long, value_name = "MS", help = POLLING_BODY_TIMEOUT_MS.help)]
+    polling_body_timeout_ms: Option<String>,
     #[arg(long, value_name = "N", help = MAX_ATTACHMENTS.help)]
     max_attachments: Option<String>,
     #[arg(long, value_name = "FRAMES", help = OUTBOUND_QUEUE.help)]
@@ -630,7 +644,7 @@ struct Cli {
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 33] {
+    fn values(&self) -> [Option<&String>; 34] {
         [
             self.redis_server.as_ref(),
             self.server_host.as_ref(),
@@ -641,6 +655,7 @@ impl Cli {
             self.ping_timeout_ms.as_ref(),
             self.connect_timeout_ms.as_ref(),
             self.max_payload.as_ref(),
+            self.polling_body_timeout_ms.as_ref(),
             self.max_attachments.as_ref(),
             self.outbound_queue.as_ref(),
             self.cors_origins.as_ref(),
@@ -921,6 +936,7 @@ impl Settings {
             (PING_TIMEOUT_MS.env, self.ping_timeout_ms),
             (CONNECT_TIMEOUT_MS.env, self.connect_timeout_ms),
             (MAX_PAYLOAD.env, self.max_payload),
+            (POLLING_BODY_TIMEOUT_MS.env, self.polling_body_timeout_ms),
             (OUTBOUND_QUEUE.env, self.outbound_queue as u64),
             (SHUTDOWN_TIMEOUT_MS.env, self.shutdown_timeout_ms),
             (NODE_TTL_MS.env, self.node_ttl_ms),
@@ -1017,6 +1033,11 @@ impl Settings {
     /// How long a new session may go without joining a namespace.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// How long a polling POST may take to send its body.
+    pub fn polling_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.polling_body_timeout_ms)
     }
 
     /// How long a graceful shutdown may take.
@@ -1221,6 +1242,7 @@ mod tests {
             ("PING_TIMEOUT_MS", "2"),
             ("CONNECT_TIMEOUT_MS", "3"),
             ("MAX_PAYLOAD", "4"),
+            ("POLLING_BODY_TIMEOUT_MS", "22"),
             ("MAX_ATTACHMENTS", "0"),
             ("OUTBOUND_QUEUE", "6"),
             ("CORS_ORIGINS", "http://a"),
@@ -1256,6 +1278,7 @@ mod tests {
             ping_timeout_ms: 2,
             connect_timeout_ms: 3,
             max_payload: 4,
+            polling_body_timeout_ms: 22,
             max_attachments: 0,
             outbound_queue: 6,
             cors_origins: vec!["http://a".into()],

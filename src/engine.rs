@@ -48,6 +48,9 @@ pub struct EngineConfig {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub max_payload: u64,
+    /// How long a polling POST may take to send its body (slow senders hold a
+    /// connection and a session; see `POLLING_BODY_TIMEOUT_MS`).
+    pub polling_body_timeout: Duration,
     pub queue_limit: usize,
     /// How long a websocket may take to complete an upgrade after connecting.
     pub upgrade_timeout: Duration,
@@ -61,6 +64,7 @@ impl From<&Settings> for EngineConfig {
             ping_interval: settings.ping_interval(),
             ping_timeout: settings.ping_timeout(),
             max_payload: settings.max_payload,
+            polling_body_timeout: settings.polling_body_timeout(),
             queue_limit: settings.outbound_queue,
             upgrade_timeout: Duration::from_secs(10),
             trusted_proxies: TrustedProxies::new(&settings.trusted_proxies),

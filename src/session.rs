@@ -104,6 +104,9 @@ pub struct Session {
     queued: Notify,
     /// Set while a transport writer (a polling GET or the websocket) drains the queue.
     draining: AtomicBool,
+    /// Set while a polling POST reads its body: a second one at the same time
+    /// is a broken or hostile client (the reference server answers 400).
+    posting: AtomicBool,
     state: AtomicU8,
     closed: AtomicBool,
     close_reason: Mutex<Option<CloseReason>>,
@@ -120,6 +123,7 @@ impl Session {
             queue_limit,
             queued: Notify::new(),
             draining: AtomicBool::new(false),
+            posting: AtomicBool::new(false),
             state: AtomicU8::new(state as u8),
             closed: AtomicBool::new(false),
             close_reason: Mutex::new(None),
@@ -188,6 +192,17 @@ impl Session {
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .ok()
             .map(|_| QueueWriter {
+                session: self.clone(),
+            })
+    }
+
+    /// Claims the right to post to the session; `None` while another POST is
+    /// being read.
+    pub(crate) fn claim_post(self: &Arc<Self>) -> Option<PostClaim> {
+        self.posting
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| PostClaim {
                 session: self.clone(),
             })
     }
@@ -269,6 +284,18 @@ impl QueueWriter {
     /// Takes whatever is queued now, without waiting.
     pub(crate) fn take_batch(&self) -> VecDeque<Frame> {
         std::mem::take(&mut *self.session.queue.lock())
+    }
+}
+
+/// The right to post to a session, released on drop.
+#[derive(Debug)]
+pub(crate) struct PostClaim {
+    session: Arc<Session>,
+}
+
+impl Drop for PostClaim {
+    fn drop(&mut self) {
+        self.session.posting.store(false, Ordering::Release);
     }
 }
 

@@ -320,3 +320,164 @@ async fn sigterm_closes_every_client_so_it_reconnects_and_exits_zero() {
         .is_err()
     );
 }
+
+/// Opens a polling session; its sid and the session's URL.
+async fn polling_session(http: &reqwest::Client, testbed: &Testbed) -> (String, String) {
+    let base = format!("{}/socket.io/?EIO=4&transport=polling", testbed.url());
+    let open = http.get(&base).send().await.unwrap().text().await.unwrap();
+    let handshake: serde_json::Value = serde_json::from_str(&open[1..]).unwrap();
+    let sid = handshake["sid"].as_str().unwrap().to_string();
+    let url = format!("{base}&sid={sid}");
+    (sid, url)
+}
+
+/// A raw HTTP/1.1 POST to the session that announces `length` bytes of body
+/// and sends only `sent` of them; the open connection.
+async fn partial_post(testbed: &Testbed, sid: &str, length: usize, sent: &str) -> TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let host = testbed.url().trim_start_matches("http://").to_string();
+    let mut tcp = TcpStream::connect(&host).await.unwrap();
+    let head = format!(
+        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: {host}\r\n\
+         Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {length}\r\n\r\n{sent}"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp
+}
+
+/// The status line of the answer on a raw connection, within `wait`.
+async fn status_line(tcp: &mut (impl tokio::io::AsyncRead + Unpin), wait: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(wait, async {
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&answer).to_string();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// Whether the polling session is gone: a GET is refused (400, unknown sid)
+/// or ends with a close packet.
+async fn polling_session_closed(http: &reqwest::Client, url: &str) -> bool {
+    let response = tokio::time::timeout(WAIT, http.get(url).send())
+        .await
+        .expect("the GET is answered")
+        .unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    status == 400 || body == "1"
+}
+
+#[tokio::test]
+async fn polling_body_sent_too_slowly_is_answered_408_and_closes_the_session() {
+    let testbed = spawn_testbed(&[("POLLING_BODY_TIMEOUT_MS", "500")]);
+    let mut bystander = connect(&testbed).await;
+    let http = reqwest::Client::new();
+    let (sid, url) = polling_session(&http, &testbed).await;
+    let started = std::time::Instant::now();
+    // Two bytes of a hundred, then one more now and then: never the whole body.
+    let tcp = partial_post(&testbed, &sid, 100, "40").await;
+    let (mut read, mut write) = tcp.into_split();
+    let dribble = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if write.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    });
+    let status = status_line(&mut read, WAIT).await;
+    dribble.abort();
+    assert_eq!(status, "HTTP/1.1 408 Request Timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(polling_session_closed(&http, &url).await);
+    assert!(
+        testbed
+            .stderr()
+            .contains("polling body not received in time")
+    );
+    assert_served(&mut bystander).await;
+    assert_no_panic(&testbed);
+}
+
+/// Two POSTs at once on one session: the second is answered 400 and the
+/// session is closed, as the reference server does.
+#[tokio::test]
+async fn overlapping_polling_posts_are_answered_400_and_close_the_session() {
+    let testbed = spawn_testbed(&[]);
+    let mut bystander = connect(&testbed).await;
+    let http = reqwest::Client::new();
+    let (sid, url) = polling_session(&http, &testbed).await;
+    // The first POST is still sending its body…
+    let _first = partial_post(&testbed, &sid, 100, "40").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // …when a second one comes.
+    let second = http.post(&url).body("40").send().await.unwrap();
+    assert_eq!(second.status(), 400);
+    assert!(polling_session_closed(&http, &url).await);
+    assert!(testbed.stderr().contains("overlapping polling POST"));
+    assert_served(&mut bystander).await;
+    assert_no_panic(&testbed);
+}
+
+/// Two GETs at once on one session: the second is answered 400 and the
+/// session is closed (the first ends with a close packet).
+#[tokio::test]
+async fn overlapping_polling_gets_are_answered_400_and_close_the_session() {
+    let testbed = spawn_testbed(&[]);
+    let mut bystander = connect(&testbed).await;
+    let http = reqwest::Client::new();
+    let (_sid, url) = polling_session(&http, &testbed).await;
+    // Nothing is queued, so the first GET waits.
+    let first = tokio::spawn({
+        let http = http.clone();
+        let url = url.clone();
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = http.get(&url).send().await.unwrap();
+    assert_eq!(second.status(), 400);
+    let first = tokio::time::timeout(WAIT, first).await.unwrap().unwrap();
+    assert_eq!(first, "1", "the waiting GET ends with a close packet");
+    assert!(polling_session_closed(&http, &url).await);
+    assert_served(&mut bystander).await;
+    assert_no_panic(&testbed);
+}
+
+/// A connection that joins no namespace within CONNECT_TIMEOUT_MS is closed;
+/// one that joined stays.
+#[tokio::test]
+async fn a_connection_that_joins_no_namespace_is_closed_after_the_connect_timeout() {
+    let testbed = spawn_testbed(&[("CONNECT_TIMEOUT_MS", "500")]);
+    let mut bystander = connect(&testbed).await;
+    let url = format!(
+        "{}/socket.io/?EIO=4&transport=websocket",
+        testbed.url().replace("http", "ws")
+    );
+    let (mut idle, _) = connect_async(url).await.expect("websocket connects");
+    let open = next_text(&mut idle).await.expect("engine.io handshake");
+    assert!(open.starts_with("0{"), "handshake: {open}");
+    let started = std::time::Instant::now();
+    assert!(closes(&mut idle).await, "an idle connection must be closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // The one that joined in time is past its timeout and still served.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_served(&mut bystander).await;
+    assert_no_panic(&testbed);
+}

@@ -82,16 +82,42 @@ pub async fn post(
     if session.transport() == TransportState::Websocket {
         return EngineError::BadRequest.into_response();
     }
+    // One POST at a time, as the reference server: an overlapping one is a
+    // client that is broken or trying something, and ends the session.
+    let Some(_claim) = session.claim_post() else {
+        tracing::info!(
+            sid = session.sid(),
+            "overlapping polling POST, closing session"
+        );
+        session.close(CloseReason::TransportError);
+        return EngineError::BadRequest.into_response();
+    };
     let limit = usize::try_from(engine.config().max_payload).unwrap_or(usize::MAX);
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
+    // The whole body within POLLING_BODY_TIMEOUT_MS: a client that dribbles
+    // it (slowloris) would otherwise hold a connection and a session for ever.
+    let timeout = engine.config().polling_body_timeout;
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
             tracing::info!(
                 sid = session.sid(),
                 limit,
                 "polling body over max payload refused"
             );
             return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
+        }
+        Err(_) => {
+            tracing::info!(
+                sid = session.sid(),
+                timeout_ms = timeout.as_millis() as u64,
+                "polling body not received in time, closing session"
+            );
+            session.close(CloseReason::TransportError);
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            )
+                .into_response();
         }
     };
     let packets = match engineio::decode_payload(bytes) {
