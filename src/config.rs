@@ -54,6 +54,12 @@ pub struct Settings {
     pub max_attachments: usize,
     /// Frames queued for one client before it is judged too slow and disconnected (≥ 1).
     pub outbound_queue: usize,
+    /// Most Engine.IO sessions one client address may have open at once (≥ 1).
+    pub connections_per_address: usize,
+    /// Events (and namespace connects) per second one connection may send, on average (≥ 1).
+    pub event_rate: u64,
+    /// Events one connection may send in a burst before `event_rate` applies (≥ 1).
+    pub event_burst: usize,
     /// Origins allowed by CORS; empty → any origin (the request's origin is echoed).
     /// In the environment and on the command line: a comma-separated list.
     pub cors_origins: Vec<String>,
@@ -122,6 +128,9 @@ impl Default for Settings {
             polling_body_timeout_ms: 10_000,
             max_attachments: 16,
             outbound_queue: 1024,
+            connections_per_address: 256,
+            event_rate: 100,
+            event_burst: 200,
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             shutdown_timeout_ms: 10_000,
@@ -510,8 +519,32 @@ const POLLING_BODY_TIMEOUT_MS: Field = field!(
     "How long a polling POST may take to send its body before it is answered 408 and the session closed, in ms"
 );
 
+const CONNECTIONS_PER_ADDRESS: Field = field!(
+    "connections_per_address",
+    "CONNECTIONS_PER_ADDRESS",
+    Usize,
+    "256",
+    "Most connections one client address may have open at once; more are refused with 429"
+);
+
+const EVENT_RATE: Field = field!(
+    "event_rate",
+    "EVENT_RATE",
+    U64,
+    "100",
+    "Events (and connects) per second one connection may send on average; past it they are refused"
+);
+
+const EVENT_BURST: Field = field!(
+    "event_burst",
+    "EVENT_BURST",
+    Usize,
+    "200",
+    "Events one connection may send at once before EVENT_RATE applies"
+);
+
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 34] = [
+const FIELDS: [&Field; 37] = [
     &REDIS_SERVER,
     &SERVER_HOST,
     &SERVER_PORT,
@@ -524,6 +557,9 @@ const FIELDS: [&Field; 34] = [
     &POLLING_BODY_TIMEOUT_MS,
     &MAX_ATTACHMENTS,
     &OUTBOUND_QUEUE,
+    &CONNECTIONS_PER_ADDRESS,
+    &EVENT_RATE,
+    &EVENT_BURST,
     &CORS_ORIGINS,
     &TRUSTED_PROXIES,
     &SHUTDOWN_TIMEOUT_MS,
@@ -596,6 +632,12 @@ struct Cli {
     max_attachments: Option<String>,
     #[arg(long, value_name = "FRAMES", help = OUTBOUND_QUEUE.help)]
     outbound_queue: Option<String>,
+    #[arg(long, value_name = "N", help = CONNECTIONS_PER_ADDRESS.help)]
+    connections_per_address: Option<String>,
+    #[arg(long, value_name = "N", help = EVENT_RATE.help)]
+    event_rate: Option<String>,
+    #[arg(long, value_name = "N", help = EVENT_BURST.help)]
+    event_burst: Option<String>,
     #[arg(long, value_name = "ORIGINS", help = CORS_ORIGINS.help)]
     cors_origins: Option<String>,
     #[arg(long, value_name = "CIDRS", help = TRUSTED_PROXIES.help)]
@@ -644,7 +686,7 @@ struct Cli {
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 34] {
+    fn values(&self) -> [Option<&String>; 37] {
         [
             self.redis_server.as_ref(),
             self.server_host.as_ref(),
@@ -658,6 +700,9 @@ impl Cli {
             self.polling_body_timeout_ms.as_ref(),
             self.max_attachments.as_ref(),
             self.outbound_queue.as_ref(),
+            self.connections_per_address.as_ref(),
+            self.event_rate.as_ref(),
+            self.event_burst.as_ref(),
             self.cors_origins.as_ref(),
             self.trusted_proxies.as_ref(),
             self.shutdown_timeout_ms.as_ref(),
@@ -938,6 +983,12 @@ impl Settings {
             (MAX_PAYLOAD.env, self.max_payload),
             (POLLING_BODY_TIMEOUT_MS.env, self.polling_body_timeout_ms),
             (OUTBOUND_QUEUE.env, self.outbound_queue as u64),
+            (
+                CONNECTIONS_PER_ADDRESS.env,
+                self.connections_per_address as u64,
+            ),
+            (EVENT_RATE.env, self.event_rate),
+            (EVENT_BURST.env, self.event_burst as u64),
             (SHUTDOWN_TIMEOUT_MS.env, self.shutdown_timeout_ms),
             (NODE_TTL_MS.env, self.node_ttl_ms),
             (HEARTBEAT_MS.env, self.heartbeat_ms),
@@ -1245,6 +1296,9 @@ mod tests {
             ("POLLING_BODY_TIMEOUT_MS", "22"),
             ("MAX_ATTACHMENTS", "0"),
             ("OUTBOUND_QUEUE", "6"),
+            ("CONNECTIONS_PER_ADDRESS", "23"),
+            ("EVENT_RATE", "24"),
+            ("EVENT_BURST", "25"),
             ("CORS_ORIGINS", "http://a"),
             ("TRUSTED_PROXIES", "10.0.0.0/8,::1"),
             ("SHUTDOWN_TIMEOUT_MS", "7"),
@@ -1281,6 +1335,9 @@ mod tests {
             polling_body_timeout_ms: 22,
             max_attachments: 0,
             outbound_queue: 6,
+            connections_per_address: 23,
+            event_rate: 24,
+            event_burst: 25,
             cors_origins: vec!["http://a".into()],
             trusted_proxies: vec!["10.0.0.0/8".into(), "::1".into()],
             shutdown_timeout_ms: 7,

@@ -37,6 +37,9 @@ pub(crate) struct IoInner {
     pub(crate) max_attachments: usize,
     pub(crate) namespace_max_length: usize,
     pub(crate) namespaces_per_connection: usize,
+    /// Events (and connects) per second per connection, and the burst.
+    pub(crate) event_rate: u64,
+    pub(crate) event_burst: usize,
     rooms_per_socket: usize,
     connect_timeout: Duration,
     cluster: Arc<dyn Cluster>,
@@ -52,6 +55,8 @@ impl SocketIo {
             max_attachments: settings.max_attachments,
             namespace_max_length: settings.namespace_max_length,
             namespaces_per_connection: settings.namespaces_per_connection,
+            event_rate: settings.event_rate,
+            event_burst: settings.event_burst,
             rooms_per_socket: settings.rooms_per_socket,
             connect_timeout: settings.connect_timeout(),
             cluster: cluster.clone(),

@@ -16,6 +16,7 @@
 //! | wire | [`protocol`] | pure Engine.IO v4 / Socket.IO v5 codecs, event arguments and the one event/ack encoder (no I/O; fuzzed) |
 //! | settings | [`config`] | settings: defaults < `rain.toml` < environment < flags; validation |
 //! | | [`metrics`] | the Prometheus recorder and `/metrics` text |
+//! | | [`limits`] | the counting behind per-client limits: token bucket, refusal window, connections per address (pure, bounded) |
 //! | cluster | [`cluster`] | one trait per responsibility (membership, broker, socket registry, sessions, services, lists); the embedded hub and the Redis backend (`cluster/redis/`, one file per task); wire format; key and channel names; upper layers' messages are opaque bytes here |
 //! | engine | [`session`] | one Engine.IO session: bounded outbound queue, upgrade state, close |
 //! | | [`engine`] | the Engine.IO server: session table, handshake, packet rules |
@@ -67,6 +68,7 @@ pub mod component;
 pub mod config;
 pub mod engine;
 pub mod io;
+pub mod limits;
 pub mod metrics;
 pub mod mothership;
 pub mod namespace;

@@ -36,6 +36,11 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 "namespaces_per_connection",
                 "log_line_max_length",
                 "rooms_per_socket",
+                "connections_per_address",
+                "event_rate",
+                "socket_max_in_flight",
+                "log_lines_per_minute",
+                "backend_answer_max_bytes",
             ] {
                 metrics::counter!("rain_refused_total", "limit" => limit).increment(0);
             }

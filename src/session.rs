@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use thiserror::Error;
 use tokio::sync::Notify;
 
+use crate::limits::Strikes;
 use crate::protocol::engineio::Frame;
 
 /// The transport that currently carries a session.
@@ -50,6 +51,8 @@ pub enum CloseReason {
     SlowClient,
     /// No namespace was joined within the connect timeout.
     ConnectTimeout,
+    /// The client kept sending past its limits (see `crate::limits::Strikes`).
+    TooManyRequests,
     /// The node is shutting down.
     Shutdown,
 }
@@ -65,6 +68,7 @@ impl CloseReason {
             CloseReason::TransportError => "transport error",
             CloseReason::SlowClient => "outbound queue full",
             CloseReason::ConnectTimeout => "connect timeout",
+            CloseReason::TooManyRequests => "too many requests",
             CloseReason::Shutdown => "server shutting down",
         }
     }
@@ -112,6 +116,8 @@ pub struct Session {
     close_reason: Mutex<Option<CloseReason>>,
     close_signal: Notify,
     pong: Notify,
+    /// Refusals of what this client sent, within the current window.
+    strikes: Mutex<Strikes>,
 }
 
 impl Session {
@@ -129,6 +135,7 @@ impl Session {
             close_reason: Mutex::new(None),
             close_signal: Notify::new(),
             pong: Notify::new(),
+            strikes: Mutex::new(Strikes::new(std::time::Instant::now())),
         }
     }
 
@@ -213,6 +220,25 @@ impl Session {
 
     pub fn close_reason(&self) -> Option<CloseReason> {
         *self.close_reason.lock()
+    }
+
+    /// Counts a refusal of something the client sent (an event over a limit):
+    /// past `Strikes::MAX` within `Strikes::WINDOW` the client is not slowing
+    /// down, and the session is closed (logged once). True when it closed.
+    pub fn refused(&self) -> bool {
+        if !self.strikes.lock().strike(std::time::Instant::now()) {
+            return false;
+        }
+        if self.mark_closed(CloseReason::TooManyRequests) {
+            tracing::warn!(
+                sid = %self.sid,
+                address = ?self.info.address,
+                max = Strikes::MAX,
+                window_s = Strikes::WINDOW.as_secs(),
+                "closing connection: it kept sending past its limits (more than max refusals within the window)"
+            );
+        }
+        true
     }
 
     /// Closes the session: its transport ends, and the Socket.IO layer is told.

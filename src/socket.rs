@@ -46,6 +46,10 @@ impl DisconnectReason {
 
 pub use crate::protocol::payload::Payload;
 
+/// The error message of an event refused by a limit on what one client may
+/// send (rate, in flight): `{error: "too many requests"}`.
+pub const TOO_MANY_REQUESTS: &str = "too many requests";
+
 /// An event a client sent.
 #[derive(Debug)]
 pub struct Event {

@@ -13,6 +13,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("protocol", 0),
     ("config", 1),
     ("metrics", 1),
+    ("limits", 1),
     ("cluster", 2),
     ("session", 3),
     ("engine", 3),

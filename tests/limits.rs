@@ -20,13 +20,15 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// Opens a websocket Engine.IO session and joins the main namespace.
 async fn connect(testbed: &Testbed) -> Ws {
-    let url = format!(
-        "{}/socket.io/?EIO=4&transport=websocket",
-        testbed.url().replace("http", "ws")
-    );
-    let (mut ws, _) = connect_async(url).await.expect("websocket connects");
-    let open = next_text(&mut ws).await.expect("engine.io handshake");
-    assert!(open.starts_with("0{"), "handshake: {open}");
+    connect_with(testbed, &[]).await
+}
+
+/// [`connect`] with extra request headers (`X-Forwarded-For`, …).
+async fn connect_with(testbed: &Testbed, headers: &[(&str, &str)]) -> Ws {
+    let mut ws = match ws_handshake(testbed, headers).await {
+        Ok(ws) => ws,
+        Err((status, body)) => panic!("websocket refused: {status} {body}"),
+    };
     ws.send(Message::text("40")).await.unwrap();
     let connected = next_text(&mut ws).await.expect("connect reply");
     assert!(
@@ -36,6 +38,40 @@ async fn connect(testbed: &Testbed) -> Ws {
     let welcome = next_text(&mut ws).await.expect("welcome");
     assert!(welcome.starts_with("42[\"welcome\""), "welcome: {welcome}");
     ws
+}
+
+/// A websocket Engine.IO handshake with extra request headers: the open
+/// websocket (handshake packet read), or the HTTP status and body of a refusal.
+async fn ws_handshake(testbed: &Testbed, headers: &[(&str, &str)]) -> Result<Ws, (u16, String)> {
+    use tokio_tungstenite::tungstenite::{Error, client::IntoClientRequest};
+    let url = format!(
+        "{}/socket.io/?EIO=4&transport=websocket",
+        testbed.url().replace("http", "ws")
+    );
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes());
+        request
+            .headers_mut()
+            .insert(name.unwrap(), value.parse().unwrap());
+    }
+    match connect_async(request).await {
+        Ok((mut ws, _)) => {
+            let open = next_text(&mut ws).await.expect("engine.io handshake");
+            assert!(open.starts_with("0{"), "handshake: {open}");
+            Ok(ws)
+        }
+        Err(Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).to_string())
+                .unwrap_or_default();
+            Err((status, body))
+        }
+        Err(other) => panic!("websocket handshake failed: {other}"),
+    }
 }
 
 /// The next text frame that is not a ping (answered), or `None` once the
@@ -187,7 +223,14 @@ async fn too_many_binary_attachments_are_refused() {
 
 #[tokio::test]
 async fn a_client_that_does_not_read_is_disconnected_and_others_keep_receiving() {
-    let testbed = spawn_testbed(&[("OUTBOUND_QUEUE", "64"), ("PING_INTERVAL_MS", "60000")]);
+    // The sender goes as fast as the listener reads: far past the default
+    // EVENT_RATE, which this test is not about.
+    let testbed = spawn_testbed(&[
+        ("OUTBOUND_QUEUE", "64"),
+        ("PING_INTERVAL_MS", "60000"),
+        ("EVENT_RATE", "100000"),
+        ("EVENT_BURST", "100000"),
+    ]);
     let mut stalled = connect(&testbed).await;
     stalled
         .send(Message::text(r#"420["join","stalled"]"#))
@@ -480,4 +523,169 @@ async fn a_connection_that_joins_no_namespace_is_closed_after_the_connect_timeou
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_served(&mut bystander).await;
     assert_no_panic(&testbed);
+}
+
+/// How many refusals `rain_refused_total{limit}` has counted on the node.
+async fn refused_count(testbed: &Testbed, limit: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", testbed.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("rain_refused_total{{limit=\"{limit}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix}in /metrics:\n{text}"))
+}
+
+/// Over EVENT_RATE/EVENT_BURST an acked event gets `{error: "too many
+/// requests"}` (a plain one is dropped and counted), the bucket refills at the
+/// rate, other connections are not affected, and a client that keeps flooding
+/// is cut off with a reason in the log.
+#[tokio::test]
+async fn events_over_the_rate_are_refused_and_a_flood_closes_the_connection() {
+    let testbed = spawn_testbed(&[("EVENT_RATE", "5"), ("EVENT_BURST", "5")]);
+    let mut bystander = connect(&testbed).await;
+    // The connect took one token: four echoes pass, the rest are refused.
+    let mut offender = connect(&testbed).await;
+    for id in 0..10 {
+        offender
+            .send(Message::text(format!(r#"42{id}["echo","m{id}"]"#)))
+            .await
+            .unwrap();
+    }
+    let mut passed = 0;
+    let mut refused = 0;
+    for id in 0..10 {
+        let answer = next_text(&mut offender).await.expect("an answer to each");
+        if answer == format!(r#"43{id}["m{id}"]"#) {
+            passed += 1;
+        } else {
+            assert_eq!(
+                answer,
+                format!(r#"43{id}[{{"error":"too many requests"}},null]"#)
+            );
+            refused += 1;
+        }
+    }
+    assert!(
+        (4..=5).contains(&passed),
+        "{passed} passed, {refused} refused"
+    );
+    assert_served(&mut bystander).await;
+    // At five a second, the bucket has room again a moment later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_served(&mut offender).await;
+
+    // Events without an ack id are dropped, and counted.
+    let before = refused_count(&testbed, "event_rate").await;
+    for _ in 0..20 {
+        offender
+            .send(Message::text(r#"42["echo","flood"]"#))
+            .await
+            .unwrap();
+    }
+    support::eventually(WAIT, "the dropped events are counted", async || {
+        let now = refused_count(&testbed, "event_rate").await;
+        (now >= before + 15)
+            .then_some(())
+            .ok_or(format!("{before} → {now}"))
+    })
+    .await;
+    // A client that keeps going past the limit is cut off.
+    for _ in 0..120 {
+        if offender
+            .send(Message::text(r#"42["echo","flood"]"#))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert!(closes(&mut offender).await, "the flooding client is closed");
+    assert!(
+        testbed.stderr().contains("kept sending past its limits"),
+        "{}",
+        testbed.stderr_tail(20)
+    );
+    assert_served(&mut bystander).await;
+    assert_no_panic(&testbed);
+}
+
+/// Past CONNECTIONS_PER_ADDRESS open sessions, a handshake from that address
+/// (websocket or polling) is refused with 429 and a JSON message; the open
+/// ones keep working, and a place is given back when one closes.
+#[tokio::test]
+async fn connections_over_the_per_address_limit_are_refused_with_429() {
+    let testbed = spawn_testbed(&[("CONNECTIONS_PER_ADDRESS", "3")]);
+    let mut first = connect(&testbed).await;
+    let _second = connect(&testbed).await;
+    let third = connect(&testbed).await;
+    let Err((status, body)) = ws_handshake(&testbed, &[]).await else {
+        panic!("a fourth connection must be refused");
+    };
+    assert_eq!(status, 429, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body["message"],
+        "too many connections from this address (at most 3)"
+    );
+    let polling = reqwest::get(format!(
+        "{}/socket.io/?EIO=4&transport=polling",
+        testbed.url()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(polling.status(), 429);
+    assert_served(&mut first).await;
+    assert!(refused_count(&testbed, "connections_per_address").await >= 2);
+
+    // A connection that ends gives its place back.
+    drop(third);
+    support::eventually(
+        WAIT,
+        "a place is given back",
+        async || match ws_handshake(&testbed, &[]).await {
+            Ok(_) => Ok(()),
+            Err((status, _)) => Err(format!("still {status}")),
+        },
+    )
+    .await;
+    assert_no_panic(&testbed);
+}
+
+/// Behind a trusted proxy each forwarded client address has its own budget;
+/// a peer that is not a trusted proxy is counted as itself whatever it
+/// forwards.
+#[tokio::test]
+async fn the_per_address_limit_counts_forwarded_addresses_only_from_trusted_proxies() {
+    let xff = |address: &'static str| [("x-forwarded-for", address)];
+    let testbed = spawn_testbed(&[
+        ("CONNECTIONS_PER_ADDRESS", "2"),
+        ("TRUSTED_PROXIES", "127.0.0.1"),
+    ]);
+    let mut a = connect_with(&testbed, &xff("198.51.100.1")).await;
+    let _a2 = connect_with(&testbed, &xff("198.51.100.1")).await;
+    let refused = ws_handshake(&testbed, &xff("198.51.100.1")).await;
+    assert_eq!(refused.err().map(|(status, _)| status), Some(429));
+    // Another client behind the same proxy has its own two places.
+    let mut b = connect_with(&testbed, &xff("203.0.113.7")).await;
+    let _b2 = connect_with(&testbed, &xff("203.0.113.7")).await;
+    assert_served(&mut a).await;
+    assert_served(&mut b).await;
+
+    // The peer is no trusted proxy: every connection is 127.0.0.1's.
+    let untrusted = spawn_testbed(&[
+        ("CONNECTIONS_PER_ADDRESS", "2"),
+        ("TRUSTED_PROXIES", "10.0.0.1"),
+    ]);
+    let mut x = connect_with(&untrusted, &xff("198.51.100.1")).await;
+    let _y = connect_with(&untrusted, &xff("198.51.100.2")).await;
+    let refused = ws_handshake(&untrusted, &xff("198.51.100.3")).await;
+    assert_eq!(refused.err().map(|(status, _)| status), Some(429));
+    assert_served(&mut x).await;
+    assert_no_panic(&testbed);
+    assert_no_panic(&untrusted);
 }

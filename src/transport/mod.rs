@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, TooManyConnections};
 use crate::session::ConnectInfo;
 
 /// The Engine.IO error codes, as the reference server sends them.
@@ -55,6 +55,22 @@ impl IntoResponse for EngineError {
         )
             .into_response()
     }
+}
+
+/// A handshake refused for its address's connection count: 429 with the
+/// reference server's error body (code 4, `Forbidden`) and a message saying why.
+fn too_many_connections(refused: TooManyConnections) -> Response {
+    let body = serde_json::json!({
+        "code": EngineError::Forbidden as u8,
+        "message": refused.to_string(),
+    })
+    .to_string();
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]

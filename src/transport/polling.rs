@@ -21,7 +21,11 @@ const CLOSE_RACE_GRACE: std::time::Duration = std::time::Duration::from_millis(1
 
 /// A new session over polling: answers the handshake and starts its heartbeat.
 pub fn open(engine: &Engine, info: ConnectInfo) -> Response {
-    let (session, _handler) = engine.open(info, TransportState::Polling);
+    let slot = match engine.reserve(&info) {
+        Ok(slot) => slot,
+        Err(refused) => return super::too_many_connections(refused),
+    };
+    let (session, _handler) = engine.open(info, TransportState::Polling, slot);
     let handshake = engine.handshake(&session, &["websocket"]);
     // The heartbeat clock starts now, not when its task first runs, so the session
     // ends when the client expects it to (pingInterval + pingTimeout from here).
@@ -58,7 +62,11 @@ pub async fn poll(engine: &Engine, session: &Arc<Session>) -> Response {
         // client's next request fails and it reconnects. (python-socketio gives up
         // for good on a close packet from the server, socket.io-client does not.)
         let last = match session.close_reason() {
-            Some(CloseReason::TransportError | CloseReason::ProtocolError) => Packet::Close,
+            Some(
+                CloseReason::TransportError
+                | CloseReason::ProtocolError
+                | CloseReason::TooManyRequests,
+            ) => Packet::Close,
             _ => Packet::Noop,
         };
         engineio::encode_payload([&last.encode()], &mut body);
