@@ -81,6 +81,8 @@ pub struct Settings {
     pub components: Vec<String>,
     /// A folder of component descriptors (`*.json`, HTTP backends) this node hosts.
     pub components_dir: Option<String>,
+    /// Largest answer read from an HTTP backend component; past it reading stops and the client gets a backend error (bytes, ≥ 1).
+    pub backend_answer_max_bytes: usize,
     /// How a component's events are spread over its hosts (`local` or
     /// `round-robin`).
     pub routing: Routing,
@@ -90,6 +92,8 @@ pub struct Settings {
     pub rooms_per_socket: usize,
     /// Longest client log line (message and error) accepted (bytes, ≥ 1).
     pub log_line_max_length: usize,
+    /// Client log lines one socket may send per minute (a token bucket of that size, ≥ 1).
+    pub log_lines_per_minute: usize,
     /// Longest namespace name a client may connect to (bytes, ≥ 1).
     pub namespace_max_length: usize,
     /// Most namespaces one connection may join at once (≥ 1).
@@ -97,6 +101,8 @@ pub struct Settings {
     /// Routed events this node waits on at once, at most; past it an event is
     /// refused at once with `{error: "overloaded"}` (≥ 1).
     pub route_max_in_flight: usize,
+    /// Component and /core events one socket may have queued or running at once; they are handled one at a time in the order sent (≥ 1).
+    pub socket_max_in_flight: usize,
     /// Most sockets of a dead node one purge step removes, so purging a large
     /// node never blocks Redis for long (≥ 1).
     pub purge_batch: usize,
@@ -140,11 +146,14 @@ impl Default for Settings {
             session_ttl_ms: 86_400_000,
             components: vec!["echo@1.0".to_string(), "chat@1.0".to_string()],
             components_dir: None,
+            backend_answer_max_bytes: 1_000_000,
             routing: Routing::PreferLocal,
             route_timeout_ms: 10_000,
             route_max_in_flight: 10_000,
+            socket_max_in_flight: 32,
             namespace_max_length: 256,
             log_line_max_length: 2048,
+            log_lines_per_minute: 60,
             rooms_per_socket: 256,
             namespaces_per_connection: 32,
             purge_batch: 1_000,
@@ -543,8 +552,32 @@ const EVENT_BURST: Field = field!(
     "Events one connection may send at once before EVENT_RATE applies"
 );
 
+const SOCKET_MAX_IN_FLIGHT: Field = field!(
+    "socket_max_in_flight",
+    "SOCKET_MAX_IN_FLIGHT",
+    Usize,
+    "32",
+    "Component events one socket may have queued or running; they run one at a time, in order; past it: too many requests"
+);
+
+const LOG_LINES_PER_MINUTE: Field = field!(
+    "log_lines_per_minute",
+    "LOG_LINES_PER_MINUTE",
+    Usize,
+    "60",
+    "Client log lines one socket may send per minute; past it they are refused as too many requests"
+);
+
+const BACKEND_ANSWER_MAX_BYTES: Field = field!(
+    "backend_answer_max_bytes",
+    "BACKEND_ANSWER_MAX_BYTES",
+    Usize,
+    "1000000",
+    "Largest answer read from an HTTP backend component, in bytes; larger: backend error"
+);
+
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 37] = [
+const FIELDS: [&Field; 40] = [
     &REDIS_SERVER,
     &SERVER_HOST,
     &SERVER_PORT,
@@ -569,12 +602,15 @@ const FIELDS: [&Field; 37] = [
     &SESSION_TTL_MS,
     &COMPONENTS,
     &COMPONENTS_DIR,
+    &BACKEND_ANSWER_MAX_BYTES,
     &ROUTING,
     &ROUTE_TIMEOUT_MS,
     &ROUTE_MAX_IN_FLIGHT,
+    &SOCKET_MAX_IN_FLIGHT,
     &NAMESPACE_MAX_LENGTH,
     &NAMESPACES_PER_CONNECTION,
     &LOG_LINE_MAX_LENGTH,
+    &LOG_LINES_PER_MINUTE,
     &ROOMS_PER_SOCKET,
     &PURGE_BATCH,
     &INSTANCE_TTL_MS,
@@ -656,18 +692,24 @@ struct Cli {
     components: Option<String>,
     #[arg(long, value_name = "DIR", help = COMPONENTS_DIR.help)]
     components_dir: Option<String>,
+    #[arg(long, value_name = "BYTES", help = BACKEND_ANSWER_MAX_BYTES.help)]
+    backend_answer_max_bytes: Option<String>,
     #[arg(long, value_name = "MODE", help = ROUTING.help)]
     routing: Option<String>,
     #[arg(long, value_name = "MS", help = ROUTE_TIMEOUT_MS.help)]
     route_timeout_ms: Option<String>,
     #[arg(long, value_name = "N", help = ROUTE_MAX_IN_FLIGHT.help)]
     route_max_in_flight: Option<String>,
+    #[arg(long, value_name = "N", help = SOCKET_MAX_IN_FLIGHT.help)]
+    socket_max_in_flight: Option<String>,
     #[arg(long, value_name = "BYTES", help = NAMESPACE_MAX_LENGTH.help)]
     namespace_max_length: Option<String>,
     #[arg(long, value_name = "N", help = NAMESPACES_PER_CONNECTION.help)]
     namespaces_per_connection: Option<String>,
     #[arg(long, value_name = "BYTES", help = LOG_LINE_MAX_LENGTH.help)]
     log_line_max_length: Option<String>,
+    #[arg(long, value_name = "N", help = LOG_LINES_PER_MINUTE.help)]
+    log_lines_per_minute: Option<String>,
     #[arg(long, value_name = "N", help = ROOMS_PER_SOCKET.help)]
     rooms_per_socket: Option<String>,
     #[arg(long, value_name = "N", help = PURGE_BATCH.help)]
@@ -686,7 +728,7 @@ struct Cli {
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 37] {
+    fn values(&self) -> [Option<&String>; 40] {
         [
             self.redis_server.as_ref(),
             self.server_host.as_ref(),
@@ -712,12 +754,15 @@ impl Cli {
             self.session_ttl_ms.as_ref(),
             self.components.as_ref(),
             self.components_dir.as_ref(),
+            self.backend_answer_max_bytes.as_ref(),
             self.routing.as_ref(),
             self.route_timeout_ms.as_ref(),
             self.route_max_in_flight.as_ref(),
+            self.socket_max_in_flight.as_ref(),
             self.namespace_max_length.as_ref(),
             self.namespaces_per_connection.as_ref(),
             self.log_line_max_length.as_ref(),
+            self.log_lines_per_minute.as_ref(),
             self.rooms_per_socket.as_ref(),
             self.purge_batch.as_ref(),
             self.instance_ttl_ms.as_ref(),
@@ -995,6 +1040,12 @@ impl Settings {
             (SESSION_TTL_MS.env, self.session_ttl_ms),
             (ROUTE_TIMEOUT_MS.env, self.route_timeout_ms),
             (ROUTE_MAX_IN_FLIGHT.env, self.route_max_in_flight as u64),
+            (SOCKET_MAX_IN_FLIGHT.env, self.socket_max_in_flight as u64),
+            (
+                BACKEND_ANSWER_MAX_BYTES.env,
+                self.backend_answer_max_bytes as u64,
+            ),
+            (LOG_LINES_PER_MINUTE.env, self.log_lines_per_minute as u64),
             (NAMESPACE_MAX_LENGTH.env, self.namespace_max_length as u64),
             (
                 NAMESPACES_PER_CONNECTION.env,
@@ -1308,12 +1359,15 @@ mod tests {
             ("SESSION_TTL_MS", "10"),
             ("COMPONENTS", "echo@1.0"),
             ("COMPONENTS_DIR", "/srv/components"),
+            ("BACKEND_ANSWER_MAX_BYTES", "28"),
             ("ROUTING", "round-robin"),
             ("ROUTE_TIMEOUT_MS", "11"),
             ("ROUTE_MAX_IN_FLIGHT", "15"),
+            ("SOCKET_MAX_IN_FLIGHT", "26"),
             ("NAMESPACE_MAX_LENGTH", "16"),
             ("NAMESPACES_PER_CONNECTION", "17"),
             ("LOG_LINE_MAX_LENGTH", "18"),
+            ("LOG_LINES_PER_MINUTE", "27"),
             ("ROOMS_PER_SOCKET", "21"),
             ("PURGE_BATCH", "12"),
             ("INSTANCE_TTL_MS", "13"),
@@ -1347,12 +1401,15 @@ mod tests {
             session_ttl_ms: 10,
             components: vec!["echo@1.0".into()],
             components_dir: Some("/srv/components".into()),
+            backend_answer_max_bytes: 28,
             routing: Routing::RoundRobin,
             route_timeout_ms: 11,
             route_max_in_flight: 15,
+            socket_max_in_flight: 26,
             namespace_max_length: 16,
             namespaces_per_connection: 17,
             log_line_max_length: 18,
+            log_lines_per_minute: 27,
             rooms_per_socket: 21,
             purge_batch: 12,
             instance_ttl_ms: 13,

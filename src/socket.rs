@@ -1,16 +1,21 @@
 //! A Socket.IO socket: one client's membership of one namespace.
 //!
 //! Owns what a handler does with a socket: emit (with or without an ack), answer an
-//! ack, join and leave rooms, start a broadcast from it, disconnect it. Does not own
+//! ack, join and leave rooms, start a broadcast from it, disconnect it; the
+//! socket's ordered tasks (work started by its events, run one at a time in the
+//! order the events came, a bounded number at once) and refusing an event over
+//! a per-client limit. Does not own
 //! packet parsing (see `crate::client`) or room indexes (see `crate::namespace`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
-use serde_json::Value;
+use serde_json::{Value, json};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
@@ -98,6 +103,25 @@ pub struct Socket {
     next_ack: AtomicU64,
     connected: AtomicBool,
     connected_at: u64,
+    /// Tasks waiting their turn, and whether one runs now.
+    ordered: Mutex<Ordered>,
+}
+
+/// A socket's ordered tasks: at most one runs; the others wait in order. An
+/// idle socket holds no task and no buffer.
+#[derive(Default)]
+struct Ordered {
+    queue: VecDeque<BoxFuture<'static, ()>>,
+    running: bool,
+}
+
+impl std::fmt::Debug for Ordered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ordered")
+            .field("queued", &self.queue.len())
+            .field("running", &self.running)
+            .finish()
+    }
 }
 
 impl Socket {
@@ -125,6 +149,7 @@ impl Socket {
             next_ack: AtomicU64::new(0),
             connected: AtomicBool::new(true),
             connected_at: crate::cluster::now_millis(),
+            ordered: Mutex::new(Ordered::default()),
         }
     }
 
@@ -283,6 +308,76 @@ impl Socket {
         }
     }
 
+    /// Runs the task `start(ack)` makes once every task queued before it on
+    /// this socket has finished, so a client's events are handled in the order
+    /// it sent them (a `join` before the `say` that follows it). At most `max`
+    /// tasks are queued or running: past it the event is refused (see
+    /// [`Socket::refuse`], limit `socket_max_in_flight`) and `start` is not
+    /// called. Whether the task was queued.
+    pub fn run_in_order<F>(
+        self: &Arc<Self>,
+        max: usize,
+        ack: Option<AckSender>,
+        start: impl FnOnce(Option<AckSender>) -> F,
+    ) -> bool
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut ordered = self.ordered.lock();
+        if ordered.queue.len() + usize::from(ordered.running) >= max.max(1) {
+            drop(ordered);
+            self.refuse("socket_max_in_flight", ack);
+            return false;
+        }
+        ordered.queue.push_back(start(ack).boxed());
+        if ordered.running {
+            return true;
+        }
+        ordered.running = true;
+        drop(ordered);
+        // One task drains the queue and ends when it is empty: no task is kept
+        // per idle socket.
+        let socket = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = {
+                    let mut ordered = socket.ordered.lock();
+                    match ordered.queue.pop_front() {
+                        Some(next) => next,
+                        None => {
+                            ordered.running = false;
+                            return;
+                        }
+                    }
+                };
+                // A task that panics must not leave the socket's queue stuck.
+                if std::panic::AssertUnwindSafe(next)
+                    .catch_unwind()
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(socket = %socket.id, "a socket's ordered task panicked");
+                }
+            }
+        });
+        true
+    }
+
+    /// Refuses an event over a per-client limit: counted in
+    /// `rain_refused_total{limit}`, acked `{error: "too many requests"}` when
+    /// the client asked for an ack (dropped otherwise), and counted against
+    /// the connection, which is closed when it keeps going (see
+    /// `Session::refused`).
+    pub fn refuse(&self, limit: &'static str, ack: Option<AckSender>) {
+        metrics::counter!("rain_refused_total", "limit" => limit).increment(1);
+        tracing::debug!(socket = %self.id, limit, "event refused: too many requests");
+        if let Some(ack) = ack {
+            let error = json!({ "error": TOO_MANY_REQUESTS });
+            let _ = ack.send(Payload::new(vec![error, Value::Null]));
+        }
+        self.session.refused();
+    }
+
     /// Closes the whole underlying connection, every namespace on it included.
     pub fn close_connection(&self) {
         self.session.close(CloseReason::ServerClose);
@@ -293,6 +388,9 @@ impl Socket {
         let mut rooms = self.rooms.lock();
         self.connected.store(false, Ordering::Release);
         self.pending_acks.lock().clear();
+        // Work queued for a socket that is gone would answer nobody.
+        let queued = std::mem::take(&mut self.ordered.lock().queue);
+        drop(queued);
         std::mem::take(&mut *rooms)
     }
 }

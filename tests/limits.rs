@@ -689,3 +689,360 @@ async fn the_per_address_limit_counts_forwarded_addresses_only_from_trusted_prox
     assert_no_panic(&testbed);
     assert_no_panic(&untrusted);
 }
+
+// ---------------------------------------------------------------------------
+// limits of a rain-node (Mothership, components): the binary on the embedded
+// backend, raw Socket.IO over websocket
+// ---------------------------------------------------------------------------
+
+/// A `rain-node` alone (embedded backend) with `envs`.
+fn spawn_node(envs: &[(&str, &str)]) -> Testbed {
+    support::spawn_program(std::path::Path::new(env!("CARGO_BIN_EXE_rain-node")), envs)
+}
+
+/// A websocket client connected to namespace `ns`.
+async fn join_namespace(node: &Testbed, ns: &str) -> Ws {
+    let mut ws = ws_handshake(node, &[]).await.expect("websocket opens");
+    ws.send(Message::text(format!("40{ns},"))).await.unwrap();
+    let connected = next_text(&mut ws).await.expect("connect reply");
+    assert!(
+        connected.starts_with(&format!("40{ns},{{\"sid\"")),
+        "connect reply: {connected}"
+    );
+    ws
+}
+
+/// Emits `event(arg)` on `ns` with ack id `id`.
+async fn emit(ws: &mut Ws, ns: &str, id: u64, event: &str, arg: serde_json::Value) {
+    let args = serde_json::json!([event, arg]);
+    ws.send(Message::text(format!("42{ns},{id}{args}")))
+        .await
+        .unwrap();
+}
+
+/// The next ack on `ns` (other frames skipped): its id and arguments.
+async fn next_ack(ws: &mut Ws, ns: &str) -> (u64, serde_json::Value) {
+    let prefix = format!("43{ns},");
+    loop {
+        let text = next_text(ws).await.expect("the connection stays open");
+        let Some(rest) = text.strip_prefix(&prefix) else {
+            continue;
+        };
+        let at = rest.find('[').expect("ack arguments");
+        let id = rest[..at].parse().expect("ack id");
+        return (id, serde_json::from_str(&rest[at..]).unwrap());
+    }
+}
+
+fn too_many_requests() -> serde_json::Value {
+    serde_json::json!([{ "error": "too many requests" }, null])
+}
+
+/// `join` then `say` sent back to back, without waiting for the first ack:
+/// the say always finds the room joined, because one socket's component events
+/// are handled in the order sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_then_say_sent_back_to_back_always_succeeds() {
+    let node = spawn_node(&[]);
+    let ns = "/chat/1/main";
+    let mut client = join_namespace(&node, ns).await;
+    let mut other = join_namespace(&node, ns).await;
+    for round in 0..40u64 {
+        let room = format!("r{round}");
+        emit(
+            &mut client,
+            ns,
+            2 * round,
+            "join",
+            serde_json::json!({ "room": room }),
+        )
+        .await;
+        emit(
+            &mut client,
+            ns,
+            2 * round + 1,
+            "say",
+            serde_json::json!({ "room": room, "text": "hi" }),
+        )
+        .await;
+        for expected in [2 * round, 2 * round + 1] {
+            let (id, ack) = next_ack(&mut client, ns).await;
+            assert_eq!(id, expected, "acks come in order");
+            assert_eq!(ack[0], serde_json::Value::Null, "round {round}: {ack}");
+        }
+    }
+    emit(
+        &mut other,
+        ns,
+        1,
+        "join",
+        serde_json::json!({ "room": "o" }),
+    )
+    .await;
+    assert_eq!(next_ack(&mut other, ns).await.1[0], serde_json::Value::Null);
+    assert_no_panic(&node);
+}
+
+/// A tiny HTTP backend component on 127.0.0.1: `slow` answers after 300 ms,
+/// `big` answers `size` bytes of JSON (with a Content-Length), `stream`
+/// the same in chunks without one, `redirect` a 302 to `/elsewhere` (whose
+/// hits are counted), anything else `{data: {ok: true}}`.
+struct Backend {
+    url: String,
+    redirected: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+use std::sync::Arc;
+
+async fn backend(size: usize) -> Backend {
+    use axum::response::IntoResponse;
+    use std::sync::atomic::Ordering;
+    let redirected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hits = redirected.clone();
+    let answer = move |axum::Json(body): axum::Json<serde_json::Value>| async move {
+        let big = || format!(r#"{{"data":"{}"}}"#, "x".repeat(size));
+        match body["event"].as_str().unwrap_or_default() {
+            "slow" => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                axum::Json(serde_json::json!({ "data": body["args"][0] })).into_response()
+            }
+            "big" => ([("content-type", "application/json")], big()).into_response(),
+            "stream" => {
+                let chunks: Vec<Result<String, std::io::Error>> = big()
+                    .into_bytes()
+                    .chunks(100)
+                    .map(|c| Ok(String::from_utf8(c.to_vec()).unwrap()))
+                    .collect();
+                let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+                ([("content-type", "application/json")], body).into_response()
+            }
+            "redirect" => axum::response::Redirect::temporary("/elsewhere").into_response(),
+            _ => axum::Json(serde_json::json!({ "data": { "ok": true } })).into_response(),
+        }
+    };
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(answer))
+        .route(
+            "/elsewhere",
+            axum::routing::any(move || async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                axum::Json(serde_json::json!({ "data": "followed" }))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Backend {
+        url,
+        redirected,
+        task,
+    }
+}
+
+/// A `COMPONENTS_DIR` holding the descriptor of `hb@1.0` served by `backend`;
+/// removed on drop.
+struct ComponentsDir(std::path::PathBuf);
+
+impl ComponentsDir {
+    fn new(backend: &Backend) -> ComponentsDir {
+        let dir = std::env::temp_dir().join(format!(
+            "rain-limits-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let descriptor = serde_json::json!({
+            "id": "hb", "version": "1.0", "channels": ["main"],
+            "handler": { "kind": "http", "url": format!("{}/hook", backend.url), "timeout_ms": 3000 },
+        });
+        std::fs::write(dir.join("hb.json"), descriptor.to_string()).unwrap();
+        ComponentsDir(dir)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for ComponentsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Past SOCKET_MAX_IN_FLIGHT queued or running events, a socket's next ones
+/// are refused at once with `too many requests` (counted); the admitted ones
+/// are answered in order; another socket's events are not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_events_past_socket_max_in_flight_are_refused() {
+    let backend = backend(10).await;
+    let dir = ComponentsDir::new(&backend);
+    let node = spawn_node(&[
+        ("COMPONENTS", ""),
+        ("COMPONENTS_DIR", dir.path()),
+        ("SOCKET_MAX_IN_FLIGHT", "3"),
+    ]);
+    let ns = "/hb/1.0/main";
+    let mut flooder = join_namespace(&node, ns).await;
+    let mut other = join_namespace(&node, ns).await;
+    for id in 0..8u64 {
+        emit(&mut flooder, ns, id, "slow", serde_json::json!(id)).await;
+    }
+    // Meanwhile another socket is served as usual.
+    emit(&mut other, ns, 1, "slow", serde_json::json!("other")).await;
+    assert_eq!(
+        next_ack(&mut other, ns).await,
+        (1, serde_json::json!([null, "other"]))
+    );
+    let mut answered = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..8 {
+        let (id, ack) = next_ack(&mut flooder, ns).await;
+        if ack == too_many_requests() {
+            refused.push(id);
+        } else {
+            assert_eq!(ack, serde_json::json!([null, id]));
+            answered.push(id);
+        }
+    }
+    assert_eq!(answered, [0, 1, 2], "the admitted ones, in order");
+    assert_eq!(refused, [3, 4, 5, 6, 7]);
+    assert!(refused_count(&node, "socket_max_in_flight").await >= 5);
+    // Once its queue drained, the socket is served again.
+    emit(&mut flooder, ns, 9, "slow", serde_json::json!(9)).await;
+    assert_eq!(
+        next_ack(&mut flooder, ns).await,
+        (9, serde_json::json!([null, 9]))
+    );
+    assert_no_panic(&node);
+}
+
+/// An HTTP backend's answer over BACKEND_ANSWER_MAX_BYTES (announced or
+/// streamed) and a redirect are `backend error`s, the detail in the node's
+/// log, the redirect not followed; the component keeps serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_answers_past_the_size_cap_or_redirecting_are_backend_errors() {
+    let backend = backend(5000).await;
+    let dir = ComponentsDir::new(&backend);
+    let node = spawn_node(&[
+        ("COMPONENTS", ""),
+        ("COMPONENTS_DIR", dir.path()),
+        ("BACKEND_ANSWER_MAX_BYTES", "1000"),
+    ]);
+    let ns = "/hb/1.0/main";
+    let mut client = join_namespace(&node, ns).await;
+    let mut other = join_namespace(&node, ns).await;
+    let backend_error =
+        serde_json::json!([{ "error": "backend error", "component": "hb@1.0" }, null]);
+    for (id, event) in ["big", "stream", "redirect"].into_iter().enumerate() {
+        emit(&mut client, ns, id as u64, event, serde_json::json!({})).await;
+        assert_eq!(
+            next_ack(&mut client, ns).await,
+            (id as u64, backend_error.clone()),
+            "{event}"
+        );
+    }
+    assert_eq!(
+        backend.redirected.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+    let logs = node.stderr();
+    assert!(logs.contains("over 1000 bytes"), "{}", node.stderr_tail(20));
+    assert!(
+        logs.contains("redirects are not followed"),
+        "{}",
+        node.stderr_tail(20)
+    );
+    assert!(refused_count(&node, "backend_answer_max_bytes").await >= 2);
+    emit(&mut other, ns, 1, "ok", serde_json::json!({})).await;
+    assert_eq!(
+        next_ack(&mut other, ns).await,
+        (1, serde_json::json!([null, { "ok": true }]))
+    );
+    emit(&mut client, ns, 7, "ok", serde_json::json!({})).await;
+    assert_eq!(next_ack(&mut client, ns).await.0, 7);
+    assert_no_panic(&node);
+}
+
+/// Past LOG_LINES_PER_MINUTE a socket's log lines are refused (`too many
+/// requests` when acked, dropped and counted otherwise) and not written;
+/// another socket logs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_log_lines_past_the_rate_are_refused_and_not_written() {
+    let node = spawn_node(&[("COMPONENTS", ""), ("LOG_LINES_PER_MINUTE", "5")]);
+    let ns = "/core/logging";
+    let mut chatty = join_namespace(&node, ns).await;
+    let mut other = join_namespace(&node, ns).await;
+    let marker = format!("marker-{}", rand_suffix());
+    for id in 0..8u64 {
+        let line = serde_json::json!({ "level": "info", "message": format!("{marker}-{id}") });
+        emit(&mut chatty, ns, id, "log", line).await;
+    }
+    for id in 0..8u64 {
+        let ack = next_ack(&mut chatty, ns).await;
+        if id < 5 {
+            assert_eq!(ack, (id, serde_json::json!([null, true])));
+        } else {
+            assert_eq!(ack, (id, too_many_requests()));
+        }
+    }
+    // Without an ack: dropped, and counted.
+    let before = refused_count(&node, "log_lines_per_minute").await;
+    chatty
+        .send(Message::text(format!(
+            r#"42{ns},["log",{{"message":"{marker}-dropped"}}]"#
+        )))
+        .await
+        .unwrap();
+    emit(
+        &mut other,
+        ns,
+        1,
+        "log",
+        serde_json::json!({ "message": format!("{marker}-other") }),
+    )
+    .await;
+    assert_eq!(
+        next_ack(&mut other, ns).await,
+        (1, serde_json::json!([null, true]))
+    );
+    support::eventually(WAIT, "the dropped line is counted", async || {
+        let now = refused_count(&node, "log_lines_per_minute").await;
+        (now > before)
+            .then_some(())
+            .ok_or(format!("{before} → {now}"))
+    })
+    .await;
+    let logs = node.stderr();
+    assert!(
+        logs.contains(&format!("{marker}-other")),
+        "{}",
+        node.stderr_tail(20)
+    );
+    assert!(logs.contains(&format!("{marker}-4")));
+    for refused in ["5", "6", "7", "dropped"] {
+        assert!(
+            !logs.contains(&format!("{marker}-{refused}")),
+            "line {refused} was written"
+        );
+    }
+    assert_no_panic(&node);
+}

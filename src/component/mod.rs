@@ -76,7 +76,9 @@ pub fn from_settings(settings: &Settings) -> Result<Vec<Arc<dyn Component>>, Des
         paths.sort();
         for path in paths {
             let descriptor = Descriptor::from_file(&path)?;
-            components.push(Arc::new(http::HttpComponent::new(descriptor)?));
+            let component = http::HttpComponent::new(descriptor)?
+                .with_answer_max_bytes(settings.backend_answer_max_bytes);
+            components.push(Arc::new(component));
         }
     }
     let mut keys = std::collections::HashSet::new();

@@ -48,6 +48,11 @@ pub(super) struct Router {
     max_in_flight: usize,
     /// Longest client log line (message and error) accepted, in bytes.
     pub(super) log_line_max_length: usize,
+    /// Routed events one socket may have queued or running
+    /// (`SOCKET_MAX_IN_FLIGHT`); they run one at a time, in order.
+    pub(super) socket_max_in_flight: usize,
+    /// Each logging socket's allowance of lines (`LOG_LINES_PER_MINUTE`).
+    pub(super) log_rates: logging::LogRates,
 }
 
 /// Holds one of the router's in-flight places until dropped.
@@ -102,6 +107,8 @@ impl Router {
             in_flight: AtomicUsize::new(0),
             max_in_flight: settings.route_max_in_flight.max(1),
             log_line_max_length: settings.log_line_max_length,
+            socket_max_in_flight: settings.socket_max_in_flight,
+            log_rates: logging::LogRates::new(settings.log_lines_per_minute),
         }
     }
 
