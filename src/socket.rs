@@ -112,7 +112,10 @@ pub struct Socket {
 #[derive(Default)]
 struct Ordered {
     queue: VecDeque<BoxFuture<'static, ()>>,
+    /// Whether a worker task drains the queue now.
     running: bool,
+    /// Tasks queued or running (the running one has left the queue).
+    in_flight: usize,
 }
 
 impl std::fmt::Debug for Ordered {
@@ -120,6 +123,7 @@ impl std::fmt::Debug for Ordered {
         f.debug_struct("Ordered")
             .field("queued", &self.queue.len())
             .field("running", &self.running)
+            .field("in_flight", &self.in_flight)
             .finish()
     }
 }
@@ -324,12 +328,13 @@ impl Socket {
         F: Future<Output = ()> + Send + 'static,
     {
         let mut ordered = self.ordered.lock();
-        if ordered.queue.len() + usize::from(ordered.running) >= max.max(1) {
+        if ordered.in_flight >= max.max(1) {
             drop(ordered);
             self.refuse("socket_max_in_flight", ack);
             return false;
         }
         ordered.queue.push_back(start(ack).boxed());
+        ordered.in_flight += 1;
         if ordered.running {
             return true;
         }
@@ -358,6 +363,8 @@ impl Socket {
                 {
                     tracing::error!(socket = %socket.id, "a socket's ordered task panicked");
                 }
+                let mut ordered = socket.ordered.lock();
+                ordered.in_flight = ordered.in_flight.saturating_sub(1);
             }
         });
         true
@@ -389,8 +396,66 @@ impl Socket {
         self.connected.store(false, Ordering::Release);
         self.pending_acks.lock().clear();
         // Work queued for a socket that is gone would answer nobody.
-        let queued = std::mem::take(&mut self.ordered.lock().queue);
+        let queued = {
+            let mut ordered = self.ordered.lock();
+            ordered.in_flight -= ordered.queue.len();
+            std::mem::take(&mut ordered.queue)
+        };
         drop(queued);
         std::mem::take(&mut *rooms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::namespace::NamespaceHandler;
+    use crate::session::TransportState;
+
+    struct Nothing;
+    impl NamespaceHandler for Nothing {
+        fn on_event(&self, _: &Arc<Socket>, _: Event) {}
+    }
+
+    fn socket() -> Arc<Socket> {
+        let cluster = crate::cluster::from_settings(&Settings::default()).unwrap();
+        let namespace = Arc::new(Namespace::new("/t", Arc::new(Nothing), cluster, 8));
+        let info = ConnectInfo {
+            query: String::new(),
+            remote_addr: None,
+            address: None,
+            session_cookie: None,
+        };
+        let session = Arc::new(Session::new("s".into(), info, TransportState::Polling, 64));
+        Arc::new(Socket::new("id".into(), namespace, session, Value::Null))
+    }
+
+    #[tokio::test]
+    async fn ordered_tasks_run_one_at_a_time_in_order_and_are_bounded() {
+        let socket = socket();
+        let done = Arc::new(Mutex::new(Vec::new()));
+        // The first task takes longest: run concurrently, it would finish last.
+        for (n, ms) in [(0, 60u64), (1, 30), (2, 0)] {
+            let done = done.clone();
+            let queued = socket.run_in_order(3, None, move |_| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                done.lock().push(n);
+            });
+            assert!(queued, "task {n} is within the bound");
+        }
+        assert!(
+            !socket.run_in_order(3, None, |_| async {}),
+            "a fourth is refused"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(*done.lock(), [0, 1, 2]);
+        // The queue drained: there is room again, and the worker restarts.
+        let done2 = done.clone();
+        assert!(socket.run_in_order(3, None, move |_| async move {
+            done2.lock().push(3);
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*done.lock(), [0, 1, 2, 3]);
     }
 }

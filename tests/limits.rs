@@ -740,50 +740,50 @@ fn too_many_requests() -> serde_json::Value {
 
 /// `join` then `say` sent back to back, without waiting for the first ack:
 /// the say always finds the room joined, because one socket's component events
-/// are handled in the order sent.
+/// are handled in the order sent. Against a backend whose join takes a while
+/// (which fails without the ordering), then against the demo chat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_then_say_sent_back_to_back_always_succeeds() {
-    let node = spawn_node(&[]);
-    let ns = "/chat/1/main";
-    let mut client = join_namespace(&node, ns).await;
-    let mut other = join_namespace(&node, ns).await;
-    for round in 0..40u64 {
-        let room = format!("r{round}");
-        emit(
-            &mut client,
-            ns,
-            2 * round,
-            "join",
-            serde_json::json!({ "room": room }),
-        )
-        .await;
-        emit(
-            &mut client,
-            ns,
-            2 * round + 1,
-            "say",
-            serde_json::json!({ "room": room, "text": "hi" }),
-        )
-        .await;
-        for expected in [2 * round, 2 * round + 1] {
-            let (id, ack) = next_ack(&mut client, ns).await;
-            assert_eq!(id, expected, "acks come in order");
-            assert_eq!(ack[0], serde_json::Value::Null, "round {round}: {ack}");
+    let backend = backend(10).await;
+    let dir = ComponentsDir::new(&backend);
+    let node = spawn_node(&[("COMPONENTS", "chat@1.0"), ("COMPONENTS_DIR", dir.path())]);
+    for (ns, rounds) in [("/hb/1.0/main", 20u64), ("/chat/1/main", 40)] {
+        let mut client = join_namespace(&node, ns).await;
+        let mut other = join_namespace(&node, ns).await;
+        for round in 0..rounds {
+            let room = format!("r{round}");
+            emit(
+                &mut client,
+                ns,
+                2 * round,
+                "join",
+                serde_json::json!({ "room": room }),
+            )
+            .await;
+            let said = serde_json::json!({ "room": room, "text": "hi" });
+            emit(&mut client, ns, 2 * round + 1, "say", said).await;
+            for expected in [2 * round, 2 * round + 1] {
+                let (id, ack) = next_ack(&mut client, ns).await;
+                assert_eq!(id, expected, "{ns}: acks come in order");
+                assert_eq!(ack[0], serde_json::Value::Null, "{ns} round {round}: {ack}");
+            }
         }
+        emit(
+            &mut other,
+            ns,
+            1,
+            "join",
+            serde_json::json!({ "room": "o" }),
+        )
+        .await;
+        assert_eq!(next_ack(&mut other, ns).await.1[0], serde_json::Value::Null);
     }
-    emit(
-        &mut other,
-        ns,
-        1,
-        "join",
-        serde_json::json!({ "room": "o" }),
-    )
-    .await;
-    assert_eq!(next_ack(&mut other, ns).await.1[0], serde_json::Value::Null);
     assert_no_panic(&node);
 }
 
-/// A tiny HTTP backend component on 127.0.0.1: `slow` answers after 300 ms,
+/// A tiny HTTP backend component on 127.0.0.1: `join` records the socket in
+/// `args[0].room` after 30 ms and `say` fails unless it is recorded, `slow`
+/// answers after 300 ms,
 /// `big` answers `size` bytes of JSON (with a Content-Length), `stream`
 /// the same in chunks without one, `redirect` a 302 to `/elsewhere` (whose
 /// hits are counted), anything else `{data: {ok: true}}`.
@@ -806,9 +806,25 @@ async fn backend(size: usize) -> Backend {
     use std::sync::atomic::Ordering;
     let redirected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let hits = redirected.clone();
+    let joined = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let answer = move |axum::Json(body): axum::Json<serde_json::Value>| async move {
         let big = || format!(r#"{{"data":"{}"}}"#, "x".repeat(size));
+        let member = (
+            body["socket"].to_string(),
+            body["args"][0]["room"].to_string(),
+        );
         match body["event"].as_str().unwrap_or_default() {
+            // A join that takes a while; a say right after it must wait for it.
+            "join" => {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                joined.lock().unwrap().insert(member);
+                axum::Json(serde_json::json!({ "data": "joined" })).into_response()
+            }
+            "say" if joined.lock().unwrap().contains(&member) => {
+                axum::Json(serde_json::json!({ "data": "said" })).into_response()
+            }
+            "say" => axum::Json(serde_json::json!({ "error": { "error": "not joined" } }))
+                .into_response(),
             "slow" => {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 axum::Json(serde_json::json!({ "data": body["args"][0] })).into_response()
