@@ -298,6 +298,7 @@ async fn connect_timeout(client: Weak<Client>, timeout: Duration) {
             sid = client.session().sid(),
             "no namespace joined in time, closing"
         );
+        metrics::counter!("rain_refused_total", "limit" => "connect_timeout").increment(1);
         client.session().close(CloseReason::ConnectTimeout);
     }
 }

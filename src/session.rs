@@ -179,6 +179,7 @@ impl Session {
         if queue.len() + frames.len() > self.queue_limit {
             drop(queue);
             if self.mark_closed(CloseReason::SlowClient) {
+                metrics::counter!("rain_refused_total", "limit" => "outbound_queue").increment(1);
                 tracing::warn!(sid = %self.sid, limit = self.queue_limit, "client is not reading: outbound queue full, disconnecting");
             }
             return Err(SendError::QueueFull);
@@ -225,7 +226,7 @@ impl Session {
     /// Counts a refusal of something the client sent (an event over a limit):
     /// past `Strikes::MAX` within `Strikes::WINDOW` the client is not slowing
     /// down, and the session is closed (logged once). True when it closed.
-    pub fn refused(&self) -> bool {
+    pub(crate) fn refused(&self) -> bool {
         if !self.strikes.lock().strike(std::time::Instant::now()) {
             return false;
         }

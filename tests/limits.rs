@@ -134,6 +134,7 @@ async fn oversize_polling_body_is_refused_with_413() {
     let big = format!("4{}", "x".repeat(2000));
     let response = http.post(&url).body(big).send().await.unwrap();
     assert_eq!(response.status(), 413);
+    assert_eq!(refused_count(&testbed, "max_payload").await, 1);
 
     // A body within the limit is still accepted on the same session.
     let response = http.post(&url).body("40").send().await.unwrap();
@@ -471,6 +472,7 @@ async fn overlapping_polling_posts_are_answered_400_and_close_the_session() {
     assert_eq!(second.status(), 400);
     assert!(polling_session_closed(&http, &url).await);
     assert!(testbed.stderr().contains("overlapping polling POST"));
+    assert_eq!(refused_count(&testbed, "polling_overlap").await, 1);
     assert_served(&mut bystander).await;
     assert_no_panic(&testbed);
 }
@@ -494,6 +496,7 @@ async fn overlapping_polling_gets_are_answered_400_and_close_the_session() {
     assert_eq!(second.status(), 400);
     let first = tokio::time::timeout(WAIT, first).await.unwrap().unwrap();
     assert_eq!(first, "1", "the waiting GET ends with a close packet");
+    assert_eq!(refused_count(&testbed, "polling_overlap").await, 1);
     assert!(polling_session_closed(&http, &url).await);
     assert_served(&mut bystander).await;
     assert_no_panic(&testbed);
@@ -519,6 +522,7 @@ async fn a_connection_that_joins_no_namespace_is_closed_after_the_connect_timeou
         "{:?}",
         started.elapsed()
     );
+    assert_eq!(refused_count(&testbed, "connect_timeout").await, 1);
     // The one that joined in time is past its timeout and still served.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_served(&mut bystander).await;

@@ -42,6 +42,7 @@ pub async fn poll(engine: &Engine, session: &Arc<Session>) -> Response {
     }
     let Some(writer) = session.claim_writer() else {
         // Two GETs at once: the reference server treats this as a broken client.
+        metrics::counter!("rain_refused_total", "limit" => "polling_overlap").increment(1);
         tracing::info!(
             sid = session.sid(),
             "duplicate polling request, closing session"
@@ -93,6 +94,7 @@ pub async fn post(
     // One POST at a time, as the reference server: an overlapping one is a
     // client that is broken or trying something, and ends the session.
     let Some(_claim) = session.claim_post() else {
+        metrics::counter!("rain_refused_total", "limit" => "polling_overlap").increment(1);
         tracing::info!(
             sid = session.sid(),
             "overlapping polling POST, closing session"
@@ -112,9 +114,11 @@ pub async fn post(
                 limit,
                 "polling body over max payload refused"
             );
+            metrics::counter!("rain_refused_total", "limit" => "max_payload").increment(1);
             return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
         }
         Err(_) => {
+            metrics::counter!("rain_refused_total", "limit" => "polling_body_timeout").increment(1);
             tracing::info!(
                 sid = session.sid(),
                 timeout_ms = timeout.as_millis() as u64,
