@@ -2,7 +2,9 @@
 //! transport does with an incoming packet.
 //!
 //! Owns: creating sessions (sid, handshake), looking them up, finishing them exactly
-//! once (removing them and telling the upper layer), and the per-packet rules shared
+//! once (removing them and telling the upper layer), the number of sessions per
+//! client address (`CONNECTIONS_PER_ADDRESS`: a place is reserved before a session
+//! exists and given back when it is finished), and the per-packet rules shared
 //! by polling and websocket. Does not own HTTP parsing or websocket framing (see
 //! `crate::transport`) nor anything Socket.IO (see `crate::io`), which it reaches
 //! only through [`EngineHandler`] and [`SessionHandler`].

@@ -19,12 +19,12 @@
 //! | | [`limits`] | the counting behind per-client limits: token bucket, refusal window, connections per address (pure, bounded) |
 //! | cluster | [`cluster`] | one trait per responsibility (membership, broker, socket registry, sessions, services, lists); the embedded hub and the Redis backend (`cluster/redis/`, one file per task); wire format; key and channel names; upper layers' messages are opaque bytes here |
 //! | engine | [`session`] | one Engine.IO session: bounded outbound queue, upgrade state, close |
-//! | | [`engine`] | the Engine.IO server: session table, handshake, packet rules |
+//! | | [`engine`] | the Engine.IO server: session table, handshake, packet rules, connections per client address |
 //! | | [`transport`] | HTTP entry, long-polling and websocket transports, heartbeats, the client's address behind trusted proxies |
-//! | Socket.IO | [`client`] | one Socket.IO connection: packet dispatch, binary reassembly, limits |
+//! | Socket.IO | [`client`] | one Socket.IO connection: packet dispatch, binary reassembly, limits, its event rate |
 //! | | [`io`] | the Socket.IO server: namespace registry (fixed and dynamic), the one emit-to-socket and broadcast entry points |
 //! | | [`namespace`] | a namespace's handler trait, local sockets and room index |
-//! | | [`socket`] | a socket: emit, acks both ways, rooms, disconnect |
+//! | | [`socket`] | a socket: emit, acks both ways, rooms, disconnect; its events' work run in order, bounded (`SOCKET_MAX_IN_FLIGHT`); refusing an event over a per-client limit |
 //! | | [`app_session`] | a client's session data, shared by every node (sliding TTL) |
 //! | | [`broadcast`] | audiences (rooms, except) and encode-once broadcasts |
 //! | components | [`component`] | the `Component` trait and its `Context`, descriptors and versions, the catalog (the one version resolver), HTTP backends, demos |

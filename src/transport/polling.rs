@@ -2,6 +2,10 @@
 //! queue, the POST that carries client packets, and the heartbeat task that owns a
 //! session opened over polling for its whole life (it keeps running after an
 //! upgrade to websocket, which forwards pongs to it).
+//!
+//! As the reference server, a session takes one GET and one POST at a time (an
+//! overlapping one is answered 400 and closes the session); a POST's body must
+//! arrive within `POLLING_BODY_TIMEOUT_MS` (else 408, session closed).
 
 use std::sync::Arc;
 
