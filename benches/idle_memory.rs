@@ -8,8 +8,9 @@
 //! ```
 //!
 //! It starts the `rain-node` binary with the node spawner of `tests/support`
-//! (`SERVER_PORT=0`, `LOG` from `BENCH_LOG` or `warn`, every other setting at its
-//! default), samples the server's `VmRSS` from `/proc/<pid>/status`, opens
+//! (`SERVER_PORT=0`, `LOG` from `BENCH_LOG` or `warn`, `CONNECTIONS_PER_ADDRESS`
+//! raised past `CLIENTS`, since every client comes from 127.0.0.1; every other
+//! setting at its default), samples the server's `VmRSS` from `/proc/<pid>/status`, opens
 //! `CLIENTS` websocket clients (`ws://…/socket.io/?EIO=4&transport=websocket`),
 //! each of which does the Engine.IO handshake, joins the namespace `/` (`40` →
 //! `40{"sid":…}`) and then only answers pings (`2` → `3`), waits ~2 s, samples
@@ -67,7 +68,13 @@ fn main() {
 
     let server_path = server_binary();
     let log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into());
-    let mut server = spawn_program(&server_path, &[("LOG", &log)]);
+    // All the clients share one address: the per-address limit (256 by
+    // default) is raised past them, explicitly.
+    let per_address = (clients + 16).to_string();
+    let mut server = spawn_program(
+        &server_path,
+        &[("LOG", &log), ("CONNECTIONS_PER_ADDRESS", &per_address)],
+    );
     println!(
         "server: {} (pid {}) at {}",
         server_path.display(),

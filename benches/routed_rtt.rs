@@ -11,7 +11,9 @@
 //!
 //! Each mode starts its own `redis-server` on a free port and two `rain-node`
 //! processes (release build under `cargo bench`), both with the spawners of
-//! `tests/support`, `LOG=warn` and every other setting at its default: A hosts
+//! `tests/support`, `LOG=warn`, the per-client limits it exceeds raised (see
+//! [`BENCH_LIMITS`]: one connection sends thousands of events a second, all
+//! from 127.0.0.1) and every other setting at its default: A hosts
 //! nothing (`COMPONENTS=`), the other hosts `echo@1.0`. Clients are raw
 //! Engine.IO v4 / Socket.IO v5 websocket clients of the namespace
 //! `/echo/1.0/main` that answer pings.
@@ -57,7 +59,7 @@
 //! It prints figures only: no figure is asserted against a budget. It owns the
 //! load generation and the measurement; `redis-server`, the node processes and
 //! the `eventually` poller belong to `tests/support`, and the node settings are
-//! the defaults (it tunes nothing). Linux only (it reads `/proc`); it shares the
+//! the defaults but for the per-client limits (it tunes nothing else). Linux only (it reads `/proc`); it shares the
 //! machine with the nodes and Redis, so on few cores the generator's CPU competes
 //! with theirs (its own CPU per call is printed for that reason).
 
@@ -79,19 +81,31 @@ use tokio_tungstenite::tungstenite::Message;
 use support::cluster::RedisServer;
 use support::{Testbed, eventually, spawn_program};
 
+/// The per-client limits this bench exceeds on purpose, raised: a sequential
+/// client sends thousands of events a second on one connection (EVENT_RATE,
+/// EVENT_BURST), an open-loop client may have many calls in flight when a node
+/// falls behind (SOCKET_MAX_IN_FLIGHT: the queue should show as latency, not
+/// as refusals), and every client comes from 127.0.0.1
+/// (CONNECTIONS_PER_ADDRESS).
+const BENCH_LIMITS: [(&str, &str); 4] = [
+    ("EVENT_RATE", "10000000"),
+    ("EVENT_BURST", "10000000"),
+    ("SOCKET_MAX_IN_FLIGHT", "1000000"),
+    ("CONNECTIONS_PER_ADDRESS", "1000000"),
+];
+
 /// Starts the `rain-node` binary as node `id` of the cluster at `redis`, hosting
-/// `components`, with every other setting at its default.
+/// `components`, with [`BENCH_LIMITS`] and every other setting at its default.
 fn start_node(redis: &str, id: &str, components: &str) -> Testbed {
-    spawn_program(
-        Path::new(env!("CARGO_BIN_EXE_rain-node")),
-        &[
-            ("REDIS_SERVER", redis),
-            ("SESSION_SECRET", "bench-session-secret-0123456789abcdef"),
-            ("NODE_ID", id),
-            ("COMPONENTS", components),
-            ("LOG", "warn"),
-        ],
-    )
+    let mut envs = vec![
+        ("REDIS_SERVER", redis),
+        ("SESSION_SECRET", "bench-session-secret-0123456789abcdef"),
+        ("NODE_ID", id),
+        ("COMPONENTS", components),
+        ("LOG", "warn"),
+    ];
+    envs.extend(BENCH_LIMITS);
+    spawn_program(Path::new(env!("CARGO_BIN_EXE_rain-node")), &envs)
 }
 
 type Ws =

@@ -1,10 +1,13 @@
 //! One Socket.IO client: everything that arrives on one Engine.IO session.
 //!
 //! Owns packet decoding at the Socket.IO level, the reassembly of binary packets
-//! from their attachments, the limits on them, and the namespaces this connection
-//! has joined: a CONNECT's session (its verified `auth.sessionId` token, else
-//! the handshake's) and, when a connect-auth hook is installed, waiting for its
-//! decision before the socket is admitted. Dispatches to namespace handlers. Does not own sessions (see
+//! from their attachments, the limits on them, the connection's event rate
+//! (`EVENT_RATE`/`EVENT_BURST`: an event or connect past it is refused, and a
+//! client that keeps going is cut off, see `crate::limits`), and the
+//! namespaces this connection has joined: a CONNECT's session (its verified
+//! `auth.sessionId` token, else the handshake's) and, when a connect-auth hook
+//! is installed, waiting for its decision before the socket is admitted.
+//! Dispatches to namespace handlers. Does not own sessions (see
 //! `crate::engine`) or the namespace registry (see `crate::io`).
 
 use std::sync::{Arc, Weak};
@@ -16,11 +19,13 @@ use serde_json::Value;
 use crate::auth::{AuthDecision, AuthRequest};
 use crate::engine::{ProtocolViolation, SessionHandler};
 use crate::io::IoInner;
+use crate::limits::TokenBucket;
 use crate::protocol::engineio::Frame;
+use crate::protocol::payload::ack_frames;
 use crate::protocol::socketio::{self, Packet, PacketType};
 use crate::session::{CloseReason, Session};
 use crate::session_token::{SessionId, parse_session_token};
-use crate::socket::{DisconnectReason, Event, Payload, Socket};
+use crate::socket::{DisconnectReason, Event, Payload, Socket, TOO_MANY_REQUESTS};
 
 /// A binary packet waiting for its attachments.
 struct Partial {
@@ -40,18 +45,25 @@ pub(crate) struct Client {
     authorizing: Mutex<Vec<String>>,
     /// This client, for the tasks that finish a CONNECT after the hook.
     me: Weak<Client>,
+    /// Events and connects this connection may still send (`EVENT_RATE`).
+    rate: Mutex<TokenBucket>,
 }
 
 impl Client {
     pub(crate) fn new(io: Arc<IoInner>, session: Arc<Session>, me: Weak<Client>) -> Self {
         Client {
-            io,
             session,
             sockets: Mutex::new(Vec::new()),
             partial: Mutex::new(None),
             connect_timer: Mutex::new(None),
             authorizing: Mutex::new(Vec::new()),
             me,
+            rate: Mutex::new(TokenBucket::new(
+                io.event_rate as f64,
+                u32::try_from(io.event_burst).unwrap_or(u32::MAX),
+                std::time::Instant::now(),
+            )),
+            io,
         }
     }
 
@@ -79,7 +91,42 @@ impl Client {
         let _ = self.session.send(Frame::Text(packet.encode_message()));
     }
 
+    /// Whether the connection may send this packet now: events and connects
+    /// take a token of the connection's bucket. Over it, an event with an ack
+    /// id is acked `{error: "too many requests"}`, any other is dropped; each
+    /// refusal is counted, and one too many closes the connection.
+    fn within_rate(&self, packet: &Packet) -> bool {
+        let limited = matches!(
+            packet.kind,
+            PacketType::Event | PacketType::BinaryEvent | PacketType::Connect
+        );
+        if !limited || self.rate.lock().take(std::time::Instant::now()) {
+            return true;
+        }
+        metrics::counter!("rain_refused_total", "limit" => "event_rate").increment(1);
+        tracing::debug!(sid = self.session.sid(), namespace = %packet.namespace, "over EVENT_RATE, refused");
+        match (packet.kind, packet.id) {
+            (PacketType::Connect, _) => {
+                self.send_packet(&Packet::connect_error(&packet.namespace, TOO_MANY_REQUESTS));
+            }
+            (_, Some(id)) => {
+                let error = serde_json::json!({ "error": TOO_MANY_REQUESTS });
+                let _ = self.session.send_frames(ack_frames(
+                    &packet.namespace,
+                    id,
+                    Payload::new(vec![error, Value::Null]),
+                ));
+            }
+            _ => {}
+        }
+        self.session.refused();
+        false
+    }
+
     fn dispatch(&self, packet: Packet, attachments: Vec<Bytes>) -> Result<(), ProtocolViolation> {
+        if !self.within_rate(&packet) {
+            return Ok(());
+        }
         match packet.kind {
             PacketType::Connect => {
                 self.connect(&packet.namespace, packet.data);

@@ -66,10 +66,18 @@ pub struct Settings {
     pub connect_timeout_ms: u64,
     /// The largest Engine.IO message or polling body accepted, in bytes (≥ 1).
     pub max_payload: u64,
+    /// How long a polling POST may take to send its body; past it: 408 and the session is closed (ms, ≥ 1).
+    pub polling_body_timeout_ms: u64,
     /// The most binary attachments one Socket.IO packet may announce.
     pub max_attachments: usize,
     /// Frames queued for one client before it is judged too slow and disconnected (≥ 1).
     pub outbound_queue: usize,
+    /// Most Engine.IO sessions one client address may have open at once (≥ 1).
+    pub connections_per_address: usize,
+    /// Events (and namespace connects) per second one connection may send, on average (≥ 1).
+    pub event_rate: u64,
+    /// Events one connection may send in a burst before `event_rate` applies (≥ 1).
+    pub event_burst: usize,
     /// Origins whose pages may connect (CORS headers, and the `Origin` a
     /// handshake may carry besides the node's own); empty → no other origin.
     /// In the environment and on the command line: a comma-separated list.
@@ -92,6 +100,8 @@ pub struct Settings {
     pub components: Vec<String>,
     /// A folder of component descriptors (`*.json`, HTTP backends) this node hosts.
     pub components_dir: Option<String>,
+    /// Largest answer read from an HTTP backend component; past it reading stops and the client gets a backend error (bytes, ≥ 1).
+    pub backend_answer_max_bytes: usize,
     /// How a component's events are spread over its hosts (`local` or
     /// `round-robin`).
     pub routing: Routing,
@@ -101,6 +111,8 @@ pub struct Settings {
     pub rooms_per_socket: usize,
     /// Longest client log line (message and error) accepted (bytes, ≥ 1).
     pub log_line_max_length: usize,
+    /// Client log lines one socket may send per minute (a token bucket of that size, ≥ 1).
+    pub log_lines_per_minute: usize,
     /// Longest namespace name a client may connect to (bytes, ≥ 1).
     pub namespace_max_length: usize,
     /// Most namespaces one connection may join at once (≥ 1).
@@ -108,6 +120,8 @@ pub struct Settings {
     /// Routed events this node waits on at once, at most; past it an event is
     /// refused at once with `{error: "overloaded"}` (≥ 1).
     pub route_max_in_flight: usize,
+    /// Component and /core events one socket may have queued or running at once; they are handled one at a time in the order sent (≥ 1).
+    pub socket_max_in_flight: usize,
     /// Most sockets of a dead node one purge step removes, so purging a large
     /// node never blocks Redis for long (≥ 1).
     pub purge_batch: usize,
@@ -223,8 +237,12 @@ impl Default for Settings {
             ping_timeout_ms: 20_000,
             connect_timeout_ms: 45_000,
             max_payload: 1_000_000,
+            polling_body_timeout_ms: 10_000,
             max_attachments: 16,
             outbound_queue: 1024,
+            connections_per_address: 256,
+            event_rate: 100,
+            event_burst: 200,
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             shutdown_timeout_ms: 10_000,
@@ -234,11 +252,14 @@ impl Default for Settings {
             session_ttl_ms: 86_400_000,
             components: vec!["echo@1.0".to_string(), "chat@1.0".to_string()],
             components_dir: None,
+            backend_answer_max_bytes: 1_000_000,
             routing: Routing::PreferLocal,
             route_timeout_ms: 10_000,
             route_max_in_flight: 10_000,
+            socket_max_in_flight: 32,
             namespace_max_length: 256,
             log_line_max_length: 2048,
+            log_lines_per_minute: 60,
             rooms_per_socket: 256,
             namespaces_per_connection: 32,
             purge_batch: 1_000,
@@ -697,8 +718,64 @@ const LOG: Field = field!(
     "tracing filter, e.g. info or rain_node=debug (RUST_LOG is used if LOG is unset)"
 );
 
+const POLLING_BODY_TIMEOUT_MS: Field = field!(
+    "polling_body_timeout_ms",
+    "POLLING_BODY_TIMEOUT_MS",
+    U64,
+    "10000",
+    "How long a polling POST may take to send its body before it is answered 408 and the session closed, in ms"
+);
+
+const CONNECTIONS_PER_ADDRESS: Field = field!(
+    "connections_per_address",
+    "CONNECTIONS_PER_ADDRESS",
+    Usize,
+    "256",
+    "Most connections one client address may have open at once; more are refused with 429"
+);
+
+const EVENT_RATE: Field = field!(
+    "event_rate",
+    "EVENT_RATE",
+    U64,
+    "100",
+    "Events (and connects) per second one connection may send on average; past it they are refused"
+);
+
+const EVENT_BURST: Field = field!(
+    "event_burst",
+    "EVENT_BURST",
+    Usize,
+    "200",
+    "Events one connection may send at once before EVENT_RATE applies"
+);
+
+const SOCKET_MAX_IN_FLIGHT: Field = field!(
+    "socket_max_in_flight",
+    "SOCKET_MAX_IN_FLIGHT",
+    Usize,
+    "32",
+    "Component events one socket may have queued or running; they run one at a time, in order; past it: too many requests"
+);
+
+const LOG_LINES_PER_MINUTE: Field = field!(
+    "log_lines_per_minute",
+    "LOG_LINES_PER_MINUTE",
+    Usize,
+    "60",
+    "Client log lines one socket may send per minute; past it they are refused as too many requests"
+);
+
+const BACKEND_ANSWER_MAX_BYTES: Field = field!(
+    "backend_answer_max_bytes",
+    "BACKEND_ANSWER_MAX_BYTES",
+    Usize,
+    "1000000",
+    "Largest answer read from an HTTP backend component, in bytes; larger: backend error"
+);
+
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 45] = [
+const FIELDS: [&Field; 52] = [
     &REDIS_SERVER,
     &REDIS_CA_FILE,
     &SERVER_HOST,
@@ -712,8 +789,12 @@ const FIELDS: [&Field; 45] = [
     &PING_TIMEOUT_MS,
     &CONNECT_TIMEOUT_MS,
     &MAX_PAYLOAD,
+    &POLLING_BODY_TIMEOUT_MS,
     &MAX_ATTACHMENTS,
     &OUTBOUND_QUEUE,
+    &CONNECTIONS_PER_ADDRESS,
+    &EVENT_RATE,
+    &EVENT_BURST,
     &CORS_ORIGINS,
     &TRUSTED_PROXIES,
     &SHUTDOWN_TIMEOUT_MS,
@@ -723,12 +804,15 @@ const FIELDS: [&Field; 45] = [
     &SESSION_TTL_MS,
     &COMPONENTS,
     &COMPONENTS_DIR,
+    &BACKEND_ANSWER_MAX_BYTES,
     &ROUTING,
     &ROUTE_TIMEOUT_MS,
     &ROUTE_MAX_IN_FLIGHT,
+    &SOCKET_MAX_IN_FLIGHT,
     &NAMESPACE_MAX_LENGTH,
     &NAMESPACES_PER_CONNECTION,
     &LOG_LINE_MAX_LENGTH,
+    &LOG_LINES_PER_MINUTE,
     &ROOMS_PER_SOCKET,
     &PURGE_BATCH,
     &INSTANCE_TTL_MS,
@@ -796,10 +880,18 @@ struct Cli {
     connect_timeout_ms: Option<String>,
     #[arg(long, value_name = "BYTES", help = MAX_PAYLOAD.help)]
     max_payload: Option<String>,
+    #[arg(long, value_name = "MS", help = POLLING_BODY_TIMEOUT_MS.help)]
+    polling_body_timeout_ms: Option<String>,
     #[arg(long, value_name = "N", help = MAX_ATTACHMENTS.help)]
     max_attachments: Option<String>,
     #[arg(long, value_name = "FRAMES", help = OUTBOUND_QUEUE.help)]
     outbound_queue: Option<String>,
+    #[arg(long, value_name = "N", help = CONNECTIONS_PER_ADDRESS.help)]
+    connections_per_address: Option<String>,
+    #[arg(long, value_name = "N", help = EVENT_RATE.help)]
+    event_rate: Option<String>,
+    #[arg(long, value_name = "N", help = EVENT_BURST.help)]
+    event_burst: Option<String>,
     #[arg(long, value_name = "ORIGINS", help = CORS_ORIGINS.help)]
     cors_origins: Option<String>,
     #[arg(long, value_name = "CIDRS", help = TRUSTED_PROXIES.help)]
@@ -818,18 +910,24 @@ struct Cli {
     components: Option<String>,
     #[arg(long, value_name = "DIR", help = COMPONENTS_DIR.help)]
     components_dir: Option<String>,
+    #[arg(long, value_name = "BYTES", help = BACKEND_ANSWER_MAX_BYTES.help)]
+    backend_answer_max_bytes: Option<String>,
     #[arg(long, value_name = "MODE", help = ROUTING.help)]
     routing: Option<String>,
     #[arg(long, value_name = "MS", help = ROUTE_TIMEOUT_MS.help)]
     route_timeout_ms: Option<String>,
     #[arg(long, value_name = "N", help = ROUTE_MAX_IN_FLIGHT.help)]
     route_max_in_flight: Option<String>,
+    #[arg(long, value_name = "N", help = SOCKET_MAX_IN_FLIGHT.help)]
+    socket_max_in_flight: Option<String>,
     #[arg(long, value_name = "BYTES", help = NAMESPACE_MAX_LENGTH.help)]
     namespace_max_length: Option<String>,
     #[arg(long, value_name = "N", help = NAMESPACES_PER_CONNECTION.help)]
     namespaces_per_connection: Option<String>,
     #[arg(long, value_name = "BYTES", help = LOG_LINE_MAX_LENGTH.help)]
     log_line_max_length: Option<String>,
+    #[arg(long, value_name = "N", help = LOG_LINES_PER_MINUTE.help)]
+    log_lines_per_minute: Option<String>,
     #[arg(long, value_name = "N", help = ROOMS_PER_SOCKET.help)]
     rooms_per_socket: Option<String>,
     #[arg(long, value_name = "N", help = PURGE_BATCH.help)]
@@ -864,7 +962,7 @@ struct Cli {
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 45] {
+    fn values(&self) -> [Option<&String>; 52] {
         [
             self.redis_server.as_ref(),
             self.redis_ca_file.as_ref(),
@@ -879,8 +977,12 @@ impl Cli {
             self.ping_timeout_ms.as_ref(),
             self.connect_timeout_ms.as_ref(),
             self.max_payload.as_ref(),
+            self.polling_body_timeout_ms.as_ref(),
             self.max_attachments.as_ref(),
             self.outbound_queue.as_ref(),
+            self.connections_per_address.as_ref(),
+            self.event_rate.as_ref(),
+            self.event_burst.as_ref(),
             self.cors_origins.as_ref(),
             self.trusted_proxies.as_ref(),
             self.shutdown_timeout_ms.as_ref(),
@@ -890,12 +992,15 @@ impl Cli {
             self.session_ttl_ms.as_ref(),
             self.components.as_ref(),
             self.components_dir.as_ref(),
+            self.backend_answer_max_bytes.as_ref(),
             self.routing.as_ref(),
             self.route_timeout_ms.as_ref(),
             self.route_max_in_flight.as_ref(),
+            self.socket_max_in_flight.as_ref(),
             self.namespace_max_length.as_ref(),
             self.namespaces_per_connection.as_ref(),
             self.log_line_max_length.as_ref(),
+            self.log_lines_per_minute.as_ref(),
             self.rooms_per_socket.as_ref(),
             self.purge_batch.as_ref(),
             self.instance_ttl_ms.as_ref(),
@@ -1199,13 +1304,26 @@ impl Settings {
             (PING_TIMEOUT_MS.env, self.ping_timeout_ms),
             (CONNECT_TIMEOUT_MS.env, self.connect_timeout_ms),
             (MAX_PAYLOAD.env, self.max_payload),
+            (POLLING_BODY_TIMEOUT_MS.env, self.polling_body_timeout_ms),
             (OUTBOUND_QUEUE.env, self.outbound_queue as u64),
+            (
+                CONNECTIONS_PER_ADDRESS.env,
+                self.connections_per_address as u64,
+            ),
+            (EVENT_RATE.env, self.event_rate),
+            (EVENT_BURST.env, self.event_burst as u64),
             (SHUTDOWN_TIMEOUT_MS.env, self.shutdown_timeout_ms),
             (NODE_TTL_MS.env, self.node_ttl_ms),
             (HEARTBEAT_MS.env, self.heartbeat_ms),
             (SESSION_TTL_MS.env, self.session_ttl_ms),
             (ROUTE_TIMEOUT_MS.env, self.route_timeout_ms),
             (ROUTE_MAX_IN_FLIGHT.env, self.route_max_in_flight as u64),
+            (SOCKET_MAX_IN_FLIGHT.env, self.socket_max_in_flight as u64),
+            (
+                BACKEND_ANSWER_MAX_BYTES.env,
+                self.backend_answer_max_bytes as u64,
+            ),
+            (LOG_LINES_PER_MINUTE.env, self.log_lines_per_minute as u64),
             (NAMESPACE_MAX_LENGTH.env, self.namespace_max_length as u64),
             (
                 NAMESPACES_PER_CONNECTION.env,
@@ -1373,6 +1491,11 @@ impl Settings {
     /// How long a new session may go without joining a namespace.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// How long a polling POST may take to send its body.
+    pub fn polling_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.polling_body_timeout_ms)
     }
 
     /// How long a graceful shutdown may take.
@@ -1676,8 +1799,12 @@ mod tests {
             ("PING_TIMEOUT_MS", "2"),
             ("CONNECT_TIMEOUT_MS", "3"),
             ("MAX_PAYLOAD", "4"),
+            ("POLLING_BODY_TIMEOUT_MS", "22"),
             ("MAX_ATTACHMENTS", "0"),
             ("OUTBOUND_QUEUE", "6"),
+            ("CONNECTIONS_PER_ADDRESS", "23"),
+            ("EVENT_RATE", "24"),
+            ("EVENT_BURST", "25"),
             ("CORS_ORIGINS", "http://a"),
             ("TRUSTED_PROXIES", "10.0.0.0/8,::1"),
             ("SHUTDOWN_TIMEOUT_MS", "7"),
@@ -1687,12 +1814,15 @@ mod tests {
             ("SESSION_TTL_MS", "10"),
             ("COMPONENTS", "echo@1.0"),
             ("COMPONENTS_DIR", "/srv/components"),
+            ("BACKEND_ANSWER_MAX_BYTES", "28"),
             ("ROUTING", "round-robin"),
             ("ROUTE_TIMEOUT_MS", "11"),
             ("ROUTE_MAX_IN_FLIGHT", "15"),
+            ("SOCKET_MAX_IN_FLIGHT", "26"),
             ("NAMESPACE_MAX_LENGTH", "16"),
             ("NAMESPACES_PER_CONNECTION", "17"),
             ("LOG_LINE_MAX_LENGTH", "18"),
+            ("LOG_LINES_PER_MINUTE", "27"),
             ("ROOMS_PER_SOCKET", "21"),
             ("PURGE_BATCH", "12"),
             ("INSTANCE_TTL_MS", "13"),
@@ -1726,8 +1856,12 @@ mod tests {
             ping_timeout_ms: 2,
             connect_timeout_ms: 3,
             max_payload: 4,
+            polling_body_timeout_ms: 22,
             max_attachments: 0,
             outbound_queue: 6,
+            connections_per_address: 23,
+            event_rate: 24,
+            event_burst: 25,
             cors_origins: vec!["http://a".into()],
             trusted_proxies: vec!["10.0.0.0/8".into(), "::1".into()],
             shutdown_timeout_ms: 7,
@@ -1737,12 +1871,15 @@ mod tests {
             session_ttl_ms: 10,
             components: vec!["echo@1.0".into()],
             components_dir: Some("/srv/components".into()),
+            backend_answer_max_bytes: 28,
             routing: Routing::RoundRobin,
             route_timeout_ms: 11,
             route_max_in_flight: 15,
+            socket_max_in_flight: 26,
             namespace_max_length: 16,
             namespaces_per_connection: 17,
             log_line_max_length: 18,
+            log_lines_per_minute: 27,
             rooms_per_socket: 21,
             purge_batch: 12,
             instance_ttl_ms: 13,

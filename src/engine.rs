@@ -2,7 +2,9 @@
 //! transport does with an incoming packet.
 //!
 //! Owns: creating sessions (sid, handshake), looking them up, finishing them exactly
-//! once (removing them and telling the upper layer), and the per-packet rules shared
+//! once (removing them and telling the upper layer), the number of sessions per
+//! client address (`CONNECTIONS_PER_ADDRESS`: a place is reserved before a session
+//! exists and given back when it is finished), and the per-packet rules shared
 //! by polling and websocket. Does not own HTTP parsing or websocket framing (see
 //! `crate::transport`) nor anything Socket.IO (see `crate::io`), which it reaches
 //! only through [`EngineHandler`] and [`SessionHandler`].
@@ -17,6 +19,7 @@ use rand::Rng;
 use thiserror::Error;
 
 use crate::config::{CookieSecure, Settings};
+use crate::limits::{AddressSlot, ConnectionsPerAddress};
 use crate::protocol::engineio::{Handshake, Packet};
 use crate::session::{CloseReason, ConnectInfo, Session, TransportState};
 use crate::session_token::SessionKeys;
@@ -49,7 +52,12 @@ pub struct EngineConfig {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub max_payload: u64,
+    /// How long a polling POST may take to send its body (slow senders hold a
+    /// connection and a session; see `POLLING_BODY_TIMEOUT_MS`).
+    pub polling_body_timeout: Duration,
     pub queue_limit: usize,
+    /// Most sessions one client address may have open (`CONNECTIONS_PER_ADDRESS`).
+    pub connections_per_address: usize,
     /// How long a websocket may take to complete an upgrade after connecting.
     pub upgrade_timeout: Duration,
     /// Whose `X-Forwarded-For` is believed when telling the client's address.
@@ -72,7 +80,9 @@ impl From<&Settings> for EngineConfig {
             ping_interval: settings.ping_interval(),
             ping_timeout: settings.ping_timeout(),
             max_payload: settings.max_payload,
+            polling_body_timeout: settings.polling_body_timeout(),
             queue_limit: settings.outbound_queue,
+            connections_per_address: settings.connections_per_address,
             upgrade_timeout: Duration::from_secs(10),
             trusted_proxies: TrustedProxies::new(&settings.trusted_proxies),
             allowed_origins: settings.cors_origins.clone().into(),
@@ -86,6 +96,17 @@ impl From<&Settings> for EngineConfig {
 struct Entry {
     session: Arc<Session>,
     handler: Arc<dyn SessionHandler>,
+    /// The session's place in its address's count, given back when the
+    /// entry is removed.
+    _slot: Option<AddressSlot>,
+}
+
+/// A handshake refused: its client address has `CONNECTIONS_PER_ADDRESS`
+/// sessions open already.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[error("too many connections from this address (at most {limit})")]
+pub struct TooManyConnections {
+    pub limit: usize,
 }
 
 /// The Engine.IO server shared by every transport. Cheap to clone.
@@ -98,12 +119,14 @@ struct Inner {
     config: EngineConfig,
     sessions: RwLock<HashMap<Box<str>, Entry>>,
     handler: Arc<dyn EngineHandler>,
+    connections: Arc<ConnectionsPerAddress>,
 }
 
 impl Engine {
     pub fn new(config: EngineConfig, handler: Arc<dyn EngineHandler>) -> Self {
         Engine {
             inner: Arc::new(Inner {
+                connections: ConnectionsPerAddress::new(config.connections_per_address),
                 config,
                 sessions: RwLock::new(HashMap::new()),
                 handler,
@@ -115,11 +138,38 @@ impl Engine {
         &self.inner.config
     }
 
-    /// Opens a session and announces it to the upper layer.
+    /// A place for one more session from the handshake's client address,
+    /// taken before anything of the session exists (for a websocket, before
+    /// the upgrade). A request with no known address is not counted.
+    pub fn reserve(&self, info: &ConnectInfo) -> Result<Option<AddressSlot>, TooManyConnections> {
+        let Some(address) = info.address else {
+            return Ok(None);
+        };
+        match self.inner.connections.acquire(address) {
+            Some(slot) => Ok(Some(slot)),
+            None => {
+                metrics::counter!("rain_refused_total", "limit" => "connections_per_address")
+                    .increment(1);
+                tracing::info!(%address, "handshake refused: too many connections from this address");
+                Err(TooManyConnections {
+                    limit: self.inner.config.connections_per_address,
+                })
+            }
+        }
+    }
+
+    /// How many client addresses have a session open now.
+    pub fn addresses(&self) -> usize {
+        self.inner.connections.addresses()
+    }
+
+    /// Opens a session and announces it to the upper layer; `slot` (from
+    /// [`Engine::reserve`]) is held until the session is finished.
     pub fn open(
         &self,
         info: ConnectInfo,
         transport: TransportState,
+        slot: Option<AddressSlot>,
     ) -> (Arc<Session>, Arc<dyn SessionHandler>) {
         let session = Arc::new(Session::new(
             new_sid(),
@@ -133,6 +183,7 @@ impl Engine {
             Entry {
                 session: session.clone(),
                 handler: handler.clone(),
+                _slot: slot,
             },
         );
         tracing::debug!(sid = session.sid(), ?transport, "engine.io session opened");

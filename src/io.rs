@@ -39,6 +39,9 @@ pub(crate) struct IoInner {
     pub(crate) max_attachments: usize,
     pub(crate) namespace_max_length: usize,
     pub(crate) namespaces_per_connection: usize,
+    /// Events (and connects) per second per connection, and the burst.
+    pub(crate) event_rate: u64,
+    pub(crate) event_burst: usize,
     rooms_per_socket: usize,
     connect_timeout: Duration,
     cluster: Arc<dyn Cluster>,
@@ -64,6 +67,8 @@ impl SocketIo {
             max_attachments: settings.max_attachments,
             namespace_max_length: settings.namespace_max_length,
             namespaces_per_connection: settings.namespaces_per_connection,
+            event_rate: settings.event_rate,
+            event_burst: settings.event_burst,
             rooms_per_socket: settings.rooms_per_socket,
             connect_timeout: settings.connect_timeout(),
             cluster: cluster.clone(),
@@ -327,6 +332,7 @@ async fn connect_timeout(client: Weak<Client>, timeout: Duration) {
             sid = client.session().sid(),
             "no namespace joined in time, closing"
         );
+        metrics::counter!("rain_refused_total", "limit" => "connect_timeout").increment(1);
         client.session().close(CloseReason::ConnectTimeout);
     }
 }

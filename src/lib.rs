@@ -18,14 +18,15 @@
 //! | | [`metrics`] | the Prometheus recorder and `/metrics` text |
 //! | | [`session_token`] | server-issued session tokens (`<id>.<hmac>`): mint, verify, the `rain_session` cookie (pure; the fuzz target's entry point) |
 //! | | [`backend_signature`] | `X-Rain-Timestamp` / `X-Rain-Signature` on every request to a backend (pure) |
+//! | | [`limits`] | the counting behind per-client limits: token bucket, refusal window, connections per address (pure, bounded) |
 //! | cluster | [`cluster`] | one trait per responsibility (membership, broker, socket registry, sessions, services, lists); the embedded hub and the Redis backend (`cluster/redis/`, one file per task); wire format; key and channel names; upper layers' messages are opaque bytes here |
 //! | engine | [`session`] | one Engine.IO session: bounded outbound queue, upgrade state, close |
-//! | | [`engine`] | the Engine.IO server: session table, handshake, packet rules |
+//! | | [`engine`] | the Engine.IO server: session table, handshake, packet rules, connections per client address |
 //! | | [`transport`] | HTTP entry (the `Origin` check of every request), long-polling and websocket transports, heartbeats, the client's address behind trusted proxies |
-//! | Socket.IO | [`client`] | one Socket.IO connection: packet dispatch, binary reassembly, limits |
+//! | Socket.IO | [`client`] | one Socket.IO connection: packet dispatch, binary reassembly, limits, its event rate |
 //! | | [`io`] | the Socket.IO server: namespace registry (fixed and dynamic), the one emit-to-socket and broadcast entry points |
 //! | | [`namespace`] | a namespace's handler trait, local sockets and room index |
-//! | | [`socket`] | a socket: emit, acks both ways, rooms, disconnect |
+//! | | [`socket`] | a socket: emit, acks both ways, rooms, disconnect; its events' work run in order, bounded (`SOCKET_MAX_IN_FLIGHT`); refusing an event over a per-client limit |
 //! | | [`auth`] | who the client is: the connect-auth hook (`ConnectAuth`, `AUTH_URL`) |
 //! | | [`app_session`] | a client's session data, shared by every node (sliding TTL, capped size) |
 //! | | [`broadcast`] | audiences (rooms, except) and encode-once broadcasts |
@@ -73,6 +74,7 @@ pub mod component;
 pub mod config;
 pub mod engine;
 pub mod io;
+pub mod limits;
 pub mod metrics;
 pub mod mothership;
 pub mod namespace;

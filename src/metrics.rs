@@ -4,7 +4,8 @@
 //! Owns installing the process-wide recorder (once; an embedding application
 //! that installed its own keeps it, and `/metrics` is then empty) and making
 //! every counter visible from the start, at zero. The counters themselves are
-//! incremented where things happen (`metrics::counter!` in the cluster backend).
+//! incremented where things happen (`metrics::counter!` in the cluster backend,
+//! and `rain_refused_total{limit}` wherever a per-client limit refuses).
 
 use std::sync::OnceLock;
 
@@ -36,6 +37,16 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 "namespaces_per_connection",
                 "log_line_max_length",
                 "rooms_per_socket",
+                "connections_per_address",
+                "event_rate",
+                "socket_max_in_flight",
+                "log_lines_per_minute",
+                "backend_answer_max_bytes",
+                "max_payload",
+                "outbound_queue",
+                "polling_body_timeout",
+                "polling_overlap",
+                "connect_timeout",
             ] {
                 metrics::counter!("rain_refused_total", "limit" => limit).increment(0);
             }

@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use thiserror::Error;
 use tokio::sync::Notify;
 
+use crate::limits::Strikes;
 use crate::protocol::engineio::Frame;
 use crate::session_token::SessionId;
 
@@ -51,6 +52,8 @@ pub enum CloseReason {
     SlowClient,
     /// No namespace was joined within the connect timeout.
     ConnectTimeout,
+    /// The client kept sending past its limits (see `crate::limits::Strikes`).
+    TooManyRequests,
     /// The node is shutting down.
     Shutdown,
 }
@@ -66,6 +69,7 @@ impl CloseReason {
             CloseReason::TransportError => "transport error",
             CloseReason::SlowClient => "outbound queue full",
             CloseReason::ConnectTimeout => "connect timeout",
+            CloseReason::TooManyRequests => "too many requests",
             CloseReason::Shutdown => "server shutting down",
         }
     }
@@ -122,11 +126,16 @@ pub struct Session {
     queued: Notify,
     /// Set while a transport writer (a polling GET or the websocket) drains the queue.
     draining: AtomicBool,
+    /// Set while a polling POST reads its body: a second one at the same time
+    /// is a broken or hostile client (the reference server answers 400).
+    posting: AtomicBool,
     state: AtomicU8,
     closed: AtomicBool,
     close_reason: Mutex<Option<CloseReason>>,
     close_signal: Notify,
     pong: Notify,
+    /// Refusals of what this client sent, within the current window.
+    strikes: Mutex<Strikes>,
 }
 
 impl Session {
@@ -138,11 +147,13 @@ impl Session {
             queue_limit,
             queued: Notify::new(),
             draining: AtomicBool::new(false),
+            posting: AtomicBool::new(false),
             state: AtomicU8::new(state as u8),
             closed: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             close_signal: Notify::new(),
             pong: Notify::new(),
+            strikes: Mutex::new(Strikes::new(std::time::Instant::now())),
         }
     }
 
@@ -186,6 +197,7 @@ impl Session {
         if queue.len() + frames.len() > self.queue_limit {
             drop(queue);
             if self.mark_closed(CloseReason::SlowClient) {
+                metrics::counter!("rain_refused_total", "limit" => "outbound_queue").increment(1);
                 tracing::warn!(sid = %self.sid, limit = self.queue_limit, "client is not reading: outbound queue full, disconnecting");
             }
             return Err(SendError::QueueFull);
@@ -210,12 +222,42 @@ impl Session {
             })
     }
 
+    /// Claims the right to post to the session; `None` while another POST is
+    /// being read.
+    pub(crate) fn claim_post(self: &Arc<Self>) -> Option<PostClaim> {
+        self.posting
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| PostClaim {
+                session: self.clone(),
+            })
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
     pub fn close_reason(&self) -> Option<CloseReason> {
         *self.close_reason.lock()
+    }
+
+    /// Counts a refusal of something the client sent (an event over a limit):
+    /// past `Strikes::MAX` within `Strikes::WINDOW` the client is not slowing
+    /// down, and the session is closed (logged once). True when it closed.
+    pub(crate) fn refused(&self) -> bool {
+        if !self.strikes.lock().strike(std::time::Instant::now()) {
+            return false;
+        }
+        if self.mark_closed(CloseReason::TooManyRequests) {
+            tracing::warn!(
+                sid = %self.sid,
+                address = ?self.info.address,
+                max = Strikes::MAX,
+                window_s = Strikes::WINDOW.as_secs(),
+                "closing connection: it kept sending past its limits (more than max refusals within the window)"
+            );
+        }
+        true
     }
 
     /// Closes the session: its transport ends, and the Socket.IO layer is told.
@@ -287,6 +329,18 @@ impl QueueWriter {
     /// Takes whatever is queued now, without waiting.
     pub(crate) fn take_batch(&self) -> VecDeque<Frame> {
         std::mem::take(&mut *self.session.queue.lock())
+    }
+}
+
+/// The right to post to a session, released on drop.
+#[derive(Debug)]
+pub(crate) struct PostClaim {
+    session: Arc<Session>,
+}
+
+impl Drop for PostClaim {
+    fn drop(&mut self) {
+        self.session.posting.store(false, Ordering::Release);
     }
 }
 

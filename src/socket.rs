@@ -1,16 +1,21 @@
 //! A Socket.IO socket: one client's membership of one namespace.
 //!
 //! Owns what a handler does with a socket: emit (with or without an ack), answer an
-//! ack, join and leave rooms, start a broadcast from it, disconnect it. Does not own
+//! ack, join and leave rooms, start a broadcast from it, disconnect it; the
+//! socket's ordered tasks (work started by its events, run one at a time in the
+//! order the events came, a bounded number at once) and refusing an event over
+//! a per-client limit. Does not own
 //! packet parsing (see `crate::client`) or room indexes (see `crate::namespace`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
-use serde_json::Value;
+use serde_json::{Value, json};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
@@ -46,6 +51,10 @@ impl DisconnectReason {
 }
 
 pub use crate::protocol::payload::Payload;
+
+/// The error message of an event refused by a limit on what one client may
+/// send (rate, in flight): `{error: "too many requests"}`.
+pub const TOO_MANY_REQUESTS: &str = "too many requests";
 
 /// An event a client sent.
 #[derive(Debug)]
@@ -98,6 +107,29 @@ pub struct Socket {
     next_ack: AtomicU64,
     connected: AtomicBool,
     connected_at: u64,
+    /// Tasks waiting their turn, and whether one runs now.
+    ordered: Mutex<Ordered>,
+}
+
+/// A socket's ordered tasks: at most one runs; the others wait in order. An
+/// idle socket holds no task and no buffer.
+#[derive(Default)]
+struct Ordered {
+    queue: VecDeque<BoxFuture<'static, ()>>,
+    /// Whether a worker task drains the queue now.
+    running: bool,
+    /// Tasks queued or running (the running one has left the queue).
+    in_flight: usize,
+}
+
+impl std::fmt::Debug for Ordered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ordered")
+            .field("queued", &self.queue.len())
+            .field("running", &self.running)
+            .field("in_flight", &self.in_flight)
+            .finish()
+    }
 }
 
 impl Socket {
@@ -120,6 +152,7 @@ impl Socket {
             next_ack: AtomicU64::new(0),
             connected: AtomicBool::new(true),
             connected_at: crate::cluster::now_millis(),
+            ordered: Mutex::new(Ordered::default()),
         }
     }
 
@@ -305,6 +338,79 @@ impl Socket {
         }
     }
 
+    /// Runs the task `start(ack)` makes once every task queued before it on
+    /// this socket has finished, so a client's events are handled in the order
+    /// it sent them (a `join` before the `say` that follows it). At most `max`
+    /// tasks are queued or running: past it the event is refused (see
+    /// [`Socket::refuse`], limit `socket_max_in_flight`) and `start` is not
+    /// called. Whether the task was queued.
+    pub fn run_in_order<F>(
+        self: &Arc<Self>,
+        max: usize,
+        ack: Option<AckSender>,
+        start: impl FnOnce(Option<AckSender>) -> F,
+    ) -> bool
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut ordered = self.ordered.lock();
+        if ordered.in_flight >= max.max(1) {
+            drop(ordered);
+            self.refuse("socket_max_in_flight", ack);
+            return false;
+        }
+        ordered.queue.push_back(start(ack).boxed());
+        ordered.in_flight += 1;
+        if ordered.running {
+            return true;
+        }
+        ordered.running = true;
+        drop(ordered);
+        // One task drains the queue and ends when it is empty: no task is kept
+        // per idle socket.
+        let socket = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = {
+                    let mut ordered = socket.ordered.lock();
+                    match ordered.queue.pop_front() {
+                        Some(next) => next,
+                        None => {
+                            ordered.running = false;
+                            return;
+                        }
+                    }
+                };
+                // A task that panics must not leave the socket's queue stuck.
+                if std::panic::AssertUnwindSafe(next)
+                    .catch_unwind()
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(socket = %socket.id, "a socket's ordered task panicked");
+                }
+                let mut ordered = socket.ordered.lock();
+                ordered.in_flight = ordered.in_flight.saturating_sub(1);
+            }
+        });
+        true
+    }
+
+    /// Refuses an event over a per-client limit: counted in
+    /// `rain_refused_total{limit}`, acked `{error: "too many requests"}` when
+    /// the client asked for an ack (dropped otherwise), and counted against
+    /// the connection, which is closed when it keeps going (see
+    /// `Session::refused`).
+    pub fn refuse(&self, limit: &'static str, ack: Option<AckSender>) {
+        metrics::counter!("rain_refused_total", "limit" => limit).increment(1);
+        tracing::debug!(socket = %self.id, limit, "event refused: too many requests");
+        if let Some(ack) = ack {
+            let error = json!({ "error": TOO_MANY_REQUESTS });
+            let _ = ack.send(Payload::new(vec![error, Value::Null]));
+        }
+        self.session.refused();
+    }
+
     /// Closes the whole underlying connection, every namespace on it included.
     pub fn close_connection(&self) {
         self.session.close(CloseReason::ServerClose);
@@ -315,6 +421,75 @@ impl Socket {
         let mut rooms = self.rooms.lock();
         self.connected.store(false, Ordering::Release);
         self.pending_acks.lock().clear();
+        // Work queued for a socket that is gone would answer nobody.
+        let queued = {
+            let mut ordered = self.ordered.lock();
+            ordered.in_flight -= ordered.queue.len();
+            std::mem::take(&mut ordered.queue)
+        };
+        drop(queued);
         std::mem::take(&mut *rooms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::namespace::NamespaceHandler;
+    use crate::session::TransportState;
+
+    struct Nothing;
+    impl NamespaceHandler for Nothing {
+        fn on_event(&self, _: &Arc<Socket>, _: Event) {}
+    }
+
+    fn socket() -> Arc<Socket> {
+        let cluster = crate::cluster::from_settings(&Settings::default()).unwrap();
+        let namespace = Arc::new(Namespace::new("/t", Arc::new(Nothing), cluster, 8));
+        let info = ConnectInfo {
+            query: String::new(),
+            remote_addr: None,
+            address: None,
+            session: None,
+            headers: Vec::new(),
+        };
+        let session = Arc::new(Session::new("s".into(), info, TransportState::Polling, 64));
+        let (session_id, _) = crate::session_token::SessionKeys::new(&[0; 32], None).mint();
+        Arc::new(Socket::new(
+            "id".into(),
+            namespace,
+            session,
+            Value::Null,
+            session_id,
+        ))
+    }
+
+    #[tokio::test]
+    async fn ordered_tasks_run_one_at_a_time_in_order_and_are_bounded() {
+        let socket = socket();
+        let done = Arc::new(Mutex::new(Vec::new()));
+        // The first task takes longest: run concurrently, it would finish last.
+        for (n, ms) in [(0, 60u64), (1, 30), (2, 0)] {
+            let done = done.clone();
+            let queued = socket.run_in_order(3, None, move |_| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                done.lock().push(n);
+            });
+            assert!(queued, "task {n} is within the bound");
+        }
+        assert!(
+            !socket.run_in_order(3, None, |_| async {}),
+            "a fourth is refused"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(*done.lock(), [0, 1, 2]);
+        // The queue drained: there is room again, and the worker restarts.
+        let done2 = done.clone();
+        assert!(socket.run_in_order(3, None, move |_| async move {
+            done2.lock().push(3);
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*done.lock(), [0, 1, 2, 3]);
     }
 }

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("metrics", 1),
     ("session_token", 1),
     ("backend_signature", 1),
+    ("limits", 1),
     ("cluster", 2),
     ("session", 3),
     ("engine", 3),

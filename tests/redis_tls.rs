@@ -272,7 +272,10 @@ fn run_binary_to_exit(envs: &[(&str, &str)]) -> (ExitStatus, String) {
     }
     cmd.env("SERVER_HOST", "127.0.0.1")
         .env("SERVER_PORT", "0")
-        .env("SESSION_SECRET", "redis-tls-test-session-secret-of-32+bytes")
+        .env(
+            "SESSION_SECRET",
+            "redis-tls-test-session-secret-of-32+bytes",
+        )
         .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

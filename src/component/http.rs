@@ -19,7 +19,11 @@
 //! An envelope answer (one with a `data` or `error` key) may also carry
 //! `"join"`/`"leave"`: a room or a list of rooms the calling socket joins or
 //! leaves before its ack is sent. Failures (non-2xx status, timeout, no
-//! connection, invalid JSON) become error acks naming the component. Connects
+//! connection, invalid JSON) become error acks naming the component. A backend
+//! is trusted with neither the node's memory nor its network: its answer is
+//! read as a stream and given up past `BACKEND_ANSWER_MAX_BYTES` (`backend
+//! error`), and redirects are not followed (a 3xx is a `backend error`); the
+//! detail goes to the node's log. Connects
 //! and disconnects are POSTed the same way (`"event": "connect"` /
 //! `"disconnect"`, `"args": []`), fire-and-forget.
 //!
@@ -41,7 +45,12 @@ pub struct HttpComponent {
     timeout: Duration,
     client: reqwest::Client,
     signer: Option<BackendSigner>,
+    /// Largest answer read, in bytes (`BACKEND_ANSWER_MAX_BYTES`).
+    answer_max_bytes: usize,
 }
+
+/// The answer size allowed when no setting says otherwise (the setting's default).
+const ANSWER_MAX_BYTES: usize = 1_000_000;
 
 impl std::fmt::Debug for HttpComponent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,8 +95,11 @@ impl HttpComponent {
             return Err(bad("timeout_ms must be positive".into()));
         }
         let timeout = Duration::from_millis(timeout_ms);
+        // No redirects: a backend answers itself, and must not send the node
+        // (and the event's body, session included) elsewhere.
         let client = reqwest::Client::builder()
             .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))?;
         Ok(HttpComponent {
@@ -96,7 +108,14 @@ impl HttpComponent {
             timeout,
             client,
             signer: None,
+            answer_max_bytes: ANSWER_MAX_BYTES,
         })
+    }
+
+    /// The same component reading answers of at most `max` bytes.
+    pub fn with_answer_max_bytes(mut self, max: usize) -> HttpComponent {
+        self.answer_max_bytes = max.max(1);
+        self
     }
 
     /// Signs every request with `BACKEND_SECRET` (see
@@ -123,6 +142,7 @@ impl HttpComponent {
             version: self.descriptor.version.to_string(),
             key: self.descriptor.key(),
             signer: self.signer.clone(),
+            answer_max_bytes: self.answer_max_bytes,
         }
     }
 
@@ -149,6 +169,7 @@ struct Call {
     version: String,
     key: String,
     signer: Option<BackendSigner>,
+    answer_max_bytes: usize,
 }
 
 impl Call {
@@ -211,13 +232,43 @@ impl Call {
                 request = request.header(name, value);
             }
         }
-        let response = request.body(body).send().await.map_err(transport)?;
+        let mut response = request.body(body).send().await.map_err(transport)?;
         let status = response.status();
+        if status.is_redirection() {
+            let detail = format!(
+                "the backend answered {} (redirects are not followed)",
+                status.as_u16()
+            );
+            return Err(fail("backend error", Some(detail)));
+        }
         if !status.is_success() {
             let detail = format!("the backend answered {}", status.as_u16());
             return Err(fail("backend error", Some(detail)));
         }
-        let bytes = response.bytes().await.map_err(transport)?;
+        // Read as a stream, and stop past the cap: a backend's answer never
+        // takes more of the node's memory than BACKEND_ANSWER_MAX_BYTES.
+        let max = self.answer_max_bytes;
+        let too_big = || {
+            metrics::counter!("rain_refused_total", "limit" => "backend_answer_max_bytes")
+                .increment(1);
+            let detail = format!(
+                "the backend's answer is over {max} bytes (BACKEND_ANSWER_MAX_BYTES); not read further"
+            );
+            fail("backend error", Some(detail))
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length > max as u64)
+        {
+            return Err(too_big());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if bytes.len() + chunk.len() > max {
+                return Err(too_big());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         serde_json::from_slice(&bytes).map_err(|e| {
             let detail = format!("the backend answered invalid JSON: {e}");
             fail("backend error", Some(detail))

@@ -82,9 +82,10 @@ pub fn from_settings(settings: &Settings) -> Result<Vec<Arc<dyn Component>>, Des
         }
         for path in paths {
             let descriptor = Descriptor::from_file(&path)?;
-            components.push(Arc::new(
-                http::HttpComponent::new(descriptor)?.signed(signer.clone()),
-            ));
+            let component = http::HttpComponent::new(descriptor)?
+                .signed(signer.clone())
+                .with_answer_max_bytes(settings.backend_answer_max_bytes);
+            components.push(Arc::new(component));
         }
     }
     let mut keys = std::collections::HashSet::new();

@@ -97,6 +97,8 @@ impl NamespaceHandler for ComponentChannel {
     }
 
     fn on_disconnect(&self, socket: &Arc<Socket>, _reason: DisconnectReason) {
+        // A component's logging channel keeps a line allowance per socket.
+        self.0.log_rates.forget(socket);
         self.notify(socket, false);
     }
 
@@ -107,17 +109,22 @@ impl NamespaceHandler for ComponentChannel {
         if channel == LOGGING {
             return logging::on_log_event(&self.0, socket, event);
         }
+        // One socket's events run one at a time, in the order sent (a `join`
+        // answered before the `say` after it runs), at most
+        // SOCKET_MAX_IN_FLIGHT of them queued.
         let router = self.0.clone();
-        let socket = socket.clone();
-        tokio::spawn(async move {
+        let Event { name, payload, ack } = event;
+        let max = router.socket_max_in_flight;
+        let caller = socket.clone();
+        socket.run_in_order(max, ack, move |ack| async move {
             let request = Request {
                 channel,
-                event: event.name,
-                args: event.payload.args,
+                event: name,
+                args: payload.args,
                 create_instance: false,
             };
-            let answer = router.call(&socket, &key, request).await;
-            router.reply(&socket, event.ack, answer).await;
+            let answer = router.call(&caller, &key, request).await;
+            router.reply(&caller, ack, answer).await;
         });
     }
 }

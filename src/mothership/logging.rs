@@ -8,21 +8,27 @@
 //! through `tracing` (target `rain_node::client`) with its namespace, socket,
 //! instance and error. The client's text is written as quoted fields (escaped,
 //! so a line break cannot forge a line of its own) and is at most
-//! `LOG_LINE_MAX_LENGTH` bytes; the session id is neither sent with the line
-//! nor written.
+//! `LOG_LINE_MAX_LENGTH` bytes; a socket sends at most `LOG_LINES_PER_MINUTE`
+//! lines a minute (a token bucket per socket, [`LogRates`], forgotten when the
+//! socket leaves; past it: `too many requests`, counted); the session id is
+//! neither sent with the line nor written.
 //!
 //! Does not own how the line travels between nodes (see `super::router` and
 //! `super::messages`) or which namespace is a component's logging channel (see
 //! `super::channel`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use super::messages::{Routed, TOPIC};
 use super::router::{Router, ack_payload, error_ack};
+use crate::limits::TokenBucket;
 use crate::namespace::NamespaceHandler;
-use crate::socket::{Event, Socket};
+use crate::socket::{DisconnectReason, Event, Socket};
 
 /// The logging channel's name, under `/core` and under every component.
 pub(super) const LOGGING: &str = "logging";
@@ -34,6 +40,51 @@ impl NamespaceHandler for LoggingChannel {
     fn on_event(&self, socket: &Arc<Socket>, event: Event) {
         on_log_event(&self.0, socket, event);
     }
+
+    fn on_disconnect(&self, socket: &Arc<Socket>, _reason: DisconnectReason) {
+        self.0.log_rates.forget(socket);
+    }
+}
+
+/// Each logging socket's bucket of lines (`LOG_LINES_PER_MINUTE`): one entry
+/// per socket that has logged, removed when it disconnects, so the map holds
+/// no more entries than the node has sockets.
+pub(super) struct LogRates {
+    per_minute: usize,
+    buckets: Mutex<HashMap<Arc<str>, TokenBucket>>,
+}
+
+impl LogRates {
+    pub(super) fn new(per_minute: usize) -> LogRates {
+        LogRates {
+            per_minute: per_minute.max(1),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one line of the socket's allowance; false when it is spent.
+    fn take(&self, socket: &Socket) -> bool {
+        let now = Instant::now();
+        let per_minute = self.per_minute;
+        let mut buckets = self.buckets.lock();
+        // A socket that already left logs nothing and leaves no entry: checked
+        // under the lock its `forget` (which follows the disconnect) takes.
+        if !socket.is_connected() {
+            return false;
+        }
+        buckets
+            .entry(socket.id().into())
+            .or_insert_with(|| {
+                let burst = u32::try_from(per_minute).unwrap_or(u32::MAX);
+                TokenBucket::new(per_minute as f64 / 60.0, burst, now)
+            })
+            .take(now)
+    }
+
+    /// Drops a socket's bucket (it disconnected).
+    pub(super) fn forget(&self, socket: &Socket) {
+        self.buckets.lock().remove(socket.id());
+    }
 }
 
 /// An event on a logging channel: `log(line)` is acked `true` once the line is
@@ -44,6 +95,9 @@ pub(super) fn on_log_event(router: &Router, socket: &Arc<Socket>, event: Event) 
             event.ack,
             &format!("unknown event {:?} (logging takes \"log\")", event.name),
         );
+    }
+    if !router.log_rates.take(socket) {
+        return socket.refuse("log_lines_per_minute", event.ack);
     }
     let line = event.payload.args.first().cloned().unwrap_or(Value::Null);
     match route(router, socket, &line) {

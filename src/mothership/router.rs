@@ -51,6 +51,11 @@ pub(super) struct Router {
     pub(super) log_line_max_length: usize,
     /// What mints the token `/core`'s `session` command gives a client.
     pub(super) session_keys: SessionKeys,
+    /// Routed events one socket may have queued or running
+    /// (`SOCKET_MAX_IN_FLIGHT`); they run one at a time, in order.
+    pub(super) socket_max_in_flight: usize,
+    /// Each logging socket's allowance of lines (`LOG_LINES_PER_MINUTE`).
+    pub(super) log_rates: logging::LogRates,
 }
 
 /// Holds one of the router's in-flight places until dropped.
@@ -106,6 +111,8 @@ impl Router {
             max_in_flight: settings.route_max_in_flight.max(1),
             log_line_max_length: settings.log_line_max_length,
             session_keys: SessionKeys::from_settings(settings),
+            socket_max_in_flight: settings.socket_max_in_flight,
+            log_rates: logging::LogRates::new(settings.log_lines_per_minute),
         }
     }
 

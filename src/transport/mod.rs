@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::config::CookieSecure;
-use crate::engine::Engine;
+use crate::engine::{Engine, TooManyConnections};
 use crate::session::ConnectInfo;
 use crate::session_token::{other_cookies, parse_session_token};
 
@@ -62,6 +62,22 @@ impl IntoResponse for EngineError {
         };
         (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
     }
+}
+
+/// A handshake refused for its address's connection count: 429 with the
+/// reference server's error body (code 4, `Forbidden`) and a message saying why.
+fn too_many_connections(refused: TooManyConnections) -> Response {
+    let body = serde_json::json!({
+        "code": EngineError::Forbidden as u8,
+        "message": refused.to_string(),
+    })
+    .to_string();
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]

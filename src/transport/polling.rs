@@ -2,6 +2,10 @@
 //! queue, the POST that carries client packets, and the heartbeat task that owns a
 //! session opened over polling for its whole life (it keeps running after an
 //! upgrade to websocket, which forwards pongs to it).
+//!
+//! As the reference server, a session takes one GET and one POST at a time (an
+//! overlapping one is answered 400 and closes the session); a POST's body must
+//! arrive within `POLLING_BODY_TIMEOUT_MS` (else 408, session closed).
 
 use std::sync::Arc;
 
@@ -21,7 +25,11 @@ const CLOSE_RACE_GRACE: std::time::Duration = std::time::Duration::from_millis(1
 
 /// A new session over polling: answers the handshake and starts its heartbeat.
 pub fn open(engine: &Engine, info: ConnectInfo) -> Response {
-    let (session, _handler) = engine.open(info, TransportState::Polling);
+    let slot = match engine.reserve(&info) {
+        Ok(slot) => slot,
+        Err(refused) => return super::too_many_connections(refused),
+    };
+    let (session, _handler) = engine.open(info, TransportState::Polling, slot);
     let handshake = engine.handshake(&session, &["websocket"]);
     // The heartbeat clock starts now, not when its task first runs, so the session
     // ends when the client expects it to (pingInterval + pingTimeout from here).
@@ -38,6 +46,7 @@ pub async fn poll(engine: &Engine, session: &Arc<Session>) -> Response {
     }
     let Some(writer) = session.claim_writer() else {
         // Two GETs at once: the reference server treats this as a broken client.
+        metrics::counter!("rain_refused_total", "limit" => "polling_overlap").increment(1);
         tracing::info!(
             sid = session.sid(),
             "duplicate polling request, closing session"
@@ -58,7 +67,11 @@ pub async fn poll(engine: &Engine, session: &Arc<Session>) -> Response {
         // client's next request fails and it reconnects. (python-socketio gives up
         // for good on a close packet from the server, socket.io-client does not.)
         let last = match session.close_reason() {
-            Some(CloseReason::TransportError | CloseReason::ProtocolError) => Packet::Close,
+            Some(
+                CloseReason::TransportError
+                | CloseReason::ProtocolError
+                | CloseReason::TooManyRequests,
+            ) => Packet::Close,
             _ => Packet::Noop,
         };
         engineio::encode_payload([&last.encode()], &mut body);
@@ -82,16 +95,45 @@ pub async fn post(
     if session.transport() == TransportState::Websocket {
         return EngineError::BadRequest.into_response();
     }
+    // One POST at a time, as the reference server: an overlapping one is a
+    // client that is broken or trying something, and ends the session.
+    let Some(_claim) = session.claim_post() else {
+        metrics::counter!("rain_refused_total", "limit" => "polling_overlap").increment(1);
+        tracing::info!(
+            sid = session.sid(),
+            "overlapping polling POST, closing session"
+        );
+        session.close(CloseReason::TransportError);
+        return EngineError::BadRequest.into_response();
+    };
     let limit = usize::try_from(engine.config().max_payload).unwrap_or(usize::MAX);
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
+    // The whole body within POLLING_BODY_TIMEOUT_MS: a client that dribbles
+    // it (slowloris) would otherwise hold a connection and a session for ever.
+    let timeout = engine.config().polling_body_timeout;
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
             tracing::info!(
                 sid = session.sid(),
                 limit,
                 "polling body over max payload refused"
             );
+            metrics::counter!("rain_refused_total", "limit" => "max_payload").increment(1);
             return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
+        }
+        Err(_) => {
+            metrics::counter!("rain_refused_total", "limit" => "polling_body_timeout").increment(1);
+            tracing::info!(
+                sid = session.sid(),
+                timeout_ms = timeout.as_millis() as u64,
+                "polling body not received in time, closing session"
+            );
+            session.close(CloseReason::TransportError);
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            )
+                .into_response();
         }
     };
     let packets = match engineio::decode_payload(bytes) {

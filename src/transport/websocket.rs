@@ -17,6 +17,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::EngineError;
 use crate::engine::{Engine, SessionHandler};
+use crate::limits::AddressSlot;
 use crate::protocol::engineio::{self, Frame, Packet};
 use crate::session::{CloseReason, ConnectInfo, QueueWriter, Session, TransportState};
 
@@ -36,8 +37,17 @@ pub fn accept(
     sid: Option<String>,
     info: ConnectInfo,
 ) -> Response {
+    // A new session takes its address's place before the upgrade, so a
+    // refused client gets an HTTP answer it can read (429), not a websocket.
+    let mut slot = None;
     let upgrading = match sid {
-        None => None,
+        None => {
+            match engine.reserve(&info) {
+                Ok(reserved) => slot = reserved,
+                Err(refused) => return super::too_many_connections(refused),
+            }
+            None
+        }
         Some(sid) => match engine.get(&sid) {
             Some(found) => Some(found),
             None => return EngineError::UnknownSid.into_response(),
@@ -53,7 +63,7 @@ pub fn accept(
         // life, so the rare paths are boxed: only the common one is inline.
         .on_upgrade(move |socket| async move {
             match upgrading {
-                None => serve_new(engine, socket, info).await,
+                None => serve_new(engine, socket, info, slot).await,
                 Some((session, handler)) if session.transport() == TransportState::Polling => {
                     Box::pin(serve_upgrade(engine, socket, session, handler)).await
                 }
@@ -71,8 +81,13 @@ pub fn accept(
         })
 }
 
-async fn serve_new(engine: Engine, mut socket: WebSocket, info: ConnectInfo) {
-    let (session, handler) = engine.open(info, TransportState::Websocket);
+async fn serve_new(
+    engine: Engine,
+    mut socket: WebSocket,
+    info: ConnectInfo,
+    slot: Option<AddressSlot>,
+) {
+    let (session, handler) = engine.open(info, TransportState::Websocket, slot);
     let writer = session
         .claim_writer()
         .expect("a new session has no other writer");
@@ -277,7 +292,7 @@ async fn close_socket(mut socket: WebSocket, session: &Session) {
     let code = match session.close_reason() {
         Some(CloseReason::Shutdown) => close_code::AWAY,
         Some(CloseReason::ProtocolError) => close_code::PROTOCOL,
-        Some(CloseReason::SlowClient) => close_code::POLICY,
+        Some(CloseReason::SlowClient | CloseReason::TooManyRequests) => close_code::POLICY,
         _ => close_code::NORMAL,
     };
     let frame = CloseFrame {

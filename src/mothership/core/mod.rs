@@ -2,7 +2,8 @@
 //!
 //! Owns turning an event into a [`Command`] (the event name picks the command,
 //! which parses its own arguments), refusing an unknown name or bad arguments
-//! with an error ack, and running a command on its own task with its answer
+//! with an error ack, and running a command in its socket's order (one at a
+//! time, at most `SOCKET_MAX_IN_FLIGHT` queued: `Socket::run_in_order`) with its answer
 //! acked through the router (`(error | null, data)`). Each command lives in its
 //! own file: [`request_intent`], [`change_language`], [`render`], [`session`].
 //!
@@ -75,11 +76,13 @@ impl NamespaceHandler for CoreChannel {
             Ok(command) => command,
             Err(message) => return error_ack(ack, &message),
         };
+        // In order and bounded per socket, as a component channel's events.
         let router = self.0.clone();
-        let socket = socket.clone();
-        tokio::spawn(async move {
-            let answer = command.apply(&router, &socket).await;
-            router.reply(&socket, ack, answer).await;
+        let max = router.socket_max_in_flight;
+        let caller = socket.clone();
+        socket.run_in_order(max, ack, move |ack| async move {
+            let answer = command.apply(&router, &caller).await;
+            router.reply(&caller, ack, answer).await;
         });
     }
 }

@@ -287,10 +287,16 @@ async fn past_route_max_in_flight_an_event_is_refused_at_once_as_overloaded() {
             ("B", PreferLocal, vec![gate.clone() as Arc<dyn Component>]),
         ],
     );
+    // Two sockets (one socket's events wait their turn: SOCKET_MAX_IN_FLIGHT
+    // is per socket, ROUTE_MAX_IN_FLIGHT per node).
+    let mut first_client = nodes.client("A", "s1");
+    first_client.connect(GATE).await.unwrap();
+    let mut second_client = nodes.client("A", "s2");
+    second_client.connect(GATE).await.unwrap();
     let mut client = nodes.client("A", "s");
     client.connect(GATE).await.unwrap();
-    let first = client.emit_with_ack(GATE, "wait", vec![]);
-    let second = client.emit_with_ack(GATE, "wait", vec![]);
+    let first = first_client.emit_with_ack(GATE, "wait", vec![]);
+    let second = second_client.emit_with_ack(GATE, "wait", vec![]);
     for _ in 0..200 {
         if gate.entered.load(std::sync::atomic::Ordering::SeqCst) == 2 {
             break;
@@ -307,9 +313,14 @@ async fn past_route_max_in_flight_an_event_is_refused_at_once_as_overloaded() {
     assert_eq!(gate.entered.load(std::sync::atomic::Ordering::SeqCst), 2);
 
     gate.open.add_permits(3);
-    for id in [first, second] {
-        assert_eq!(client.ack(GATE, id).await, (Value::Null, json!("through")));
-    }
+    assert_eq!(
+        first_client.ack(GATE, first).await,
+        (Value::Null, json!("through"))
+    );
+    assert_eq!(
+        second_client.ack(GATE, second).await,
+        (Value::Null, json!("through"))
+    );
     // Places are given back: calls go through again.
     assert_eq!(client.ok(GATE, "wait", vec![]).await, json!("through"));
 }
