@@ -22,6 +22,7 @@ use crate::config::Settings;
 use crate::engine::{EngineHandler, SessionHandler};
 use crate::namespace::{Namespace, NamespaceHandler, emit_to_socket};
 use crate::protocol::engineio::Frame;
+use crate::protocol::reassembly::Limits;
 use crate::session::{CloseReason, Session};
 use crate::socket::Payload;
 
@@ -34,7 +35,8 @@ pub struct SocketIo {
 }
 
 pub(crate) struct IoInner {
-    pub(crate) max_attachments: usize,
+    /// Bounds on one incoming packet, for each client's reassembler.
+    pub(crate) packet_limits: Limits,
     pub(crate) namespace_max_length: usize,
     pub(crate) namespaces_per_connection: usize,
     rooms_per_socket: usize,
@@ -49,7 +51,10 @@ pub(crate) struct IoInner {
 impl SocketIo {
     pub fn new(settings: &Settings, cluster: Arc<dyn Cluster>) -> Self {
         let inner = Arc::new(IoInner {
-            max_attachments: settings.max_attachments,
+            packet_limits: Limits {
+                max_attachments: settings.max_attachments,
+                max_message: usize::try_from(settings.max_payload).unwrap_or(usize::MAX),
+            },
             namespace_max_length: settings.namespace_max_length,
             namespaces_per_connection: settings.namespaces_per_connection,
             rooms_per_socket: settings.rooms_per_socket,

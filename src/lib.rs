@@ -13,14 +13,14 @@
 //!
 //! | layer | module | owns |
 //! | --- | --- | --- |
-//! | wire | [`protocol`] | pure Engine.IO v4 / Socket.IO v5 codecs, event arguments and the one event/ack encoder (no I/O; fuzzed) |
+//! | wire | [`protocol`] | pure Engine.IO v4 / Socket.IO v5 codecs, binary packets gathered across messages (the client's state machine), event arguments and the one event/ack encoder (no I/O; fuzzed) |
 //! | settings | [`config`] | settings: defaults < `rain.toml` < environment < flags; validation |
 //! | | [`metrics`] | the Prometheus recorder and `/metrics` text |
 //! | cluster | [`cluster`] | one trait per responsibility (membership, broker, socket registry, sessions, services, lists); the embedded hub and the Redis backend (`cluster/redis/`, one file per task); wire format; key and channel names; upper layers' messages are opaque bytes here |
 //! | engine | [`session`] | one Engine.IO session: bounded outbound queue, upgrade state, close |
 //! | | [`engine`] | the Engine.IO server: session table, handshake, packet rules |
 //! | | [`transport`] | HTTP entry, long-polling and websocket transports, heartbeats |
-//! | Socket.IO | [`client`] | one Socket.IO connection: packet dispatch, binary reassembly, limits |
+//! | Socket.IO | [`client`] | one Socket.IO connection: packet dispatch (through `protocol`'s reassembler), limits |
 //! | | [`io`] | the Socket.IO server: namespace registry (fixed and dynamic), the one emit-to-socket and broadcast entry points |
 //! | | [`namespace`] | a namespace's handler trait, local sockets and room index |
 //! | | [`socket`] | a socket: emit, acks both ways, rooms, disconnect |
