@@ -5,7 +5,8 @@
 //! `POST /api/emit` with a JSON body `{namespace, event, args?, socket? | room?
 //! | rooms?, except?}`: to one socket by id, to rooms, or (neither) to the whole
 //! namespace. Answers `202 {"ok": true}`, or `400 {"error": …}` for a bad body.
-//! Owns validation of that body only; delivery is `crate::io`'s. The Cloud API
+//! Owns validation of that body only ([`EmitRequest::parse`], pure and fuzzed);
+//! delivery is `crate::io`'s. The Cloud API
 //! (nodes, components, the map) will join it here.
 
 use axum::Json;
@@ -15,26 +16,63 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::io::SocketIo;
 use crate::protocol::payload::is_reserved_event;
 use crate::socket::Payload;
 
-#[derive(Debug, Deserialize)]
+/// The body of an emit request. [`EmitRequest::parse`] (or the handler's JSON
+/// extractor, then [`EmitRequest::validate`]) gives only valid ones: the
+/// namespace starts with `/`, the event is named and not reserved, and `socket`
+/// comes without rooms; `room` is merged into `rooms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EmitRequest {
-    namespace: String,
-    event: String,
+pub struct EmitRequest {
+    pub namespace: String,
+    pub event: String,
     #[serde(default)]
-    args: Vec<Value>,
-    socket: Option<String>,
-    room: Option<String>,
+    pub args: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
     #[serde(default)]
-    rooms: Vec<String>,
+    pub rooms: Vec<String>,
     #[serde(default)]
-    except: Vec<String>,
+    pub except: Vec<String>,
+}
+
+impl EmitRequest {
+    /// Reads a body: JSON, then [`validate`](Self::validate). Pure, so the body
+    /// a backend sends can be fuzzed without a server.
+    pub fn parse(body: &[u8]) -> Result<EmitRequest, String> {
+        serde_json::from_slice::<EmitRequest>(body)
+            .map_err(|error| error.to_string())?
+            .validate()
+    }
+
+    /// The checks on a decoded body; the error is the `400` answer's message.
+    pub fn validate(mut self) -> Result<EmitRequest, String> {
+        if !self.namespace.starts_with('/') {
+            return Err("namespace must start with '/'".into());
+        }
+        if self.event.is_empty() {
+            return Err("event must not be empty".into());
+        }
+        if is_reserved_event(&self.event) {
+            return Err(format!(
+                "event name {:?} is reserved by Socket.IO",
+                self.event
+            ));
+        }
+        self.rooms.extend(self.room.take());
+        if self.socket.is_some() && !self.rooms.is_empty() {
+            return Err("give socket or rooms, not both".into());
+        }
+        Ok(self)
+    }
 }
 
 /// The API's routes.
@@ -54,31 +92,17 @@ async fn emit(
     State(io): State<SocketIo>,
     body: Result<Json<EmitRequest>, JsonRejection>,
 ) -> Response {
-    let request = match body {
-        Ok(Json(request)) => request,
+    let request = match body.map(|Json(request)| request.validate()) {
+        Ok(Ok(request)) => request,
+        Ok(Err(message)) => return bad_request(message),
         Err(rejection) => return bad_request(rejection.body_text()),
     };
-    if !request.namespace.starts_with('/') {
-        return bad_request("namespace must start with '/'");
-    }
-    if request.event.is_empty() {
-        return bad_request("event must not be empty");
-    }
-    if is_reserved_event(&request.event) {
-        return bad_request(format!(
-            "event name {:?} is reserved by Socket.IO",
-            request.event
-        ));
-    }
-    let mut rooms = request.rooms;
-    rooms.extend(request.room);
     let payload = Payload::new(request.args);
     match request.socket {
-        Some(_) if !rooms.is_empty() => return bad_request("give socket or rooms, not both"),
         Some(sid) => io.emit_to(&request.namespace, &sid, &request.event, payload),
         None => io.broadcast_to(
             &request.namespace,
-            &rooms,
+            &request.rooms,
             &request.except,
             &request.event,
             payload,
@@ -113,6 +137,39 @@ mod tests {
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    #[test]
+    fn parse_checks_the_body_and_merges_room_into_rooms() {
+        let request =
+            EmitRequest::parse(br#"{"namespace":"/","event":"news","room":"a","rooms":["b"]}"#)
+                .unwrap();
+        assert_eq!(
+            (request.room, request.rooms),
+            (None, vec!["b".into(), "a".into()])
+        );
+        for (body, error) in [
+            (
+                &br#"{"namespace":"x","event":"e"}"#[..],
+                "namespace must start with '/'",
+            ),
+            (
+                br#"{"namespace":"/","event":""}"#,
+                "event must not be empty",
+            ),
+            (
+                br#"{"namespace":"/","event":"e","socket":"s","room":"r"}"#,
+                "give socket or rooms, not both",
+            ),
+            (
+                br#"{"namespace":"/","event":"connect"}"#,
+                "event name \"connect\" is reserved by Socket.IO",
+            ),
+        ] {
+            assert_eq!(EmitRequest::parse(body), Err(error.to_string()));
+        }
+        let unknown = EmitRequest::parse(br#"{"namespace":"/","event":"e","to":"x"}"#);
+        assert!(unknown.unwrap_err().contains("unknown field"));
     }
 
     #[tokio::test]

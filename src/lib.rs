@@ -28,7 +28,7 @@
 //! | | [`broadcast`] | audiences (rooms, except) and encode-once broadcasts |
 //! | components | [`component`] | the `Component` trait and its `Context`, descriptors and versions, the catalog (the one version resolver), HTTP backends, demos |
 //! | Mothership | [`mothership`] | its messages, the router (call, serve, reply; bounded in flight), component channels, `/core` commands one file each, logging |
-//! | edge | [`api`] | the HTTP API for backends: `POST /api/emit` |
+//! | edge | [`api`] | the HTTP API for backends: `POST /api/emit` (its body's pure parser is fuzzed) |
 //! | | [`server`] | binding, routes (`/socket.io/`, `/healthz`, `/readyz`, `/metrics`), CORS, shutdown |
 //!
 //! A minimal embedding:
