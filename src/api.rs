@@ -17,6 +17,8 @@
 pub mod auth;
 mod emit;
 
+pub use emit::EmitRequest;
+
 use std::sync::Arc;
 
 use axum::Json;

@@ -1,9 +1,11 @@
 //! One Socket.IO client: everything that arrives on one Engine.IO session.
 //!
-//! Owns packet decoding at the Socket.IO level, the reassembly of binary packets
-//! from their attachments, the limits on them, the connection's event rate
-//! (`EVENT_RATE`/`EVENT_BURST`: an event or connect past it is refused, and a
-//! client that keeps going is cut off, see `crate::limits`), and the
+//! Owns the connection's packet state machine (every message goes through one
+//! [`Reassembler`](crate::protocol::reassembly::Reassembler), the pure piece that
+//! decodes packets, gathers binary attachments and enforces the limits on them),
+//! the connection's event rate (`EVENT_RATE`/`EVENT_BURST`: an event or connect
+//! past it is refused, and a client that keeps going is cut off, see
+//! `crate::limits`), the per-connection limits on namespaces, and the
 //! namespaces this connection has joined: a CONNECT's session (its verified
 //! `auth.sessionId` token, else the handshake's) and, when a connect-auth hook
 //! is installed, waiting for its decision before the socket is admitted.
@@ -22,22 +24,18 @@ use crate::io::IoInner;
 use crate::limits::TokenBucket;
 use crate::protocol::engineio::Frame;
 use crate::protocol::payload::ack_frames;
-use crate::protocol::socketio::{self, Packet, PacketType};
+use crate::protocol::reassembly::{Assembled, Reassembler, ReassemblyError};
+use crate::protocol::socketio::{Packet, PacketType};
 use crate::session::{CloseReason, Session};
 use crate::session_token::{SessionId, parse_session_token};
 use crate::socket::{DisconnectReason, Event, Payload, Socket, TOO_MANY_REQUESTS};
-
-/// A binary packet waiting for its attachments.
-struct Partial {
-    packet: Packet,
-    attachments: Vec<Bytes>,
-}
 
 pub(crate) struct Client {
     io: Arc<IoInner>,
     session: Arc<Session>,
     sockets: Mutex<Vec<Arc<Socket>>>,
-    partial: Mutex<Option<Partial>>,
+    /// Decodes messages and holds a binary packet until its attachments are in.
+    reassembler: Mutex<Reassembler>,
     /// The connect timeout's task, cancelled by the first namespace joined so an
     /// idle client does not keep a timer alive.
     connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
@@ -51,10 +49,11 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn new(io: Arc<IoInner>, session: Arc<Session>, me: Weak<Client>) -> Self {
+        let reassembler = Reassembler::new(io.packet_limits);
         Client {
             session,
             sockets: Mutex::new(Vec::new()),
-            partial: Mutex::new(None),
+            reassembler: Mutex::new(reassembler),
             connect_timer: Mutex::new(None),
             authorizing: Mutex::new(Vec::new()),
             me,
@@ -334,6 +333,23 @@ impl Client {
         socket.namespace().handler().on_connect(&socket);
     }
 
+    /// What the reassembler made of a message: a packet to dispatch (the lock
+    /// on it is released by now, so a handler may take its time), nothing yet,
+    /// or a violation that closes the session.
+    fn received(
+        &self,
+        packet: Result<Option<Assembled>, ReassemblyError>,
+    ) -> Result<(), ProtocolViolation> {
+        match packet {
+            Ok(Some(Assembled {
+                packet,
+                attachments,
+            })) => self.dispatch(packet, attachments),
+            Ok(None) => Ok(()),
+            Err(error) => Err(ProtocolViolation(error.to_string())),
+        }
+    }
+
     fn forget(&self, socket: &Arc<Socket>) {
         self.sockets.lock().retain(|s| !Arc::ptr_eq(s, socket));
     }
@@ -341,48 +357,13 @@ impl Client {
 
 impl SessionHandler for Client {
     fn on_message(&self, text: Bytes) -> Result<(), ProtocolViolation> {
-        if self.partial.lock().is_some() {
-            return Err(ProtocolViolation(
-                "text packet while binary attachments were expected".into(),
-            ));
-        }
-        let text = std::str::from_utf8(&text)
-            .map_err(|_| ProtocolViolation("packet is not UTF-8".into()))?;
-        let packet =
-            socketio::decode(text).map_err(|error| ProtocolViolation(error.to_string()))?;
-        if packet.attachments > self.io.max_attachments {
-            return Err(ProtocolViolation(format!(
-                "{} binary attachments announced, at most {} allowed",
-                packet.attachments, self.io.max_attachments
-            )));
-        }
-        if packet.attachments > 0 {
-            *self.partial.lock() = Some(Partial {
-                attachments: Vec::with_capacity(packet.attachments),
-                packet,
-            });
-            return Ok(());
-        }
-        self.dispatch(packet, Vec::new())
+        let packet = self.reassembler.lock().feed_text(&text);
+        self.received(packet)
     }
 
     fn on_binary(&self, data: Bytes) -> Result<(), ProtocolViolation> {
-        let mut partial = self.partial.lock();
-        let Some(pending) = partial.as_mut() else {
-            return Err(ProtocolViolation(
-                "binary message with no packet expecting it".into(),
-            ));
-        };
-        pending.attachments.push(data);
-        if pending.attachments.len() < pending.packet.attachments {
-            return Ok(());
-        }
-        let Partial {
-            packet,
-            attachments,
-        } = partial.take().expect("checked above");
-        drop(partial);
-        self.dispatch(packet, attachments)
+        let packet = self.reassembler.lock().feed_binary(data);
+        self.received(packet)
     }
 
     fn on_close(&self, reason: CloseReason) {

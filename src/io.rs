@@ -23,6 +23,7 @@ use crate::config::Settings;
 use crate::engine::{EngineHandler, SessionHandler};
 use crate::namespace::{Namespace, NamespaceHandler, emit_to_socket};
 use crate::protocol::engineio::Frame;
+use crate::protocol::reassembly::Limits;
 use crate::session::{CloseReason, Session};
 use crate::session_token::SessionKeys;
 use crate::socket::Payload;
@@ -36,7 +37,8 @@ pub struct SocketIo {
 }
 
 pub(crate) struct IoInner {
-    pub(crate) max_attachments: usize,
+    /// Bounds on one incoming packet, for each client's reassembler.
+    pub(crate) packet_limits: Limits,
     pub(crate) namespace_max_length: usize,
     pub(crate) namespaces_per_connection: usize,
     /// Events (and connects) per second per connection, and the burst.
@@ -64,7 +66,10 @@ impl SocketIo {
             );
         }
         let inner = Arc::new(IoInner {
-            max_attachments: settings.max_attachments,
+            packet_limits: Limits {
+                max_attachments: settings.max_attachments,
+                max_message: usize::try_from(settings.max_payload).unwrap_or(usize::MAX),
+            },
             namespace_max_length: settings.namespace_max_length,
             namespaces_per_connection: settings.namespaces_per_connection,
             event_rate: settings.event_rate,

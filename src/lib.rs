@@ -13,7 +13,7 @@
 //!
 //! | layer | module | owns |
 //! | --- | --- | --- |
-//! | wire | [`protocol`] | pure Engine.IO v4 / Socket.IO v5 codecs, event arguments and the one event/ack encoder (no I/O; fuzzed) |
+//! | wire | [`protocol`] | pure Engine.IO v4 / Socket.IO v5 codecs, binary packets gathered across messages (the client's state machine), event arguments and the one event/ack encoder (no I/O; fuzzed) |
 //! | settings | [`config`] | settings: defaults < `rain.toml` < environment < flags; validation |
 //! | | [`metrics`] | the Prometheus recorder and `/metrics` text |
 //! | | [`session_token`] | server-issued session tokens (`<id>.<hmac>`): mint, verify, the `rain_session` cookie (pure; the fuzz target's entry point) |
@@ -23,7 +23,7 @@
 //! | engine | [`session`] | one Engine.IO session: bounded outbound queue, upgrade state, close |
 //! | | [`engine`] | the Engine.IO server: session table, handshake, packet rules, connections per client address |
 //! | | [`transport`] | HTTP entry (the `Origin` check of every request), long-polling and websocket transports, heartbeats, the client's address behind trusted proxies |
-//! | Socket.IO | [`client`] | one Socket.IO connection: packet dispatch, binary reassembly, limits, its event rate |
+//! | Socket.IO | [`client`] | one Socket.IO connection: packet dispatch (through `protocol`'s reassembler), limits, its event rate |
 //! | | [`io`] | the Socket.IO server: namespace registry (fixed and dynamic), the one emit-to-socket and broadcast entry points |
 //! | | [`namespace`] | a namespace's handler trait, local sockets and room index |
 //! | | [`socket`] | a socket: emit, acks both ways, rooms, disconnect; its events' work run in order, bounded (`SOCKET_MAX_IN_FLIGHT`); refusing an event over a per-client limit |
@@ -32,7 +32,7 @@
 //! | | [`broadcast`] | audiences (rooms, except) and encode-once broadcasts |
 //! | components | [`component`] | the `Component` trait and its `Context`, descriptors and versions, the catalog (the one version resolver), HTTP backends, demos |
 //! | Mothership | [`mothership`] | its messages, the router (call, serve, reply; bounded in flight), component channels, `/core` commands one file each, logging |
-//! | edge | [`api`] | the HTTP API for operators and backends, on its own listener: bearer tokens and scopes, `POST /emit`, `GET /metrics` |
+//! | edge | [`api`] | the HTTP API for operators and backends, on its own listener: bearer tokens and scopes, `POST /emit` (its body's pure parser is fuzzed), `GET /metrics` |
 //! | | [`server`] | binding both listeners, public routes (`/socket.io/`, `/healthz`, `/readyz`), CORS for `CORS_ORIGINS` only, shutdown of both |
 //!
 //! A minimal embedding:

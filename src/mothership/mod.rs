@@ -30,7 +30,7 @@
 mod channel;
 mod core;
 mod logging;
-mod messages;
+pub mod messages;
 mod router;
 #[cfg(test)]
 mod tests;

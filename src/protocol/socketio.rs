@@ -3,7 +3,7 @@
 //! Owns: the packet grammar `<type>[<attachments>-][<namespace>,][<ack id>][<json>]`
 //! and the validity rules the reference parser applies to each packet type. Binary
 //! attachments are not carried here: a binary packet announces how many follow, and
-//! its JSON keeps the `{"_placeholder":true,"num":N}` markers; the Socket.IO layer
+//! its JSON keeps the `{"_placeholder":true,"num":N}` markers; [`super::reassembly`]
 //! collects the attachments that arrive as separate Engine.IO binary messages.
 //! Does not own namespaces, sockets or acks (see `crate::socket`).
 
