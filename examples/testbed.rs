@@ -314,10 +314,7 @@ fn after_flush(socket: &Arc<Socket>, ack: AckSender, payload: Payload) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::load_or_exit();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&settings.log)?)
-        .with_writer(std::io::stderr)
-        .init();
+    rain_node::logs::init(&settings);
     let io = SocketIo::new(&settings, rain_node::cluster::from_settings(&settings)?);
     io.namespace("/", Testbed);
     io.namespace("/custom", Testbed);

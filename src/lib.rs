@@ -16,6 +16,7 @@
 //! | wire | [`protocol`] | pure Engine.IO v4 / Socket.IO v5 codecs, event arguments and the one event/ack encoder (no I/O; fuzzed) |
 //! | settings | [`config`] | settings: defaults < `rain.toml` < environment < flags; validation |
 //! | | [`metrics`] | the Prometheus recorder and `/metrics` text |
+//! | | [`logs`] | the node's own log lines: the one `tracing` set-up (stderr only; `LOG`, `LOG_FORMAT` text or json) |
 //! | cluster | [`cluster`] | one trait per responsibility (membership, broker, socket registry, sessions, services, lists); the embedded hub and the Redis backend (`cluster/redis/`, one file per task); wire format; key and channel names; upper layers' messages are opaque bytes here |
 //! | engine | [`session`] | one Engine.IO session: bounded outbound queue, upgrade state, close |
 //! | | [`engine`] | the Engine.IO server: session table, handshake, packet rules |
@@ -30,6 +31,7 @@
 //! | Mothership | [`mothership`] | its messages, the router (call, serve, reply; bounded in flight), component channels, `/core` commands one file each, logging |
 //! | edge | [`api`] | the HTTP API for operators and backends, on its own listener: bearer tokens and scopes, `POST /emit`, `GET /metrics` |
 //! | | [`server`] | binding both listeners, public routes (`/socket.io/`, `/healthz`, `/readyz`), CORS for `CORS_ORIGINS` only, shutdown of both |
+//! | | [`healthcheck`] | `rain-node healthcheck`: GET `/healthz` of the node the settings describe, exit 0 or 1 (the image's `HEALTHCHECK`) |
 //!
 //! A minimal embedding:
 //!
@@ -67,7 +69,9 @@ pub mod cluster;
 pub mod component;
 pub mod config;
 pub mod engine;
+pub mod healthcheck;
 pub mod io;
+pub mod logs;
 pub mod metrics;
 pub mod mothership;
 pub mod namespace;

@@ -13,6 +13,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("protocol", 0),
     ("config", 1),
     ("metrics", 1),
+    ("logs", 1),
     ("cluster", 2),
     ("session", 3),
     ("engine", 3),
@@ -27,6 +28,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("mothership", 6),
     ("api", 7),
     ("server", 7),
+    ("healthcheck", 7),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
