@@ -31,17 +31,20 @@ RUN touch src/main.rs src/lib.rs \
 
 # --- 3. runtime -----------------------------------------------------------------
 FROM debian:bookworm-slim AS runtime
-# ca-certificates: for rediss:// and HTTPS component backends.
+# ca-certificates: the roots a TLS connection (rediss://) is verified against.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin rain
+    && groupadd --system --gid 10001 rain \
+    && useradd --system --uid 10001 --gid rain --create-home --home-dir /home/rain \
+        --shell /usr/sbin/nologin rain
 COPY --from=build /usr/local/bin/rain-node /usr/local/bin/rain-node
 # Listen on every interface of the container; the API listener (3001) is for
 # the private network only: publish 3000 alone.
 ENV SERVER_HOST=0.0.0.0 SERVER_PORT=3000 ADMIN_HOST=0.0.0.0 ADMIN_PORT=3001
 EXPOSE 3000 3001
-USER rain
+# Numeric, so an orchestrator can tell it is not root without reading /etc/passwd.
+USER 10001:10001
 WORKDIR /home/rain
 # `rain-node healthcheck` GETs /healthz on SERVER_PORT (no curl in slim images).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

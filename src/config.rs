@@ -9,7 +9,8 @@
 //! `RAIN_CONFIG`, and `RUST_LOG` as a fallback for `LOG`). A secret setting
 //! (`API_TOKENS`, `REDIS_SERVER`) may instead be read from the file its `_FILE`
 //! twin names (`API_TOKENS_FILE=/run/secrets/api_tokens`: Docker secrets), at
-//! the environment's layer; its value never appears in an error.
+//! the environment's layer; what the file holds never appears in an error
+//! about reading or parsing it.
 //!
 //! Owns validation too: a bad value stops the node with a message naming the
 //! setting (exit code 2 at the binary's edge, see [`Settings::load_or_exit`]).
@@ -264,7 +265,8 @@ pub enum ConfigError {
     #[error("{0}")]
     Cli(#[from] clap::Error),
     /// A value (from the environment, a flag, or after merging) is malformed or
-    /// out of range. `value` is as given (strings quoted).
+    /// out of range. `value` is as given (strings quoted), or `<redacted>`
+    /// for a secret setting's text.
     #[error("invalid setting {name}={value}: {reason}")]
     Invalid {
         /// Environment name of the setting, e.g. `SERVER_PORT`.

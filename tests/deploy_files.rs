@@ -97,8 +97,9 @@ fn the_dockerfile_builds_in_stages_and_runs_unprivileged() {
 
     let users = in_last("USER");
     let user = users.last().expect("no USER in the final stage");
+    let name = user.split(':').next().unwrap_or_default();
     assert!(
-        !["root", "0", "0:0", "root:root"].contains(user),
+        !name.is_empty() && name != "root" && name != "0",
         "the final stage runs as {user}"
     );
 
