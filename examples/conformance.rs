@@ -75,10 +75,16 @@ impl SessionHandler for EchoSession {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // Its settings are fixed in code (the suites expect them); only the
+    // logging ones come from the environment.
+    let log_format = std::env::var("LOG_FORMAT")
+        .ok()
+        .and_then(|format| format.parse().ok())
+        .unwrap_or_default();
+    rain_node::logs::init_with(
+        &std::env::var("LOG").unwrap_or_else(|_| "warn".into()),
+        log_format,
+    );
     let settings = Settings {
         server_host: "127.0.0.1".into(),
         server_port: 3000,

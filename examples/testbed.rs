@@ -324,10 +324,7 @@ fn after_flush(socket: &Arc<Socket>, ack: AckSender, payload: Payload) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::load_or_exit();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&settings.log)?)
-        .with_writer(std::io::stderr)
-        .init();
+    rain_node::logs::init(&settings);
     let _ = KEYS.set(SessionKeys::from_settings(&settings));
     let io = SocketIo::new(&settings, rain_node::cluster::connect(&settings).await?);
     io.namespace("/", Testbed);

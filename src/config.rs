@@ -6,12 +6,17 @@
 //! variables and flags are parsed here, per setting, so a bad value is reported
 //! under the setting's environment name (`SERVER_PORT`), whichever layer it
 //! came from. Only the known names are read from the environment (plus
-//! `RAIN_CONFIG`, and `RUST_LOG` as a fallback for `LOG`).
+//! `RAIN_CONFIG`, and `RUST_LOG` as a fallback for `LOG`). A secret setting
+//! (`API_TOKENS`, `REDIS_SERVER`) may instead be read from the file its `_FILE`
+//! twin names (`API_TOKENS_FILE=/run/secrets/api_tokens`: Docker secrets), at
+//! the environment's layer; what the file holds never appears in an error
+//! about reading or parsing it.
 //!
 //! Owns validation too: a bad value stops the node with a message naming the
 //! setting (exit code 2 at the binary's edge, see [`Settings::load_or_exit`]),
 //! and how the Redis URL is shown anywhere ([`redact_url`]: never its password).
-//! Does not own logging set-up or the listening socket.
+//! Also owns the command line's one subcommand (`rain-node healthcheck`, see
+//! [`Command`]). Does not own logging set-up or the listening socket.
 
 use std::ffi::OsString;
 use std::num::{IntErrorKind, ParseIntError};
@@ -156,6 +161,8 @@ pub struct Settings {
     /// `tracing` filter, e.g. `info` or `rain_node=debug`; `RUST_LOG` is used
     /// when `LOG` is not set.
     pub log: String,
+    /// How the node's own log lines (on stderr) are written: `text` or `json`.
+    pub log_format: LogFormat,
 }
 
 /// The shortest `SESSION_SECRET` accepted, in bytes (an HMAC-SHA256 key
@@ -276,6 +283,7 @@ impl Default for Settings {
             session_value_max_bytes: 4_096,
             session_max_bytes: 65_536,
             log: "info".to_string(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -323,6 +331,50 @@ impl std::fmt::Display for Routing {
     }
 }
 
+/// How a node writes its own log lines (always on stderr): the `LOG_FORMAT`
+/// setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogFormat {
+    /// `text`: one human-readable line per event.
+    #[default]
+    #[serde(rename = "text")]
+    Text,
+    /// `json`: one JSON object per line, for log collectors.
+    #[serde(rename = "json")]
+    Json,
+}
+
+impl LogFormat {
+    /// The setting's text for this format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    /// `text` or `json`; anything else is refused with the reason.
+    fn from_str(text: &str) -> Result<LogFormat, String> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("must be text or json".to_string()),
+        }
+    }
+}
+
+/// What the command line asks for besides running a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// GET /healthz of the node these settings describe (SERVER_HOST:SERVER_PORT,
+    /// 0.0.0.0 → 127.0.0.1) and exit 0 if it answers 200, else 1: the image's HEALTHCHECK
+    Healthcheck,
+}
+
 /// Why the settings could not be loaded. Every variant about a value names the
 /// setting by its environment name.
 #[derive(Debug, thiserror::Error)]
@@ -333,7 +385,8 @@ pub enum ConfigError {
     #[error("{0}")]
     Cli(#[from] clap::Error),
     /// A value (from the environment, a flag, or after merging) is malformed or
-    /// out of range. `value` is as given (strings quoted).
+    /// out of range. `value` is as given (strings quoted), or `<redacted>`
+    /// for a secret setting's text.
     #[error("invalid setting {name}={value}: {reason}")]
     Invalid {
         /// Environment name of the setting, e.g. `SERVER_PORT`.
@@ -360,6 +413,23 @@ pub enum ConfigError {
     /// The TOML file is missing (when named explicitly), unreadable, or not TOML.
     #[error("config file {}: {message}", path.display())]
     File { path: PathBuf, message: String },
+    /// A secret setting is given both directly and through its `_FILE` twin.
+    #[error("{name} and {file_name} are both set: set only one of them")]
+    SecretTwice {
+        /// Environment name of the setting, e.g. `API_TOKENS`.
+        name: &'static str,
+        /// Its twin, e.g. `API_TOKENS_FILE`.
+        file_name: &'static str,
+    },
+    /// The file a `_FILE` variable names cannot be read. The message names the
+    /// file, never what it holds.
+    #[error("cannot read {file_name}={}: {reason}", path.display())]
+    SecretFile {
+        /// The `_FILE` variable, e.g. `API_TOKENS_FILE`.
+        file_name: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     /// The layers could not be merged (not expected once every value was checked).
     #[error("merging settings: {0}")]
     Merge(#[source] config::ConfigError),
@@ -380,9 +450,13 @@ enum Kind {
 
 /// One setting: TOML key, environment name, how to parse it, the default as
 /// shown to people, what it means, and the `--help` line built from those.
+/// A secret one (`field!(secret …)`) also has a `_FILE` twin in the
+/// environment, and its value is never shown in an error.
 struct Field {
     key: &'static str,
     env: &'static str,
+    /// `Some("X_FILE")` for a secret setting `X`.
+    file_env: Option<&'static str>,
     kind: Kind,
     default: &'static str,
     meaning: &'static str,
@@ -394,16 +468,38 @@ macro_rules! field {
         Field {
             key: $key,
             env: $env,
+            file_env: None,
             kind: Kind::$kind,
             default: $default,
             meaning: $meaning,
             help: concat!($meaning, " [env: ", $env, "] [default: ", $default, "]"),
         }
     };
+    (secret $key:literal, $env:literal, $kind:ident, $default:literal, $meaning:literal) => {
+        Field {
+            key: $key,
+            env: $env,
+            file_env: Some(concat!($env, "_FILE")),
+            kind: Kind::$kind,
+            default: $default,
+            meaning: $meaning,
+            help: concat!(
+                $meaning,
+                " [env: ",
+                $env,
+                "] [or a file named by: ",
+                $env,
+                "_FILE] [default: ",
+                $default,
+                "]"
+            ),
+        }
+    };
 }
 
+// Secret: a URL may carry a password.
 const REDIS_SERVER: Field = field!(
-    "redis_server",
+    secret "redis_server",
     "REDIS_SERVER",
     OptString,
     "unset",
@@ -445,7 +541,7 @@ const ADMIN_PORT: Field = field!(
     "Port of the HTTP API; 0 picks a free port"
 );
 const API_TOKENS: Field = field!(
-    "api_tokens",
+    secret "api_tokens",
     "API_TOKENS",
     List,
     "empty",
@@ -655,14 +751,14 @@ const CHAT_NAME_MAX_LENGTH: Field = field!(
     "Longest chat room name or nick, in characters"
 );
 const SESSION_SECRET: Field = field!(
-    "session_secret",
+    secret "session_secret",
     "SESSION_SECRET",
     OptString,
     "unset",
     "Secret (at least 32 bytes) signing session tokens, the same on every node; required with REDIS_SERVER, else random per process"
 );
 const SESSION_SECRET_PREVIOUS: Field = field!(
-    "session_secret_previous",
+    secret "session_secret_previous",
     "SESSION_SECRET_PREVIOUS",
     OptString,
     "unset",
@@ -690,7 +786,7 @@ const AUTH_TIMEOUT_MS: Field = field!(
     "How long AUTH_URL may take to answer before the CONNECT is refused (auth unavailable), in ms"
 );
 const BACKEND_SECRET: Field = field!(
-    "backend_secret",
+    secret "backend_secret",
     "BACKEND_SECRET",
     OptString,
     "unset",
@@ -716,6 +812,13 @@ const LOG: Field = field!(
     String,
     "info",
     "tracing filter, e.g. info or rain_node=debug (RUST_LOG is used if LOG is unset)"
+);
+const LOG_FORMAT: Field = field!(
+    "log_format",
+    "LOG_FORMAT",
+    String,
+    "text",
+    "How log lines (on stderr) are written: text, or json (one object per line)"
 );
 
 const POLLING_BODY_TIMEOUT_MS: Field = field!(
@@ -775,7 +878,7 @@ const BACKEND_ANSWER_MAX_BYTES: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 52] = [
+const FIELDS: [&Field; 53] = [
     &REDIS_SERVER,
     &REDIS_CA_FILE,
     &SERVER_HOST,
@@ -828,6 +931,7 @@ const FIELDS: [&Field; 52] = [
     &SESSION_VALUE_MAX_BYTES,
     &SESSION_MAX_BYTES,
     &LOG,
+    &LOG_FORMAT,
 ];
 
 fn known_keys() -> String {
@@ -958,11 +1062,15 @@ struct Cli {
     session_max_bytes: Option<String>,
     #[arg(long, value_name = "FILTER", help = LOG.help)]
     log: Option<String>,
+    #[arg(long, value_name = "FORMAT", help = LOG_FORMAT.help)]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 52] {
+    fn values(&self) -> [Option<&String>; 53] {
         [
             self.redis_server.as_ref(),
             self.redis_ca_file.as_ref(),
@@ -1016,6 +1124,7 @@ impl Cli {
             self.session_value_max_bytes.as_ref(),
             self.session_max_bytes.as_ref(),
             self.log.as_ref(),
+            self.log_format.as_ref(),
         ]
     }
 }
@@ -1039,11 +1148,16 @@ fn parse_uint<T: FromStr<Err = ParseIntError>>(text: &str, max: u64) -> Result<T
 }
 
 /// Parses the text of a setting (from the environment or a flag) into a
-/// `config` value; `name` is what the error calls it.
+/// `config` value; `name` is what the error calls it. A secret's text is never
+/// quoted.
 fn parse_text(field: &Field, name: &'static str, text: &str) -> Result<Value, ConfigError> {
     let invalid = |reason: String| ConfigError::Invalid {
         name,
-        value: format!("{text:?}"),
+        value: if field.file_env.is_some() {
+            "<redacted>".to_string()
+        } else {
+            format!("{text:?}")
+        },
         reason,
     };
     let kind: ValueKind = match field.kind {
@@ -1178,6 +1292,24 @@ impl Settings {
         }
     }
 
+    /// [`Settings::load_or_exit`], for a binary with subcommands: also returns
+    /// the [`Command`] the command line names (`None`: run the node).
+    pub fn load_with_command_or_exit() -> (Settings, Option<Command>) {
+        let loaded = Settings::with_command(
+            std::env::args_os(),
+            |name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()),
+            Path::new("rain.toml"),
+        );
+        match loaded {
+            Ok(loaded) => loaded,
+            Err(ConfigError::Cli(e)) => e.exit(),
+            Err(e) => {
+                eprintln!("rain-node: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+
     /// Loads the settings from the given command line (`args[0]` is the
     /// program name) and environment lookup, and from the TOML file they name
     /// (or `./rain.toml` if present). Does not read the process environment.
@@ -1194,6 +1326,15 @@ impl Settings {
         env: impl Fn(&str) -> Option<String>,
         fallback_file: &Path,
     ) -> Result<Settings, ConfigError> {
+        Settings::with_command(args, env, fallback_file).map(|(settings, _)| settings)
+    }
+
+    /// The settings, and the subcommand the command line names (if any).
+    fn with_command(
+        args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+        env: impl Fn(&str) -> Option<String>,
+        fallback_file: &Path,
+    ) -> Result<(Settings, Option<Command>), ConfigError> {
         let cli = Cli::try_parse_from(args)?;
 
         let named_file = cli.config.clone().or_else(|| {
@@ -1226,6 +1367,17 @@ impl Settings {
                 Some(text) => Some((field.env, text)),
                 None => None,
             };
+            // An empty `X` beside `X_FILE` is no conflict: the file is meant.
+            let from_env = match secret_from_file(field, &env)? {
+                Some(_) if from_env.as_ref().is_some_and(|(_, text)| !text.is_empty()) => {
+                    return Err(ConfigError::SecretTwice {
+                        name: field.env,
+                        file_name: field.file_env.unwrap_or(field.env),
+                    });
+                }
+                Some(from_file) => Some(from_file),
+                None => from_env,
+            };
             let from_env = from_env.or_else(|| {
                 (field.env == "LOG")
                     .then(|| env("RUST_LOG"))
@@ -1256,6 +1408,12 @@ impl Settings {
         let routing = merged.get_string(ROUTING.key).map_err(ConfigError::Merge)?;
         if let Err(reason) = routing.parse::<Routing>() {
             return Err(invalid(ROUTING.env, format!("{routing:?}"), &reason));
+        }
+        let log_format = merged
+            .get_string(LOG_FORMAT.key)
+            .map_err(ConfigError::Merge)?;
+        if let Err(reason) = log_format.parse::<LogFormat>() {
+            return Err(invalid(LOG_FORMAT.env, format!("{log_format:?}"), &reason));
         }
         // Tokens are parsed here, not by serde, so a bad one is reported under
         // API_TOKENS and without its secret.
@@ -1294,7 +1452,7 @@ impl Settings {
             settings.auth_url = None;
         }
         settings.validate()?;
-        Ok(settings)
+        Ok((settings, cli.command))
     }
 
     /// Checks every rule; the error names the first setting that breaks one.
@@ -1544,6 +1702,41 @@ impl Settings {
     }
 }
 
+/// The value of a secret setting read from the file its `_FILE` twin names, as
+/// (the twin's name, the file's text less its trailing newlines), or `None`
+/// when the setting is not secret or the twin is unset or empty. Errors name
+/// the file, never its contents.
+fn secret_from_file(
+    field: &Field,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<(&'static str, String)>, ConfigError> {
+    let Some(file_name) = field.file_env else {
+        return Ok(None);
+    };
+    let Some(path) = env(file_name).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    // Not `read_to_string`'s error alone: make "is a directory" and bad UTF-8
+    // plain; neither shows the contents.
+    let text = std::fs::read(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text".to_string())
+        })
+        .map_err(|reason| ConfigError::SecretFile {
+            file_name,
+            path: path.clone(),
+            reason,
+        })?;
+    // `echo secret > file` and editors end the file with a newline that is not
+    // part of the secret.
+    Ok(Some((
+        file_name,
+        text.trim_end_matches(['\n', '\r']).to_string(),
+    )))
+}
+
 /// Whether `text` is an origin as browsers send it: `scheme://host[:port]`
 /// (a trailing `/` is forgiven).
 fn is_origin(text: &str) -> bool {
@@ -1598,9 +1791,9 @@ pub fn redact_url(url: &str) -> String {
 impl std::fmt::Debug for Settings {
     /// Every field as its serialized value, secrets redacted: `redis_server`
     /// without its password, API tokens by name only, every key of
-    /// [`SECRET_KEYS`] as `<redacted>`. Built from the serialized form so that
-    /// a new setting shows without touching this; a new *secret* setting must
-    /// join [`SECRET_KEYS`].
+    /// secret setting as `<redacted>`. Built from the serialized form so that
+    /// a new setting shows without touching this; a new *secret* setting is
+    /// declared `field!(secret …)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut out = f.debug_struct("Settings");
         if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self) {
@@ -1608,7 +1801,7 @@ impl std::fmt::Debug for Settings {
                 match (key.as_str(), &self.redis_server) {
                     ("redis_server", Some(url)) => out.field(&key, &redact_url(url)),
                     ("api_tokens", _) => out.field(&key, &self.api_tokens),
-                    (secret, _) if SECRET_KEYS.contains(&secret) && !value.is_null() => {
+                    (secret, _) if is_secret(secret) && !value.is_null() => {
                         out.field(&key, &format_args!("<redacted>"))
                     }
                     _ => out.field(&key, &format_args!("{value}")),
@@ -1619,13 +1812,13 @@ impl std::fmt::Debug for Settings {
     }
 }
 
-/// Settings whose values are secrets: never shown by `Debug`, logs or errors.
-const SECRET_KEYS: &[&str] = &[
-    "api_tokens",
-    "session_secret",
-    "session_secret_previous",
-    "backend_secret",
-];
+/// Whether the setting `key` is a secret (`field!(secret …)`): never shown
+/// by `Debug`, logs or errors.
+fn is_secret(key: &str) -> bool {
+    FIELDS
+        .iter()
+        .any(|field| field.key == key && field.file_env.is_some())
+}
 
 /// Checks that `text` is a valid `tracing` filter.
 fn check_log(name: &'static str, text: &str) -> Result<(), ConfigError> {
@@ -1680,6 +1873,16 @@ mod tests {
 
     fn err(args: &[&str], env: &[(&str, &str)]) -> String {
         load(args, env).unwrap_err().to_string()
+    }
+
+    impl Settings {
+        /// These settings with `other`'s node id (a fresh UUID each load).
+        fn with_id(self, other: &Settings) -> Settings {
+            Settings {
+                node_id: other.node_id.clone(),
+                ..self
+            }
+        }
     }
 
     fn same_but_node_id(a: &Settings, b: &Settings) -> bool {
@@ -1838,6 +2041,7 @@ mod tests {
             ("SESSION_VALUE_MAX_BYTES", "23"),
             ("SESSION_MAX_BYTES", "24"),
             ("LOG", "rain_node=debug,warn"),
+            ("LOG_FORMAT", "json"),
         ];
         let expected = Settings {
             redis_server: Some("rediss://rain:pw@redis.example:6380/1".into()),
@@ -1895,6 +2099,7 @@ mod tests {
             session_value_max_bytes: 23,
             session_max_bytes: 24,
             log: "rain_node=debug,warn".into(),
+            log_format: LogFormat::Json,
         };
         assert_eq!(load(&[], &values).unwrap(), expected);
         let flags: Vec<String> = values
@@ -1903,6 +2108,140 @@ mod tests {
             .collect();
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         assert_eq!(load(&flags, &[]).unwrap(), expected);
+    }
+
+    #[test]
+    fn secrets_read_from_their_file_twin() {
+        let secret = "0123456789abcdef";
+        let tokens = format!("ci:emit:{secret},ops:admin:{secret}-2");
+        // The trailing newline `echo` leaves is not part of the secret.
+        let f = TempFile::new(&format!("{tokens}\n"));
+        let s = load(&[], &[("API_TOKENS_FILE", f.path())]).unwrap();
+        assert_eq!(
+            s,
+            load(&[], &[("API_TOKENS", &tokens)]).unwrap().with_id(&s)
+        );
+        let f = TempFile::new("redis://:pw@redis:6379/0\r\n");
+        let s = load(
+            &[],
+            &[("REDIS_SERVER_FILE", f.path()), ("SESSION_SECRET", SECRET)],
+        )
+        .unwrap();
+        assert_eq!(s.redis_server.as_deref(), Some("redis://:pw@redis:6379/0"));
+        // At the environment's layer: a flag still wins; an empty twin is unset.
+        let s = load(&["--redis-server="], &[("REDIS_SERVER_FILE", f.path())]).unwrap();
+        assert_eq!(s.redis_server, None);
+        let s = load(
+            &[],
+            &[
+                ("REDIS_SERVER_FILE", ""),
+                ("REDIS_SERVER", "redis://h"),
+                ("SESSION_SECRET", SECRET),
+            ],
+        );
+        assert_eq!(s.unwrap().redis_server.as_deref(), Some("redis://h"));
+        // Only secret settings have a twin.
+        let port = TempFile::new("4000\n");
+        let s = load(&[], &[("SERVER_PORT_FILE", port.path())]).unwrap();
+        assert_eq!(s.server_port, 0);
+    }
+
+    #[test]
+    fn a_secret_and_its_file_twin_together_are_refused() {
+        let f = TempFile::new("redis://h\n");
+        let e = load(
+            &[],
+            &[
+                ("REDIS_SERVER", "redis://h"),
+                ("REDIS_SERVER_FILE", f.path()),
+            ],
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::SecretTwice { .. }), "{e:?}");
+        // An empty one beside the file is not a second value.
+        let s = load(
+            &[],
+            &[
+                ("REDIS_SERVER", ""),
+                ("REDIS_SERVER_FILE", f.path()),
+                ("SESSION_SECRET", SECRET),
+            ],
+        );
+        assert_eq!(s.unwrap().redis_server.as_deref(), Some("redis://h"));
+        assert_eq!(
+            e.to_string(),
+            "REDIS_SERVER and REDIS_SERVER_FILE are both set: set only one of them"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_secret_file_is_named_and_its_contents_never_shown() {
+        let e = err(&[], &[("API_TOKENS_FILE", NO_FILE)]);
+        assert!(
+            e.starts_with(&format!("cannot read API_TOKENS_FILE={NO_FILE}: ")),
+            "{e}"
+        );
+        let dir = std::env::temp_dir();
+        let e = err(&[], &[("API_TOKENS_FILE", dir.to_str().unwrap())]);
+        assert!(e.starts_with("cannot read API_TOKENS_FILE="), "{e}");
+        let secret = "0123456789abcdef";
+        let mut bytes = format!("ci:emit:{secret}").into_bytes();
+        bytes.push(0xff);
+        let f = TempFile::new("");
+        std::fs::write(&f.0, &bytes).unwrap();
+        let e = err(&[], &[("API_TOKENS_FILE", f.path())]);
+        assert!(e.contains("not UTF-8") && !e.contains(secret), "{e}");
+        // A bad value read from the file: named, never shown.
+        let f = TempFile::new(&format!("ci:write:{secret}\n"));
+        let e = err(&[], &[("API_TOKENS_FILE", f.path())]);
+        assert!(e.starts_with("invalid setting API_TOKENS="), "{e}");
+        assert!(!e.contains(secret), "{e}");
+    }
+
+    #[test]
+    fn secret_settings_are_marked_and_their_help_names_the_twin() {
+        let secret: Vec<_> = FIELDS.iter().filter_map(|f| f.file_env).collect();
+        assert_eq!(
+            secret,
+            [
+                "REDIS_SERVER_FILE",
+                "API_TOKENS_FILE",
+                "SESSION_SECRET_FILE",
+                "SESSION_SECRET_PREVIOUS_FILE",
+                "BACKEND_SECRET_FILE"
+            ]
+        );
+        for field in FIELDS.iter().filter(|f| f.file_env.is_some()) {
+            assert!(field.help.contains(&format!("{}_FILE", field.env)));
+        }
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        assert_eq!(load(&[], &[]).unwrap().log_format, LogFormat::Text);
+        let s = load(&[], &[("LOG_FORMAT", "json")]).unwrap();
+        assert_eq!(s.log_format, LogFormat::Json);
+        let s = load(&["--log-format=text"], &[("LOG_FORMAT", "json")]).unwrap();
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(
+            err(&[], &[("LOG_FORMAT", "logfmt")]),
+            r#"invalid setting LOG_FORMAT="logfmt": must be text or json"#
+        );
+        for format in [LogFormat::Text, LogFormat::Json] {
+            assert_eq!(format.as_str().parse::<LogFormat>(), Ok(format));
+        }
+    }
+
+    #[test]
+    fn healthcheck_is_a_subcommand_with_the_same_settings() {
+        let run = |args: &[&str]| {
+            let args = std::iter::once("rain-node").chain(args.iter().copied());
+            Settings::with_command(args, |_| None, Path::new(NO_FILE))
+        };
+        let (s, command) = run(&["--server-port=3000", "healthcheck"]).unwrap();
+        assert_eq!((s.server_port, command), (3000, Some(Command::Healthcheck)));
+        assert_eq!(run(&[]).unwrap().1, None);
+        assert!(run(&["no-such-command"]).is_err());
     }
 
     #[test]

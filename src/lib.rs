@@ -19,6 +19,7 @@
 //! | | [`session_token`] | server-issued session tokens (`<id>.<hmac>`): mint, verify, the `rain_session` cookie (pure; the fuzz target's entry point) |
 //! | | [`backend_signature`] | `X-Rain-Timestamp` / `X-Rain-Signature` on every request to a backend (pure) |
 //! | | [`limits`] | the counting behind per-client limits: token bucket, refusal window, connections per address (pure, bounded) |
+//! | | [`logs`] | the node's own log lines: the one `tracing` set-up (stderr only; `LOG`, `LOG_FORMAT` text or json) |
 //! | cluster | [`cluster`] | one trait per responsibility (membership, broker, socket registry, sessions, services, lists); the embedded hub and the Redis backend (`cluster/redis/`, one file per task); wire format; key and channel names; upper layers' messages are opaque bytes here |
 //! | engine | [`session`] | one Engine.IO session: bounded outbound queue, upgrade state, close |
 //! | | [`engine`] | the Engine.IO server: session table, handshake, packet rules, connections per client address |
@@ -34,6 +35,7 @@
 //! | Mothership | [`mothership`] | its messages, the router (call, serve, reply; bounded in flight), component channels, `/core` commands one file each, logging |
 //! | edge | [`api`] | the HTTP API for operators and backends, on its own listener: bearer tokens and scopes, `POST /emit` (its body's pure parser is fuzzed), `GET /metrics` |
 //! | | [`server`] | binding both listeners, public routes (`/socket.io/`, `/healthz`, `/readyz`), CORS for `CORS_ORIGINS` only, shutdown of both |
+//! | | [`healthcheck`] | `rain-node healthcheck`: GET `/healthz` of the node the settings describe, exit 0 or 1 (the image's `HEALTHCHECK`) |
 //!
 //! A minimal embedding:
 //!
@@ -73,8 +75,10 @@ pub mod cluster;
 pub mod component;
 pub mod config;
 pub mod engine;
+pub mod healthcheck;
 pub mod io;
 pub mod limits;
+pub mod logs;
 pub mod metrics;
 pub mod mothership;
 pub mod namespace;

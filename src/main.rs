@@ -1,11 +1,12 @@
 //! The `rain-node` binary: reads the settings, starts one node, and shuts it down
-//! gracefully on SIGTERM/SIGINT. The only place `anyhow` is used.
+//! gracefully on SIGTERM/SIGINT; or, as `rain-node healthcheck`, probes the node
+//! the same settings describe. The only place `anyhow` is used.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use rain_node::config::{Settings, redact_url};
+use rain_node::config::{Command, LogFormat, Settings, redact_url};
 use rain_node::io::SocketIo;
 use rain_node::mothership::Mothership;
 use rain_node::namespace::NamespaceHandler;
@@ -27,8 +28,11 @@ impl NamespaceHandler for MainNamespace {
 }
 
 fn main() -> ExitCode {
-    let settings = Settings::load_or_exit();
-    init_tracing(&settings);
+    let (settings, command) = Settings::load_with_command_or_exit();
+    if command == Some(Command::Healthcheck) {
+        return healthcheck(&settings);
+    }
+    rain_node::logs::init(&settings);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -39,10 +43,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let log_format = settings.log_format;
     match runtime.block_on(run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("rain-node: {error:#}");
+            // With LOG_FORMAT=json every stderr line stays a JSON object.
+            match log_format {
+                LogFormat::Text => eprintln!("rain-node: {error:#}"),
+                LogFormat::Json => tracing::error!(error = format!("{error:#}"), "node failed"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -75,11 +84,20 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+/// `rain-node healthcheck`: one line on stdout (Docker keeps it with the
+/// health status), exit 0 or 1. No logging set-up: the line is the output.
+fn healthcheck(settings: &Settings) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            println!("unhealthy: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let verdict = runtime.block_on(rain_node::healthcheck::probe(settings));
+    println!("{}", verdict.message);
+    ExitCode::from(verdict.exit_code())
 }

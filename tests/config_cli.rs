@@ -2,11 +2,16 @@
 //! stopping it with exit code 2 and a message naming the setting. Every run
 //! starts from an empty environment (plus PATH) and a fresh empty working
 //! directory, so neither the host's variables (a REDIS_SERVER, say) nor a
-//! `./rain.toml` can leak in.
+//! `./rain.toml` can leak in. Also where a running node writes: its logs on
+//! stderr (text, or one JSON object per line), stdout only the listening lines;
+//! and secrets read from `_FILE` twins.
 
-use std::path::PathBuf;
+mod support;
+
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use rain_node::config::Settings;
 
@@ -177,4 +182,111 @@ fn bad_api_tokens_exit_2_without_showing_the_secret() {
         assert!(stderr.contains(reason), "{value}: {stderr}");
         assert!(!stderr.contains(secret), "the secret is shown: {stderr}");
     }
+}
+
+/// SIGTERM, and the node's exit within its shutdown timeout: every line it
+/// logs (start, shutdown) is then written.
+fn stop_gracefully(node: &mut support::Testbed) {
+    // The SIGTERM handler is installed as the server starts running, just
+    // after the listening lines: wait for the line logged after it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !node.stderr().contains("node started") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    node.signal("-TERM");
+    let status = node.wait_exit(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        node.stderr()
+    );
+}
+
+/// The `rain-node` binary this test run built.
+fn rain_node() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_rain-node"))
+}
+
+#[test]
+fn secrets_are_read_from_their_file_twin_and_never_shown() {
+    let dir = TempDir::new();
+    let secret = "a-secret-of-20-chars";
+    let bad = dir.0.join("bad_tokens");
+    std::fs::write(&bad, format!("ci:write:{secret}\n")).unwrap();
+    let bad = bad.to_str().unwrap();
+    let out = run(&[], &[("API_TOKENS_FILE", bad)]);
+    assert_rejected(&out, "API_TOKENS");
+    assert!(!text(&out.stderr).contains(secret), "{}", text(&out.stderr));
+
+    let out = run(&[], &[("API_TOKENS_FILE", bad), ("API_TOKENS", "x:emit:y")]);
+    assert_rejected(&out, "API_TOKENS_FILE");
+    assert!(
+        text(&out.stderr).contains("both set"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let missing = "/nonexistent/rain/api_tokens";
+    let out = run(&[], &[("API_TOKENS_FILE", missing)]);
+    assert_rejected(&out, missing);
+
+    // A good file: the node starts with its tokens (no "not set" warning).
+    let good = dir.0.join("api_tokens");
+    std::fs::write(&good, format!("ops:admin:{secret}\n")).unwrap();
+    let mut node = support::spawn_program(
+        rain_node(),
+        &[
+            ("API_TOKENS", ""),
+            ("API_TOKENS_FILE", good.to_str().unwrap()),
+        ],
+    );
+    stop_gracefully(&mut node);
+    let stderr = node.stderr();
+    assert!(!stderr.contains("API_TOKENS is not set"), "{stderr}");
+    assert!(!stderr.contains(secret), "{stderr}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_stderr_line() {
+    let mut node = support::spawn_program(rain_node(), &[("LOG_FORMAT", "json")]);
+    stop_gracefully(&mut node);
+    // The reader threads finish with the process's pipes.
+    std::thread::sleep(Duration::from_millis(200));
+    let stderr = node.stderr();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.contains("node started")),
+        "no start line: {stderr}"
+    );
+    for line in lines {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}\nstderr:\n{stderr}"));
+        assert!(value.is_object(), "{line}");
+        for key in ["timestamp", "level", "target"] {
+            assert!(value.get(key).is_some(), "no {key}: {line}");
+        }
+    }
+    assert_eq!(
+        node.stdout(),
+        "",
+        "stdout has more than the listening lines"
+    );
+}
+
+#[test]
+fn text_logs_go_to_stderr_and_stdout_has_only_the_listening_lines() {
+    // spawn_program takes the two listening lines off stdout, in order; the
+    // rest of stdout must be empty.
+    let mut node = support::spawn_program(rain_node(), &[]);
+    stop_gracefully(&mut node);
+    std::thread::sleep(Duration::from_millis(200));
+    let stderr = node.stderr();
+    assert!(stderr.contains("node started"), "{stderr}");
+    assert!(serde_json::from_str::<serde_json::Value>(stderr.lines().next().unwrap()).is_err());
+    assert_eq!(
+        node.stdout(),
+        "",
+        "stdout has more than the listening lines"
+    );
 }

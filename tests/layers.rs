@@ -16,6 +16,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("session_token", 1),
     ("backend_signature", 1),
     ("limits", 1),
+    ("logs", 1),
     ("cluster", 2),
     ("session", 3),
     ("engine", 3),
@@ -31,6 +32,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("mothership", 6),
     ("api", 7),
     ("server", 7),
+    ("healthcheck", 7),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
