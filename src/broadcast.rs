@@ -180,13 +180,7 @@ mod tests {
     }
 
     fn join(namespace: &Arc<Namespace>, id: &str, room: Option<&str>) -> Arc<Session> {
-        let info = ConnectInfo {
-            query: String::new(),
-            remote_addr: None,
-            address: None,
-            session: None,
-            headers: Vec::new(),
-        };
+        let info = ConnectInfo::default();
         let session = Arc::new(Session::new(id.into(), info, TransportState::Websocket, 16));
         let socket = Arc::new(Socket::new(
             id.into(),

@@ -84,8 +84,9 @@ pub enum SendError {
     QueueFull,
 }
 
-/// What the remote end looked like when the session opened.
-#[derive(Clone)]
+/// What the remote end looked like when the session opened. `Default` is a
+/// client that told nothing (no query, address, session or headers).
+#[derive(Clone, Default)]
 pub struct ConnectInfo {
     /// The query string of the handshake request, without the `?`.
     pub query: String,
@@ -356,13 +357,7 @@ mod tests {
     use bytes::Bytes;
 
     fn session(limit: usize) -> Arc<Session> {
-        let info = ConnectInfo {
-            query: String::new(),
-            remote_addr: None,
-            address: None,
-            session: None,
-            headers: Vec::new(),
-        };
+        let info = ConnectInfo::default();
         Arc::new(Session::new(
             "s".into(),
             info,

@@ -447,13 +447,7 @@ mod tests {
     fn socket() -> Arc<Socket> {
         let cluster = crate::cluster::from_settings(&Settings::default()).unwrap();
         let namespace = Arc::new(Namespace::new("/t", Arc::new(Nothing), cluster, 8));
-        let info = ConnectInfo {
-            query: String::new(),
-            remote_addr: None,
-            address: None,
-            session: None,
-            headers: Vec::new(),
-        };
+        let info = ConnectInfo::default();
         let session = Arc::new(Session::new("s".into(), info, TransportState::Polling, 64));
         let (session_id, _) = crate::session_token::SessionKeys::new(&[0; 32], None).mint();
         Arc::new(Socket::new(

@@ -22,7 +22,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use support::{crate_dir, run_client, spawn_program};
+use support::{ComponentsDir, crate_dir, run_client, spawn_program};
 
 const BACKEND_SECRET: &str = "identity-test-backend-secret";
 const BIN: &str = env!("CARGO_BIN_EXE_rain-node");
@@ -161,26 +161,15 @@ impl Backend {
     }
 }
 
-/// A folder with the `probe` component's descriptor, removed when dropped.
-struct ComponentsDir(std::path::PathBuf);
-
-impl ComponentsDir {
-    fn new(backend: &str) -> ComponentsDir {
-        let dir = std::env::temp_dir().join(format!("rain-identity-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let descriptor = json!({
+/// A `COMPONENTS_DIR` with the `probe` component's descriptor.
+fn probe_components(backend: &str) -> ComponentsDir {
+    ComponentsDir::new(&[(
+        "probe.json",
+        json!({
             "id": "probe", "version": "1.0", "channels": ["main"],
             "handler": { "kind": "http", "url": format!("{backend}/probe"), "timeout_ms": 2000 },
-        });
-        std::fs::write(dir.join("probe.json"), descriptor.to_string()).unwrap();
-        ComponentsDir(dir)
-    }
-}
-
-impl Drop for ComponentsDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+        }),
+    )])
 }
 
 /// The connect-auth hook decides every namespace CONNECT, signed; the user
@@ -189,7 +178,7 @@ impl Drop for ComponentsDir {
 #[test]
 fn auth_url_decides_connects_and_the_user_reaches_backends() {
     let backend = Backend::start();
-    let dir = ComponentsDir::new(&backend.url);
+    let dir = probe_components(&backend.url);
     let auth_url = format!("{}/auth", backend.url);
     let node = spawn_program(
         std::path::Path::new(BIN),
@@ -198,7 +187,7 @@ fn auth_url_decides_connects_and_the_user_reaches_backends() {
             ("AUTH_TIMEOUT_MS", "500"),
             ("BACKEND_SECRET", BACKEND_SECRET),
             ("COMPONENTS", ""),
-            ("COMPONENTS_DIR", dir.0.to_str().unwrap()),
+            ("COMPONENTS_DIR", dir.path()),
             ("LOG", "debug"),
         ],
     );

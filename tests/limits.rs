@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-use support::{Testbed, spawn_testbed};
+use support::{ComponentsDir, Testbed, spawn_testbed};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -449,8 +449,10 @@ async fn polling_body_sent_too_slowly_is_answered_408_and_closes_the_session() {
     assert!(polling_session_closed(&http, &url).await);
     assert!(
         testbed
-            .stderr()
-            .contains("polling body not received in time")
+            .stderr_shows("polling body not received in time", WAIT)
+            .await,
+        "{}",
+        testbed.stderr_tail(20)
     );
     assert_served(&mut bystander).await;
     assert_no_panic(&testbed);
@@ -471,7 +473,11 @@ async fn overlapping_polling_posts_are_answered_400_and_close_the_session() {
     let second = http.post(&url).body("40").send().await.unwrap();
     assert_eq!(second.status(), 400);
     assert!(polling_session_closed(&http, &url).await);
-    assert!(testbed.stderr().contains("overlapping polling POST"));
+    assert!(
+        testbed.stderr_shows("overlapping polling POST", WAIT).await,
+        "{}",
+        testbed.stderr_tail(20)
+    );
     assert_eq!(refused_count(&testbed, "polling_overlap").await, 1);
     assert_served(&mut bystander).await;
     assert_no_panic(&testbed);
@@ -613,7 +619,9 @@ async fn events_over_the_rate_are_refused_and_a_flood_closes_the_connection() {
     }
     assert!(closes(&mut offender).await, "the flooding client is closed");
     assert!(
-        testbed.stderr().contains("kept sending past its limits"),
+        testbed
+            .stderr_shows("kept sending past its limits", WAIT)
+            .await,
         "{}",
         testbed.stderr_tail(20)
     );
@@ -752,7 +760,7 @@ fn too_many_requests() -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_then_say_sent_back_to_back_always_succeeds() {
     let backend = backend(10).await;
-    let dir = ComponentsDir::new(&backend);
+    let dir = hb_components(&backend);
     let node = spawn_node(&[("COMPONENTS", "chat@1.0"), ("COMPONENTS_DIR", dir.path())]);
     for (ns, rounds) in [("/hb/1.0/main", 20u64), ("/chat/1/main", 40)] {
         let mut client = join_namespace(&node, ns).await;
@@ -871,43 +879,15 @@ async fn backend(size: usize) -> Backend {
     }
 }
 
-/// A `COMPONENTS_DIR` holding the descriptor of `hb@1.0` served by `backend`;
-/// removed on drop.
-struct ComponentsDir(std::path::PathBuf);
-
-impl ComponentsDir {
-    fn new(backend: &Backend) -> ComponentsDir {
-        let dir = std::env::temp_dir().join(format!(
-            "rain-limits-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let descriptor = serde_json::json!({
+/// A `COMPONENTS_DIR` holding the descriptor of `hb@1.0` served by `backend`.
+fn hb_components(backend: &Backend) -> ComponentsDir {
+    ComponentsDir::new(&[(
+        "hb.json",
+        serde_json::json!({
             "id": "hb", "version": "1.0", "channels": ["main"],
             "handler": { "kind": "http", "url": format!("{}/hook", backend.url), "timeout_ms": 3000 },
-        });
-        std::fs::write(dir.join("hb.json"), descriptor.to_string()).unwrap();
-        ComponentsDir(dir)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for ComponentsDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn rand_suffix() -> u64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+        }),
+    )])
 }
 
 /// Past SOCKET_MAX_IN_FLIGHT queued or running events, a socket's next ones
@@ -916,7 +896,7 @@ fn rand_suffix() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn component_events_past_socket_max_in_flight_are_refused() {
     let backend = backend(10).await;
-    let dir = ComponentsDir::new(&backend);
+    let dir = hb_components(&backend);
     let node = spawn_node(&[
         ("COMPONENTS", ""),
         ("COMPONENTS_DIR", dir.path()),
@@ -963,7 +943,7 @@ async fn component_events_past_socket_max_in_flight_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_answers_past_the_size_cap_or_redirecting_are_backend_errors() {
     let backend = backend(5000).await;
-    let dir = ComponentsDir::new(&backend);
+    let dir = hb_components(&backend);
     let node = spawn_node(&[
         ("COMPONENTS", ""),
         ("COMPONENTS_DIR", dir.path()),
@@ -1014,7 +994,7 @@ async fn client_log_lines_past_the_rate_are_refused_and_not_written() {
     let ns = "/core/logging";
     let mut chatty = join_namespace(&node, ns).await;
     let mut other = join_namespace(&node, ns).await;
-    let marker = format!("marker-{}", rand_suffix());
+    let marker = support::unique("marker-");
     for id in 0..8u64 {
         let line = serde_json::json!({ "level": "info", "message": format!("{marker}-{id}") });
         emit(&mut chatty, ns, id, "log", line).await;
@@ -1054,12 +1034,12 @@ async fn client_log_lines_past_the_rate_are_refused_and_not_written() {
             .ok_or(format!("{before} → {now}"))
     })
     .await;
-    let logs = node.stderr();
     assert!(
-        logs.contains(&format!("{marker}-other")),
+        node.stderr_shows(&format!("{marker}-other"), WAIT).await,
         "{}",
         node.stderr_tail(20)
     );
+    let logs = node.stderr();
     assert!(logs.contains(&format!("{marker}-4")));
     for refused in ["5", "6", "7", "dropped"] {
         assert!(

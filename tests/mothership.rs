@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use support::cluster::{HEARTBEAT_MS, NODE_TTL_MS, Node, RedisServer, numsub, spawn_binary_nodes};
-use support::{crate_dir, eventually, one_at_a_time};
+use support::{ComponentsDir, crate_dir, eventually, one_at_a_time, unique};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rain-node");
 /// `ROUTE_TIMEOUT_MS` of every node here.
@@ -79,23 +79,6 @@ async fn wait_hosts(redis: &RedisServer, id: &str, version: &str, hosts: &[&str]
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(2 * HEARTBEAT_MS + 200)).await;
-}
-
-/// A fresh name, unique within this run.
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}{}",
-        std::process::id(),
-        rand_suffix().replace('-', "")
-    )
-}
-
-fn rand_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{nanos:x}")
 }
 
 // ---------------------------------------------------------------------------
@@ -477,30 +460,6 @@ impl Backend {
 impl Drop for Backend {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// A temporary `COMPONENTS_DIR` holding `descriptors` (file name, JSON).
-struct ComponentsDir(std::path::PathBuf);
-
-impl ComponentsDir {
-    fn new(descriptors: &[(&str, Value)]) -> ComponentsDir {
-        let dir = std::env::temp_dir().join(unique("rain-components-"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for (file, descriptor) in descriptors {
-            std::fs::write(dir.join(file), descriptor.to_string()).unwrap();
-        }
-        ComponentsDir(dir)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for ComponentsDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

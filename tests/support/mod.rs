@@ -111,6 +111,22 @@ impl Testbed {
         self.stdout.lock().unwrap().clone()
     }
 
+    /// Whether `needle` shows up in the server's stderr within `timeout`: a
+    /// line logged as a request is answered may reach the reader thread a
+    /// moment after the answer reaches the test.
+    pub async fn stderr_shows(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The last `lines` lines of the server's stderr.
     pub fn stderr_tail(&self, lines: usize) -> String {
         tail(&self.stderr(), lines)
@@ -413,5 +429,40 @@ pub async fn eventually<T>(
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A fresh name, unique within this run: `prefix`, the process id and the
+/// clock's nanoseconds.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}{}{nanos:x}", std::process::id())
+}
+
+/// A temporary `COMPONENTS_DIR` holding `descriptors` (file name, JSON),
+/// removed on drop.
+pub struct ComponentsDir(PathBuf);
+
+impl ComponentsDir {
+    pub fn new(descriptors: &[(&str, serde_json::Value)]) -> ComponentsDir {
+        let dir = std::env::temp_dir().join(unique("rain-components-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, descriptor) in descriptors {
+            std::fs::write(dir.join(file), descriptor.to_string()).unwrap();
+        }
+        ComponentsDir(dir)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for ComponentsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -159,13 +159,7 @@ pub(super) struct FakeClient {
 
 impl FakeClient {
     fn open(io: &SocketIo, session: &str) -> FakeClient {
-        let info = ConnectInfo {
-            query: String::new(),
-            remote_addr: None,
-            address: None,
-            session: None,
-            headers: Vec::new(),
-        };
+        let info = ConnectInfo::default();
         // The client holds a token a node minted for the session the label
         // names (the nodes use this process's secret).
         let session_id =
