@@ -428,6 +428,10 @@ impl Node {
         self.testbed.pid()
     }
 
+    pub fn testbed_mut(&mut self) -> &mut Testbed {
+        &mut self.testbed
+    }
+
     pub fn testbed(&self) -> &Testbed {
         &self.testbed
     }
