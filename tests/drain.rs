@@ -236,6 +236,28 @@ async fn sigterm_drains_a_node_without_losing_a_client_or_a_call() {
         tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS / 2)).await;
     }
 
+    // A reconcile does not put it back either: with its record gone from
+    // Redis, A's next beat writes it again and reconciles its state.
+    let _: () = conn.del("rain:node:A").await.unwrap();
+    time_until(Duration::from_secs(2), async || {
+        conn.exists::<_, bool>("rain:node:A").await.unwrap()
+    })
+    .await
+    .expect("A's beat wrote its record again");
+    tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS / 2)).await;
+    assert_eq!(
+        hosts(&mut conn, "echo@1.0").await,
+        only_b,
+        "after a reconcile"
+    );
+    assert_eq!(
+        hosts(&mut conn, "slow@1.0").await,
+        only_b,
+        "after a reconcile"
+    );
+    let announced: String = conn.hget("rain:node:A", "services").await.unwrap();
+    assert_eq!(announced, "[]", "A's record announces no service");
+
     // (c) Every call in flight is answered, whoever serves it.
     let mut served_by = BTreeSet::new();
     let mut answered_at = std::collections::HashMap::new();
@@ -368,4 +390,61 @@ async fn a_signal_right_after_start_exits_zero() {
             started.elapsed()
         );
     }
+}
+
+/// A drain cut by `SHUTDOWN_TIMEOUT_MS` (a client still waits for a call
+/// longer than that): the node exits anyway, with status 0, in time, and says
+/// what was cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drain_past_the_shutdown_timeout_exits_zero_in_time_and_says_so() {
+    let _serial = one_at_a_time().await;
+    let (_backend, dir) = slow_backend();
+    let (_redis, mut nodes) = tokio::task::block_in_place(|| {
+        let redis = RedisServer::start();
+        let nodes = spawn_binary_nodes(
+            BIN,
+            &redis.url(),
+            &[(
+                "A",
+                vec![
+                    ("COMPONENTS", ""),
+                    ("COMPONENTS_DIR", dir.path()),
+                    ("ROUTE_TIMEOUT_MS", "5000"),
+                    ("DRAIN_DELAY_MS", "100"),
+                    ("SHUTDOWN_TIMEOUT_MS", "1000"),
+                    ("LOG_FORMAT", "json"),
+                ],
+            )],
+        );
+        (redis, nodes)
+    });
+    let a = nodes[0].url().to_string();
+    let mut js = Clients::start().await;
+    js.connect("waiting", &a, "/slow/1.0/main", json!({})).await;
+    let call = js.send(
+        json!({ "op": "emit", "name": "waiting", "event": "slow", "args": [{}], "timeout": 8000 }),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    nodes[0].testbed().signal("-TERM");
+    let node = nodes.remove(0);
+    let (node, status) = wait_exit(node, Duration::from_secs(4)).await;
+    let status = status.expect("A exits");
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < Duration::from_millis(1800), "took {took:?}");
+    let stderr = node.testbed().stderr();
+    assert!(
+        stderr.contains("drain was cut short") && stderr.contains(r#""closed_owing_replies":1"#),
+        "{}",
+        node.stderr_tail(20)
+    );
+    // The client saw its connection closed without the answer.
+    let answer = js.wait(call, Duration::from_secs(10)).await;
+    assert_eq!(answer["ok"], json!(false), "{answer}");
+    assert!(
+        !js.closes("waiting", 1, Duration::from_secs(2))
+            .await
+            .is_empty()
+    );
 }
