@@ -169,6 +169,9 @@ pub async fn run(
     outcome.flush_failed = !matches!(flushed, Ok(Ok(())));
     if outcome.is_complete() {
         tracing::info!("drained");
+    } else if Instant::now() < deadline {
+        // Only the flush failed, in time: Redis refused or lost writes.
+        tracing::warn!("drained, but the last writes to Redis could not be confirmed");
     } else {
         tracing::warn!(
             closed_owing_replies = outcome.closed_owing_replies,
