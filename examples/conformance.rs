@@ -101,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         upgrade_timeout: Duration::from_secs(10),
         ..EngineConfig::from(&settings)
     };
+    let signal = shutdown_signal();
     let server = Server::bind(&settings, io).await?.with_engine_route(
         "/engine.io/",
         engine_config,
@@ -108,6 +109,6 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("rain-node listening on http://{}", server.local_addr());
     println!("rain-node api listening on http://{}", server.api_addr());
-    server.run(shutdown_signal()).await?;
+    server.run(signal).await?;
     Ok(())
 }

@@ -325,6 +325,8 @@ fn after_flush(socket: &Arc<Socket>, ack: AckSender, payload: Payload) {
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::load_or_exit();
     rain_node::logs::init(&settings);
+    // Before anything else: a SIGTERM while starting drains, never kills.
+    let signal = shutdown_signal();
     let _ = KEYS.set(SessionKeys::from_settings(&settings));
     let io = SocketIo::new(&settings, rain_node::cluster::connect(&settings).await?);
     io.namespace("/", Testbed);
@@ -340,6 +342,6 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::bind(&settings, io).await?;
     println!("rain-node listening on http://{}", server.local_addr());
     println!("rain-node api listening on http://{}", server.api_addr());
-    server.run(shutdown_signal()).await?;
+    server.run(signal).await?;
     Ok(())
 }

@@ -92,6 +92,14 @@ pub struct Settings {
     pub trusted_proxies: Vec<String>,
     /// How long a graceful shutdown may take before the process exits anyway (ms, ≥ 1).
     pub shutdown_timeout_ms: u64,
+    /// How long a node that got SIGTERM keeps serving everything while
+    /// reporting not ready, so the balancer stops sending it new connections
+    /// (ms, < `shutdown_timeout_ms`).
+    pub drain_delay_ms: u64,
+    /// Clients closed at once while draining (≥ 1).
+    pub drain_batch: usize,
+    /// The pause between two batches of clients closed while draining (ms).
+    pub drain_batch_pause_ms: u64,
     /// Prefix of every Redis key and channel.
     pub key_prefix: String,
     /// A node whose last heartbeat is older than this is dead: the others drop it
@@ -253,6 +261,10 @@ impl Default for Settings {
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             shutdown_timeout_ms: 10_000,
+            // Longer than haproxy.cfg's `inter 1s × fall 2`.
+            drain_delay_ms: 3_000,
+            drain_batch: 100,
+            drain_batch_pause_ms: 100,
             key_prefix: "rain:".to_string(),
             node_ttl_ms: 5_000,
             heartbeat_ms: 1_000,
@@ -624,6 +636,27 @@ const SHUTDOWN_TIMEOUT_MS: Field = field!(
     "10000",
     "How long a graceful shutdown may take before the process exits anyway, in ms"
 );
+const DRAIN_DELAY_MS: Field = field!(
+    "drain_delay_ms",
+    "DRAIN_DELAY_MS",
+    U64,
+    "3000",
+    "After SIGTERM, how long the node reports not ready but keeps serving everything (longer than the balancer's health-check interval × fall), in ms"
+);
+const DRAIN_BATCH: Field = field!(
+    "drain_batch",
+    "DRAIN_BATCH",
+    Usize,
+    "100",
+    "While draining, how many clients are closed at once (they reconnect to the other nodes)"
+);
+const DRAIN_BATCH_PAUSE_MS: Field = field!(
+    "drain_batch_pause_ms",
+    "DRAIN_BATCH_PAUSE_MS",
+    U64,
+    "100",
+    "While draining, the pause between two batches of closed clients, in ms"
+);
 const KEY_PREFIX: Field = field!(
     "key_prefix",
     "KEY_PREFIX",
@@ -878,7 +911,7 @@ const BACKEND_ANSWER_MAX_BYTES: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 53] = [
+const FIELDS: [&Field; 56] = [
     &REDIS_SERVER,
     &REDIS_CA_FILE,
     &SERVER_HOST,
@@ -901,6 +934,9 @@ const FIELDS: [&Field; 53] = [
     &CORS_ORIGINS,
     &TRUSTED_PROXIES,
     &SHUTDOWN_TIMEOUT_MS,
+    &DRAIN_DELAY_MS,
+    &DRAIN_BATCH,
+    &DRAIN_BATCH_PAUSE_MS,
     &KEY_PREFIX,
     &NODE_TTL_MS,
     &HEARTBEAT_MS,
@@ -1002,6 +1038,12 @@ struct Cli {
     trusted_proxies: Option<String>,
     #[arg(long, value_name = "MS", help = SHUTDOWN_TIMEOUT_MS.help)]
     shutdown_timeout_ms: Option<String>,
+    #[arg(long, value_name = "MS", help = DRAIN_DELAY_MS.help)]
+    drain_delay_ms: Option<String>,
+    #[arg(long, value_name = "N", help = DRAIN_BATCH.help)]
+    drain_batch: Option<String>,
+    #[arg(long, value_name = "MS", help = DRAIN_BATCH_PAUSE_MS.help)]
+    drain_batch_pause_ms: Option<String>,
     #[arg(long, value_name = "PREFIX", help = KEY_PREFIX.help)]
     key_prefix: Option<String>,
     #[arg(long, value_name = "MS", help = NODE_TTL_MS.help)]
@@ -1070,7 +1112,7 @@ struct Cli {
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 53] {
+    fn values(&self) -> [Option<&String>; 56] {
         [
             self.redis_server.as_ref(),
             self.redis_ca_file.as_ref(),
@@ -1094,6 +1136,9 @@ impl Cli {
             self.cors_origins.as_ref(),
             self.trusted_proxies.as_ref(),
             self.shutdown_timeout_ms.as_ref(),
+            self.drain_delay_ms.as_ref(),
+            self.drain_batch.as_ref(),
+            self.drain_batch_pause_ms.as_ref(),
             self.key_prefix.as_ref(),
             self.node_ttl_ms.as_ref(),
             self.heartbeat_ms.as_ref(),
@@ -1471,6 +1516,7 @@ impl Settings {
             (EVENT_RATE.env, self.event_rate),
             (EVENT_BURST.env, self.event_burst as u64),
             (SHUTDOWN_TIMEOUT_MS.env, self.shutdown_timeout_ms),
+            (DRAIN_BATCH.env, self.drain_batch as u64),
             (NODE_TTL_MS.env, self.node_ttl_ms),
             (HEARTBEAT_MS.env, self.heartbeat_ms),
             (SESSION_TTL_MS.env, self.session_ttl_ms),
@@ -1505,6 +1551,18 @@ impl Settings {
             if value < 1 {
                 return Err(invalid(name, value, "must be at least 1"));
             }
+        }
+        // The delay is only the first part of a drain: closing the clients,
+        // finishing routed calls and flushing need time left within the bound.
+        if self.drain_delay_ms >= self.shutdown_timeout_ms {
+            return Err(invalid(
+                DRAIN_DELAY_MS.env,
+                self.drain_delay_ms,
+                &format!(
+                    "must be less than SHUTDOWN_TIMEOUT_MS={} (the drain's delay is part of the shutdown)",
+                    self.shutdown_timeout_ms
+                ),
+            ));
         }
         // A node must beat at least three times within its TTL, or one slow
         // beat would have the others purge a live node.
@@ -1659,6 +1717,14 @@ impl Settings {
     /// How long a graceful shutdown may take.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
+    }
+
+    pub fn drain_batch_pause(&self) -> Duration {
+        Duration::from_millis(self.drain_batch_pause_ms)
     }
 
     pub fn node_ttl(&self) -> Duration {
@@ -2011,6 +2077,9 @@ mod tests {
             ("CORS_ORIGINS", "http://a"),
             ("TRUSTED_PROXIES", "10.0.0.0/8,::1"),
             ("SHUTDOWN_TIMEOUT_MS", "7"),
+            ("DRAIN_DELAY_MS", "6"),
+            ("DRAIN_BATCH", "31"),
+            ("DRAIN_BATCH_PAUSE_MS", "32"),
             ("KEY_PREFIX", ""),
             ("NODE_TTL_MS", "30"),
             ("HEARTBEAT_MS", "9"),
@@ -2069,6 +2138,9 @@ mod tests {
             cors_origins: vec!["http://a".into()],
             trusted_proxies: vec!["10.0.0.0/8".into(), "::1".into()],
             shutdown_timeout_ms: 7,
+            drain_delay_ms: 6,
+            drain_batch: 31,
+            drain_batch_pause_ms: 32,
             key_prefix: String::new(),
             node_ttl_ms: 30,
             heartbeat_ms: 9,
@@ -2534,6 +2606,36 @@ mod tests {
                 format!("invalid setting {name}=0: must be at least 1")
             );
         }
+    }
+
+    #[test]
+    fn the_drain_delay_must_leave_time_within_the_shutdown_timeout() {
+        let e = err(
+            &[],
+            &[("SHUTDOWN_TIMEOUT_MS", "2000"), ("DRAIN_DELAY_MS", "2000")],
+        );
+        assert!(
+            e.starts_with(
+                "invalid setting DRAIN_DELAY_MS=2000: must be less than SHUTDOWN_TIMEOUT_MS=2000"
+            ),
+            "{e}"
+        );
+        // The default delay does not fit in a short timeout either.
+        let e = err(&[], &[("SHUTDOWN_TIMEOUT_MS", "500")]);
+        assert!(
+            e.starts_with("invalid setting DRAIN_DELAY_MS=3000: "),
+            "{e}"
+        );
+        let s = load(
+            &["--drain-delay-ms=1999"],
+            &[("SHUTDOWN_TIMEOUT_MS", "2000"), ("SESSION_SECRET", SECRET)],
+        )
+        .unwrap();
+        assert_eq!(s.drain_delay(), Duration::from_millis(1999));
+        assert_eq!(
+            err(&[], &[("DRAIN_BATCH", "0")]),
+            "invalid setting DRAIN_BATCH=0: must be at least 1"
+        );
     }
 
     #[test]

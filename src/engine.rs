@@ -277,6 +277,16 @@ impl Engine {
         }
     }
 
+    /// Every session open now (a drain closes them in batches).
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        self.inner
+            .sessions
+            .read()
+            .values()
+            .map(|e| e.session.clone())
+            .collect()
+    }
+
     pub fn session_count(&self) -> usize {
         self.inner.sessions.read().len()
     }

@@ -35,6 +35,7 @@
 //! | Mothership | [`mothership`] | its messages, the router (call, serve, reply; bounded in flight), component channels, `/core` commands one file each, logging |
 //! | edge | [`api`] | the HTTP API for operators and backends, on its own listener: bearer tokens and scopes, `POST /emit` (its body's pure parser is fuzzed), `GET /metrics` |
 //! | | [`server`] | binding both listeners, public routes (`/socket.io/`, `/healthz`, `/readyz`), CORS for `CORS_ORIGINS` only, shutdown of both |
+//! | | [`drain`] | a graceful stop: not ready at once, handshakes refused after `DRAIN_DELAY_MS`, out of the host sets, clients closed in batches once no ack is owed, routed requests finished, writes flushed, within `SHUTDOWN_TIMEOUT_MS` |
 //! | | [`healthcheck`] | `rain-node healthcheck`: GET `/healthz` of the node the settings describe, exit 0 or 1 (the image's `HEALTHCHECK`) |
 //!
 //! A minimal embedding:
@@ -58,10 +59,12 @@
 //! let settings = Settings::default();
 //! let io = SocketIo::new(&settings, rain_node::cluster::from_settings(&settings)?);
 //! io.namespace("/", Echo);
+//! // Before the listening lines: a SIGTERM from then on drains the node.
+//! let signal = rain_node::server::shutdown_signal();
 //! let server = Server::bind(&settings, io).await?;
 //! println!("rain-node listening on http://{}", server.local_addr());
 //! println!("rain-node api listening on http://{}", server.api_addr());
-//! server.run(rain_node::server::shutdown_signal()).await?;
+//! server.run(signal).await?;
 //! # Ok(()) }
 //! ```
 
@@ -74,6 +77,7 @@ pub mod client;
 pub mod cluster;
 pub mod component;
 pub mod config;
+pub mod drain;
 pub mod engine;
 pub mod healthcheck;
 pub mod io;

@@ -58,6 +58,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
+    // First: a SIGTERM from here on drains the node rather than killing it,
+    // even one that arrives while it starts or just after the listening lines.
+    let signal = shutdown_signal();
     let cluster = rain_node::cluster::connect(&settings)
         .await
         .context("cannot start the cluster backend")?;
@@ -66,7 +69,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let components =
         rain_node::component::from_settings(&settings).context("cannot load the components")?;
     let mothership = Mothership::install(&io, &settings, components);
-    let server = Server::bind(&settings, io).await?;
+    let server = Server::bind(&settings, io).await?.drain_waits_for({
+        let mothership = mothership.clone();
+        move || mothership.serving()
+    });
     // Scripts wait for these exact lines (stdout), in this order; everything
     // else goes to stderr.
     println!("rain-node listening on http://{}", server.local_addr());
@@ -79,7 +85,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         components = ?mothership.hosted(),
         "node started"
     );
-    server.run(shutdown_signal()).await?;
+    server.run(signal).await?;
     tracing::info!("node stopped");
     Ok(())
 }

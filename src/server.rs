@@ -5,11 +5,12 @@
 //! (`SERVER_HOST`:`SERVER_PORT`: `{socketio_path}`, `/healthz`, `/readyz`, CORS
 //! for `CORS_ORIGINS` only) and of the API listener (`ADMIN_HOST`:`ADMIN_PORT`:
 //! `crate::api`'s routes behind their tokens, `/healthz` and `/readyz` without,
-//! no CORS), and the shutdown sequence: stop accepting on both, close every
-//! client with an Engine.IO close so it reconnects elsewhere, and return within
-//! a bound. Does not own the protocol (see `crate::transport`), the API's routes
-//! and tokens (see `crate::api`) or signal handling policy beyond
-//! [`shutdown_signal`].
+//! no CORS), the signal ([`shutdown_signal`], registered as soon as it is
+//! called), and the shutdown sequence: drain (see `crate::drain`), then stop
+//! accepting on both listeners, wait for the last connections and leave the
+//! cluster, all within `SHUTDOWN_TIMEOUT_MS`. Does not own the protocol (see
+//! `crate::transport`), the API's routes and tokens (see `crate::api`) or the
+//! drain's steps (see `crate::drain`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -25,6 +29,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::cluster::Cluster;
 use crate::config::Settings;
+use crate::drain::{self, Busy, DrainPlan, DrainState};
 use crate::engine::{Engine, EngineConfig, EngineHandler};
 use crate::io::SocketIo;
 use crate::session::CloseReason;
@@ -54,6 +59,10 @@ pub struct Server {
     engine: Engine,
     cluster: Arc<dyn Cluster>,
     shutdown_timeout: Duration,
+    drain_state: DrainState,
+    drain_plan: DrainPlan,
+    /// Work outside the engine the drain waits for.
+    busy: Vec<Busy>,
 }
 
 impl Server {
@@ -75,9 +84,15 @@ impl Server {
                 "API_TOKENS is not set: every call to the HTTP API (/emit, /metrics) is refused with 401"
             );
         }
+        let drain_state = DrainState::new();
         let api_router = crate::api::routes(settings, io.clone(), engine.clone())
-            .merge(health_routes(cluster.clone()));
-        let router = router(settings, engine.clone(), cluster.clone())?;
+            .merge(health_routes(cluster.clone(), drain_state.clone()));
+        let router = router(
+            settings,
+            engine.clone(),
+            cluster.clone(),
+            drain_state.clone(),
+        )?;
         Ok(Server {
             listener,
             router,
@@ -86,7 +101,22 @@ impl Server {
             engine,
             cluster,
             shutdown_timeout: settings.shutdown_timeout(),
+            drain_state,
+            drain_plan: DrainPlan::from(settings),
+            busy: Vec::new(),
         })
+    }
+
+    /// Has a drain also wait for this work to be done (`busy` says how much
+    /// runs now), e.g. the Mothership's routed requests served here.
+    pub fn drain_waits_for(mut self, busy: impl Fn() -> usize + Send + Sync + 'static) -> Self {
+        self.busy.push(Arc::new(busy));
+        self
+    }
+
+    /// Where the node is in its drain.
+    pub fn drain_state(&self) -> &DrainState {
+        &self.drain_state
     }
 
     /// The public listener's address (Socket.IO, health checks).
@@ -123,9 +153,10 @@ impl Server {
         self
     }
 
-    /// Serves until `shutdown` resolves, then shuts down gracefully: new
-    /// connections are refused, every client gets an Engine.IO close, and the call
-    /// returns once they are gone or the shutdown timeout has passed.
+    /// Serves until `shutdown` resolves, then drains (see `crate::drain`),
+    /// stops both listeners and leaves the cluster, within
+    /// `SHUTDOWN_TIMEOUT_MS` of the signal. Past that bound it returns anyway,
+    /// `Ok` (the exit is a requested one), after a warning of what was cut.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -141,36 +172,49 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let engine = self.engine.clone();
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        // The API stops accepting when the public listener does.
-        let (api_stop_tx, mut api_stop_rx) = tokio::sync::watch::channel(false);
-        let api =
-            axum::serve(self.api_listener, self.api_router).with_graceful_shutdown(async move {
-                let _ = api_stop_rx.wait_for(|stop| *stop).await;
-            });
+        // Both listeners accept until the drain is over: existing sessions
+        // (and, during the delay, new ones) are served as usual.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        let api = axum::serve(self.api_listener, self.api_router)
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
         let api = tokio::spawn(api.into_future());
         let serve = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!(
-                sessions = engine.session_count(),
-                "shutting down: closing every client"
-            );
-            engine.close_all(CloseReason::Shutdown);
-            let _ = api_stop_tx.send(true);
-            let _ = stopping_tx.send(());
-        });
-        let serve = tokio::spawn(serve.into_future());
-        // Once shutdown has begun, the remaining work gets a bounded time.
-        let _ = stopping_rx.await;
+        .with_graceful_shutdown(stopped(stop_rx));
+        let mut serve = tokio::spawn(serve.into_future());
+        tokio::select! {
+            () = shutdown => {}
+            ended = &mut serve => {
+                // The public server failed on its own: nothing to drain.
+                let _ = stop_tx.send(true);
+                return match ended {
+                    Ok(result) => result.map_err(ServerError::Serve),
+                    Err(join_error) => Err(ServerError::Serve(std::io::Error::other(join_error))),
+                };
+            }
+        }
+        // From the signal on, the whole shutdown gets a bounded time.
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        drain::run(
+            &self.drain_state,
+            self.drain_plan,
+            &self.engine,
+            &self.cluster,
+            &self.busy,
+            deadline,
+        )
+        .await;
+        // Whatever the drain could not close in time is closed now.
+        self.engine.close_all(CloseReason::Shutdown);
+        let _ = stop_tx.send(true);
         let api_abort = api.abort_handle();
-        let result = drain(&self.engine, serve, deadline).await;
+        let result = wait_stopped(&self.engine, serve, deadline).await;
         // The API's calls are short: what is left at the deadline is cut.
         if tokio::time::timeout_at(deadline, api).await.is_err() {
             api_abort.abort();
@@ -181,7 +225,7 @@ impl Server {
 
 /// Waits, until `deadline`, for every client to be gone and the public server
 /// to stop.
-async fn drain(
+async fn wait_stopped(
     engine: &Engine,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
     deadline: tokio::time::Instant,
@@ -228,6 +272,7 @@ fn router(
     settings: &Settings,
     engine: Engine,
     cluster: Arc<dyn Cluster>,
+    drain_state: DrainState,
 ) -> Result<Router, ServerError> {
     let path = settings.socketio_path.clone();
     let bare_path = path.trim_end_matches('/').to_string();
@@ -235,22 +280,47 @@ fn router(
     if !bare_path.is_empty() && bare_path != path {
         router = router.route(&bare_path, any(transport::handle));
     }
-    let router = router.with_state(engine).merge(health_routes(cluster));
+    let router = router
+        .with_state(engine)
+        .route_layer(axum::middleware::from_fn_with_state(
+            drain_state.clone(),
+            refuse_handshakes_when_draining,
+        ))
+        .merge(health_routes(cluster, drain_state));
     if settings.cors_origins.is_empty() {
         return Ok(router);
     }
     Ok(router.layer(cors(&settings.cors_origins)?))
 }
 
+/// A new Engine.IO session (a request without `sid`) is refused with 503
+/// once the drain refuses handshakes: a balancer retries it on another node.
+/// Requests of existing sessions pass.
+async fn refuse_handshakes_when_draining(
+    State(drain_state): State<DrainState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let has_sid = request
+        .uri()
+        .query()
+        .is_some_and(|query| query.split('&').any(|pair| pair.starts_with("sid=")));
+    if drain_state.refuses_handshakes() && !has_sid {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    next.run(request).await
+}
+
 /// `/healthz` and `/readyz`, served without a token on both listeners: a load
-/// balancer probes the port it balances, an orchestrator the admin one.
-fn health_routes(cluster: Arc<dyn Cluster>) -> Router {
+/// balancer probes the port it balances, an orchestrator the admin one. A
+/// draining node is alive but not ready.
+fn health_routes(cluster: Arc<dyn Cluster>, drain_state: DrainState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(move || {
-                let ready = cluster.is_ready();
+                let ready = !drain_state.is_draining() && cluster.is_ready();
                 async move {
                     if ready {
                         (StatusCode::OK, "ready")
@@ -279,27 +349,39 @@ fn cors(origins: &[String]) -> Result<CorsLayer, ServerError> {
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request()))
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called (not when the future is first polled), so a node calls it before it
+/// says it listens: a signal that arrives in between starts a drain rather
+/// than killing the process. Must be called within a tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGTERM");
-                    let _ = interrupt.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (terminate, interrupt) {
+                (Ok(mut terminate), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = terminate.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+                (Ok(mut only), Err(error)) | (Err(error), Ok(mut only)) => {
+                    tracing::warn!(%error, "cannot listen for one of SIGTERM and SIGINT");
+                    only.recv().await;
+                }
+                (Err(error), Err(_)) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM or SIGINT");
+                    std::future::pending::<()>().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use thiserror::Error;
@@ -137,6 +137,9 @@ pub struct Session {
     pong: Notify,
     /// Refusals of what this client sent, within the current window.
     strikes: Mutex<Strikes>,
+    /// Acks the client asked for that the server has not sent yet (a drain
+    /// closes the session only once there are none, see `crate::drain`).
+    replies_owed: AtomicUsize,
 }
 
 impl Session {
@@ -155,6 +158,7 @@ impl Session {
             close_signal: Notify::new(),
             pong: Notify::new(),
             strikes: Mutex::new(Strikes::new(std::time::Instant::now())),
+            replies_owed: AtomicUsize::new(0),
         }
     }
 
@@ -259,6 +263,23 @@ impl Session {
             );
         }
         true
+    }
+
+    /// The client asked for an ack: one more reply owed.
+    pub fn reply_owed(&self) {
+        self.replies_owed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// An owed ack was sent, or will never be (its sender was dropped).
+    pub fn reply_settled(&self) {
+        let _ = self
+            .replies_owed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// How many acks the client still waits for.
+    pub fn replies_owed(&self) -> usize {
+        self.replies_owed.load(Ordering::Acquire)
     }
 
     /// Closes the session: its transport ends, and the Socket.IO layer is told.

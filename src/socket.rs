@@ -72,6 +72,13 @@ pub struct AckSender {
     id: u64,
 }
 
+/// Used or not, the reply is no longer owed once the sender is gone.
+impl Drop for AckSender {
+    fn drop(&mut self) {
+        self.socket.session.reply_settled();
+    }
+}
+
 impl AckSender {
     pub fn send(self, payload: Payload) -> Result<(), SendError> {
         self.socket
@@ -268,6 +275,9 @@ impl Socket {
     }
 
     pub(crate) fn ack_sender(self: &Arc<Self>, id: u64) -> AckSender {
+        // Counted on the connection until the sender is used or dropped: a
+        // drain waits for it before closing the client.
+        self.session.reply_owed();
         AckSender {
             socket: self.clone(),
             id,

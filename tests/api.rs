@@ -77,6 +77,7 @@ async fn the_api_is_on_its_own_listener_never_on_the_public_port_nor_under_cors(
     let mut node = spawn_testbed(&[
         ("CORS_ORIGINS", "http://page.example"),
         ("SHUTDOWN_TIMEOUT_MS", "2000"),
+        ("DRAIN_DELAY_MS", "100"),
     ]);
     let (public, api) = (node.url().to_string(), node.api_url().to_string());
     assert_ne!(public, api);

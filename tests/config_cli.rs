@@ -187,8 +187,8 @@ fn bad_api_tokens_exit_2_without_showing_the_secret() {
 /// SIGTERM, and the node's exit within its shutdown timeout: every line it
 /// logs (start, shutdown) is then written.
 fn stop_gracefully(node: &mut support::Testbed) {
-    // The SIGTERM handler is installed as the server starts running, just
-    // after the listening lines: wait for the line logged after it.
+    // The handler is installed before the listening lines (tests/drain.rs),
+    // but the test reads the `node started` line logged after them: wait for it.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !node.stderr().contains("node started") && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

@@ -249,6 +249,21 @@ fn the_dev_stack_has_the_shape_of_a_rolling_cluster_behind_one_port() {
         grace > Duration::from_millis(shutdown_ms),
         "stop_grace_period {grace:?} must exceed SHUTDOWN_TIMEOUT_MS={shutdown_ms}"
     );
+    // A draining node reports not ready for DRAIN_DELAY_MS before it refuses
+    // anything: longer than HAProxy takes to notice (`inter` × `fall`), and
+    // within the shutdown timeout, which stop_grace_period exceeds.
+    let drain_ms: u64 = env_var("DRAIN_DELAY_MS")
+        .map(|ms| ms.parse().expect("DRAIN_DELAY_MS"))
+        .unwrap_or(3_000);
+    let (inter, fall) = haproxy_check_interval_and_fall();
+    assert!(
+        Duration::from_millis(drain_ms) > inter * fall,
+        "DRAIN_DELAY_MS={drain_ms} must exceed haproxy.cfg's inter {inter:?} × fall {fall}"
+    );
+    assert!(
+        drain_ms < shutdown_ms,
+        "DRAIN_DELAY_MS={drain_ms} must be less than SHUTDOWN_TIMEOUT_MS={shutdown_ms}"
+    );
     assert!(
         env_var("TRUSTED_PROXIES").is_some(),
         "the lb's X-Forwarded-For is not trusted"
@@ -321,6 +336,25 @@ fn the_dev_stack_has_the_shape_of_a_rolling_cluster_behind_one_port() {
         redis_command,
         ["redis-server", "/usr/local/etc/redis/redis.conf"]
     );
+}
+
+/// `inter` and `fall` of haproxy.cfg's `default-server` line: how long HAProxy
+/// takes at most to stop sending to a node whose `/readyz` fails.
+fn haproxy_check_interval_and_fall() -> (Duration, u32) {
+    let config = read("haproxy/haproxy.cfg");
+    let line = config
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("default-server"))
+        .expect("no default-server line");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |word: &str| {
+        let at = words.iter().position(|w| *w == word);
+        at.and_then(|at| words.get(at + 1)).copied()
+    };
+    let inter = docker_duration(after("inter").expect("no inter"));
+    let fall = after("fall").expect("no fall").parse().expect("fall");
+    (inter, fall)
 }
 
 #[test]

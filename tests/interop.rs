@@ -18,6 +18,7 @@ const TESTBED_ENV: &[(&str, &str)] = &[
     ("PING_TIMEOUT_MS", "1000"),
     ("CONNECT_TIMEOUT_MS", "5000"),
     ("SHUTDOWN_TIMEOUT_MS", "1000"),
+    ("DRAIN_DELAY_MS", "100"),
 ];
 
 const SETUP_HINT: &str = "run `scripts/test` once (it installs the test clients: \

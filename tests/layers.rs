@@ -32,6 +32,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("mothership", 6),
     ("api", 7),
     ("server", 7),
+    ("drain", 7),
     ("healthcheck", 7),
 ];
 

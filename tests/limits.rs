@@ -286,7 +286,7 @@ async fn a_client_that_does_not_read_is_disconnected_and_others_keep_receiving()
 
 #[tokio::test]
 async fn sigterm_closes_every_client_so_it_reconnects_and_exits_zero() {
-    let mut testbed = spawn_testbed(&[("SHUTDOWN_TIMEOUT_MS", "3000")]);
+    let mut testbed = spawn_testbed(&[("SHUTDOWN_TIMEOUT_MS", "3000"), ("DRAIN_DELAY_MS", "100")]);
     let url = testbed.url().to_string();
 
     let ws_url = format!(

@@ -249,6 +249,12 @@ pub trait Membership: Send + Sync + 'static {
     /// (the node then repairs its state, but the caller must not say it is
     /// done).
     fn flush(&self) -> BoxFuture<'static, Result<(), ClusterError>>;
+    /// Starts this node's drain: it leaves the host set of every service it
+    /// hosts, and no heartbeat, reconcile or later registration puts it back
+    /// (the services still run here for the node's own clients; nobody else
+    /// routes to it). Resolves once that has taken effect, like
+    /// [`Membership::flush`]. Cannot be undone: a drained node shuts down.
+    fn drain(&self) -> BoxFuture<'static, Result<(), ClusterError>>;
     /// Deregisters this node (clean shutdown).
     fn shutdown(&self) -> BoxFuture<'static, ()>;
 }

@@ -92,6 +92,12 @@ impl Mothership {
         Mothership { router }
     }
 
+    /// Routed requests for components hosted here that are being served now
+    /// (a draining node waits for them: their callers get their answers).
+    pub fn serving(&self) -> usize {
+        self.router.serving()
+    }
+
     /// The components this node hosts, as `id@version`.
     pub fn hosted(&self) -> Vec<String> {
         self.router.hosted_keys()

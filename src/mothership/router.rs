@@ -47,6 +47,9 @@ pub(super) struct Router {
     /// Calls waiting on an answer now, and how many may.
     in_flight: AtomicUsize,
     max_in_flight: usize,
+    /// Requests for a component hosted here being served now (for any node,
+    /// this one included): a draining node waits for them before it exits.
+    serving: Arc<AtomicUsize>,
     /// Longest client log line (message and error) accepted, in bytes.
     pub(super) log_line_max_length: usize,
     /// What mints the token `/core`'s `session` command gives a client.
@@ -62,6 +65,22 @@ pub(super) struct Router {
 struct InFlight<'a>(&'a AtomicUsize);
 
 impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts one request being served until dropped.
+struct Serving(Arc<AtomicUsize>);
+
+impl Serving {
+    fn start(count: &Arc<AtomicUsize>) -> Serving {
+        count.fetch_add(1, Ordering::AcqRel);
+        Serving(count.clone())
+    }
+}
+
+impl Drop for Serving {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -108,6 +127,7 @@ impl Router {
             hosted,
             pending: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
+            serving: Arc::new(AtomicUsize::new(0)),
             max_in_flight: settings.route_max_in_flight.max(1),
             log_line_max_length: settings.log_line_max_length,
             session_keys: SessionKeys::from_settings(settings),
@@ -124,6 +144,11 @@ impl Router {
                 (n < self.max_in_flight).then_some(n + 1)
             });
         taken.ok().map(|_| InFlight(&self.in_flight))
+    }
+
+    /// Requests for components hosted here being served now.
+    pub(super) fn serving(&self) -> usize {
+        self.serving.load(Ordering::Acquire)
     }
 
     /// The components this node hosts, as `id@version`, sorted.
@@ -368,7 +393,13 @@ impl Router {
             lifecycle @ Routed::Lifecycle { .. } => self.on_lifecycle(lifecycle),
             // Handlers are async: each request runs on its own task.
             request @ Routed::Request { .. } => {
-                tokio::spawn(self.serve(request));
+                // Counted from its arrival, so a drain cannot miss one whose
+                // task has not started yet.
+                let serving = Serving::start(&self.serving);
+                tokio::spawn(async move {
+                    self.serve(request).await;
+                    drop(serving);
+                });
             }
         }
     }

@@ -8,13 +8,18 @@
 //   {id, op: "connect", name, url, ns, auth?, transports?}
 //       → {ok: true, sid} | {ok: false, error, data}   (connect_error)
 //   {id, op: "emit", name, event, args, timeout?}
-//       → {ok: true, ack: [...every ack argument]} | {ok: false, error}
+//       → {ok: true, ack: [...every ack argument], at} | {ok: false, error}
+//     (at: Date.now() when the ack arrived)
 //     RAIN acks are `(error | null, data)`, so `ack` is `[error, data]`.
 //   {id, op: "emits", name, event, argsList: [[...], ...], timeout?}
 //       one after the other, each awaiting its ack → {ok: true, acks: [[...], ...]}
 //   {id, op: "events", name, event, count?, timeout?}
 //       waits until `count` (default 1) `event`s arrived, or `timeout` ms
 //       (default 3000) → {ok: true, events: [[...args], ...]} (all so far; taken)
+//   {id, op: "closes", name, count?, timeout?}
+//       waits until the server closed client `name`'s connection `count`
+//       (default 1) times, or `timeout` ms (default 3000)
+//       → {ok: true, closes: [{at, reason}, ...]} (at: Date.now() when seen)
 //   {id, op: "disconnect", name} → {ok: true}
 //   {id, op: "exit"}
 //
@@ -44,7 +49,11 @@ function connect(req) {
       transports: req.transports ?? ["websocket"],
       auth: req.auth ?? {},
     });
-    const entry = { socket, events: new Map(), waiters: [] };
+    const entry = { socket, events: new Map(), waiters: [], closes: [] };
+    socket.on("disconnect", (reason) => {
+      entry.closes.push({ at: Date.now(), reason });
+      for (const w of [...entry.waiters]) w();
+    });
     socket.onAny((event, ...args) => {
       if (!entry.events.has(event)) entry.events.set(event, []);
       entry.events.get(event).push(args);
@@ -72,7 +81,7 @@ function emit(socket, event, args, timeout) {
     const started = Date.now();
     socket.timeout(timeout).emit(event, ...args, (err, ...ack) => {
       if (err) resolve({ ok: false, error: `no ack within ${timeout} ms`, elapsed: Date.now() - started });
-      else resolve({ ok: true, ack, elapsed: Date.now() - started });
+      else resolve({ ok: true, ack, elapsed: Date.now() - started, at: Date.now() });
     });
   });
 }
@@ -100,6 +109,24 @@ function events(entry, event, count, timeout) {
   });
 }
 
+function closes(entry, count, timeout) {
+  return new Promise((resolve) => {
+    const check = () => {
+      if (entry.closes.length >= count) {
+        clearTimeout(timer);
+        entry.waiters = entry.waiters.filter((w) => w !== check);
+        resolve({ ok: true, closes: entry.closes });
+      }
+    };
+    const timer = setTimeout(() => {
+      entry.waiters = entry.waiters.filter((w) => w !== check);
+      resolve({ ok: true, closes: entry.closes });
+    }, timeout);
+    entry.waiters.push(check);
+    check();
+  });
+}
+
 async function handle(req) {
   switch (req.op) {
     case "connect":
@@ -118,6 +145,8 @@ async function handle(req) {
     }
     case "events":
       return events(get(req.name), req.event, req.count ?? 1, req.timeout ?? 3000);
+    case "closes":
+      return closes(get(req.name), req.count ?? 1, req.timeout ?? 3000);
     case "disconnect": {
       const c = get(req.name);
       c.socket.disconnect();

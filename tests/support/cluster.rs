@@ -428,6 +428,10 @@ impl Node {
         self.testbed.pid()
     }
 
+    pub fn testbed_mut(&mut self) -> &mut Testbed {
+        &mut self.testbed
+    }
+
     pub fn testbed(&self) -> &Testbed {
         &self.testbed
     }
@@ -494,6 +498,7 @@ pub fn node_env() -> Vec<(String, String)> {
         ("PING_TIMEOUT_MS", "1000".into()),
         ("CONNECT_TIMEOUT_MS", "5000".into()),
         ("SHUTDOWN_TIMEOUT_MS", "1000".into()),
+        ("DRAIN_DELAY_MS", "100".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -148,6 +148,13 @@ impl Membership for MemoryCluster {
         async { Ok(()) }.boxed()
     }
 
+    fn drain(&self) -> BoxFuture<'static, Result<(), ClusterError>> {
+        // Under the hub's service lock: a registration is either before (and
+        // forgotten here) or after (and refused by the flag).
+        self.hub.store.drain_host(&self.node_id);
+        async { Ok(()) }.boxed()
+    }
+
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         self.hub.nodes.write().remove(&self.node_id);
         self.hub.store.forget_host(&self.node_id);

@@ -5,7 +5,7 @@
 //! long-running `cargo run` node does not grow with clients that left. Does not
 //! own nodes or message delivery (see the parent module).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,8 @@ struct ServiceTable {
     /// name → (spec, hosts)
     services: HashMap<String, (Arc<str>, BTreeSet<String>)>,
     cursors: HashMap<String, usize>,
+    /// Nodes that drain: they register in no host set any more.
+    draining: HashSet<String>,
 }
 
 impl Store {
@@ -157,13 +159,26 @@ impl Store {
 
     pub(super) fn register_services(&self, host: &str, services: Vec<(String, String)>) {
         let mut table = self.services.lock();
+        let announced = !table.draining.contains(host);
         for (name, spec) in services {
             let entry = table
                 .services
                 .entry(name)
                 .or_insert_with(|| (Arc::from(spec.as_str()), BTreeSet::new()));
             entry.0 = spec.into();
-            entry.1.insert(host.to_string());
+            if announced {
+                entry.1.insert(host.to_string());
+            }
+        }
+        self.rebuild_view(&table);
+    }
+
+    /// A node drains: it leaves every host set and joins none again.
+    pub(super) fn drain_host(&self, host: &str) {
+        let mut table = self.services.lock();
+        table.draining.insert(host.to_string());
+        for (_, hosts) in table.services.values_mut() {
+            hosts.remove(host);
         }
         self.rebuild_view(&table);
     }
@@ -229,6 +244,28 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_draining_host_leaves_every_host_set_and_joins_none_again() {
+        let store = Store::new(Duration::from_secs(60), Duration::from_secs(60));
+        let spec = || vec![("echo@1.0.0".to_string(), "{}".to_string())];
+        store.register_services("a", spec());
+        store.register_services("b", spec());
+        let hosts = |store: &Store| store.services()[0].hosts.clone();
+        assert_eq!(hosts(&store), ["a", "b"]);
+        store.drain_host("a");
+        assert_eq!(hosts(&store), ["b"]);
+        store.register_services("a", spec());
+        assert_eq!(
+            hosts(&store),
+            ["b"],
+            "a registration after the drain is not announced"
+        );
+        assert_eq!(
+            store.pick_host("echo@1.0.0", |_| true).as_deref(),
+            Some("b")
+        );
+    }
 
     #[test]
     fn sessions_keep_fields_until_they_expire() {

@@ -241,7 +241,7 @@ async fn beat(node: &RedisNode) -> Result<Beat, ClusterError> {
         .map(|local| local.socket_count())
         .unwrap_or_default();
     let services =
-        serde_json::to_string(&node.services.hosted_names()).unwrap_or_else(|_| "[]".into());
+        serde_json::to_string(&node.services.announced_names()).unwrap_or_else(|_| "[]".into());
     let address = heartbeat.address.lock().clone();
     let (status, value): (String, redis::Value) = node
         .beat_commands

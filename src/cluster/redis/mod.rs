@@ -193,6 +193,10 @@ impl Membership for RedisCluster {
         flush(self.node.clone()).boxed()
     }
 
+    fn drain(&self) -> BoxFuture<'static, Result<(), ClusterError>> {
+        services::drain(self.node.clone()).boxed()
+    }
+
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         reaper::deregister(self.node.clone()).boxed()
     }

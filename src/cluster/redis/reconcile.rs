@@ -39,14 +39,18 @@ pub(super) async fn reconcile(node: &RedisNode) -> Result<bool, ClusterError> {
         .iter()
         .filter(|sid| !held.contains(sid.as_str()))
         .collect();
-    let mut commands = services::service_commands(&node.keys, &node.id, &node.services.hosted());
-    for batch in records.chunks(RECONCILE_BATCH) {
-        commands.push(reconcile_command(node, batch, &[]));
-    }
-    for batch in gone.chunks(RECONCILE_BATCH) {
-        commands.push(reconcile_command(node, &[], batch));
-    }
-    let queued = node.writer.commands_now(commands);
+    // A draining node announces no service (and a drain that starts now
+    // queues its removals after these).
+    let queued = node.services.with_announced(|announced| {
+        let mut commands = services::service_commands(&node.keys, &node.id, announced);
+        for batch in records.chunks(RECONCILE_BATCH) {
+            commands.push(reconcile_command(node, batch, &[]));
+        }
+        for batch in gone.chunks(RECONCILE_BATCH) {
+            commands.push(reconcile_command(node, &[], batch));
+        }
+        node.writer.commands_now(commands)
+    });
     let quiet = node.local_changes.load(Ordering::SeqCst) == changes;
     tracing::info!(
         sockets = records.len(),

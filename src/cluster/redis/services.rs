@@ -1,6 +1,12 @@
 //! The [`ServiceRegistry`] of the Redis backend: the services this node hosts,
 //! the cluster's registry as last read, and dispatch to a live host.
 //!
+//! A draining node (see [`Membership::drain`](crate::cluster::Membership::drain))
+//! leaves every host set and announces its services no more: registration,
+//! the heartbeat's reconcile and its record all go through
+//! [`ServiceState::with_announced`], which gives nothing once draining, under
+//! the same lock that starts the drain, so none of them can put it back.
+//!
 //! Owns [`ServiceState`] (hosted services and the cached view, which always
 //! includes this node's own services), the commands that announce hosted
 //! services ([`service_commands`]: `services`, `service:{name}`,
@@ -11,6 +17,7 @@
 //! is opaque here) nor when the registry is read (see `super::heartbeat`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -31,6 +38,8 @@ pub(super) struct ServiceState {
     hosted: Mutex<Vec<(String, String)>>,
     /// The cluster's services and their hosts, as last read from Redis.
     view: RwLock<Services>,
+    /// Set once the node drains: its services are announced no more.
+    draining: AtomicBool,
     dispatch: redis::Script,
 }
 
@@ -39,6 +48,7 @@ impl ServiceState {
         ServiceState {
             hosted: Mutex::new(Vec::new()),
             view: RwLock::new(Arc::new(Vec::new())),
+            draining: AtomicBool::new(false),
             dispatch: redis::Script::new(DISPATCH),
         }
     }
@@ -48,14 +58,64 @@ impl ServiceState {
         self.hosted.lock().clone()
     }
 
-    /// The names of the services this node hosts.
-    pub(super) fn hosted_names(&self) -> Vec<String> {
-        self.hosted
-            .lock()
-            .iter()
-            .map(|(name, _)| name.clone())
-            .collect()
+    /// The names of the services this node announces: those it hosts, none
+    /// once it drains.
+    pub(super) fn announced_names(&self) -> Vec<String> {
+        self.with_announced(|announced| announced.iter().map(|(name, _)| name.clone()).collect())
     }
+
+    /// Runs `f` with the services this node announces (none once it drains),
+    /// holding the lock [`Self::drain`] takes: what `f` queues to the writer
+    /// is queued wholly before or wholly after the drain's removals.
+    pub(super) fn with_announced<R>(&self, f: impl FnOnce(&[(String, String)]) -> R) -> R {
+        let hosted = self.hosted.lock();
+        if self.draining.load(Ordering::Acquire) {
+            f(&[])
+        } else {
+            f(&hosted)
+        }
+    }
+
+    /// Starts draining: runs `f` with the services hosted here (to queue
+    /// their removal) under the lock, after which nothing announces them.
+    fn drain(&self, f: impl FnOnce(&[(String, String)])) {
+        let hosted = self.hosted.lock();
+        self.draining.store(true, Ordering::Release);
+        f(&hosted);
+    }
+}
+
+/// Commands that take `node_id` out of the host sets of `services`.
+pub(super) fn leave_commands(
+    keys: &Keys,
+    node_id: &str,
+    services: &[(String, String)],
+) -> Vec<redis::Cmd> {
+    let mut commands: Vec<redis::Cmd> = services
+        .iter()
+        .map(|(name, _)| set_command("SREM", keys.service_nodes(name), node_id))
+        .collect();
+    commands.push(
+        redis::cmd("DEL")
+            .arg(keys.node_services(node_id))
+            .to_owned(),
+    );
+    commands
+}
+
+/// Takes this node out of every host set, for good (it drains); resolves
+/// once Redis has it. The other nodes are told to read the registry again.
+pub(super) async fn drain(node: Arc<RedisNode>) -> Result<(), ClusterError> {
+    node.services.drain(|hosted| {
+        node.writer
+            .commands_now(leave_commands(&node.keys, &node.id, hosted));
+    });
+    let changed = Message::ServicesChanged {
+        node: node.id.clone(),
+    };
+    node.writer
+        .publish(node.keys.control_channel(), &changed, "node");
+    super::flush(node).await
 }
 
 /// Commands that announce services hosted by `node_id`.
@@ -136,10 +196,16 @@ fn include_hosted(registry: &mut Vec<ServiceRecord>, hosted: &[(String, String)]
 impl ServiceRegistry for RedisCluster {
     fn register_services(&self, services: Vec<(String, String)>) {
         let node = &self.node;
-        for command in service_commands(&node.keys, &node.id, &services) {
-            node.writer.command(command);
+        {
+            let mut hosted = node.services.hosted.lock();
+            // A draining node hosts them for its own clients, announced to no one.
+            if !node.services.draining.load(Ordering::Acquire) {
+                for command in service_commands(&node.keys, &node.id, &services) {
+                    node.writer.command(command);
+                }
+            }
+            hosted.extend(services);
         }
-        node.services.hosted.lock().extend(services);
         let mut view = node.services.view.read().as_ref().clone();
         include_hosted(&mut view, &node.services.hosted(), &node.id);
         view.sort_by(|a, b| a.name.cmp(&b.name));
@@ -232,6 +298,26 @@ mod tests {
                 vec!["SADD", "rain:node-services:n1", "chat@1.0.0"],
             ]
         );
+    }
+
+    #[test]
+    fn a_draining_node_leaves_every_host_set_and_announces_nothing_more() {
+        let keys = Keys::new("rain:");
+        let state = ServiceState::new();
+        state.hosted.lock().push(("chat@1.0.0".into(), "{}".into()));
+        let mut queued = Vec::new();
+        state.drain(|hosted| queued = leave_commands(&keys, "n1", hosted));
+        let queued: Vec<Vec<String>> = queued.iter().map(words).collect();
+        assert_eq!(
+            queued,
+            [
+                vec!["SREM", "rain:service:chat@1.0.0:nodes", "n1"],
+                vec!["DEL", "rain:node-services:n1"],
+            ]
+        );
+        assert!(state.with_announced(|announced| announced.is_empty()));
+        assert!(state.announced_names().is_empty());
+        assert_eq!(state.hosted().len(), 1, "still served to its own clients");
     }
 
     fn record(name: &str, hosts: &[&str]) -> ServiceRecord {
