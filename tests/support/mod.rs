@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod haproxy;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
