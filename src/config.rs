@@ -157,6 +157,10 @@ pub struct Settings {
     /// URL a node POSTs each namespace CONNECT to for a decision; unset → every
     /// CONNECT is accepted, without a user.
     pub auth_url: Option<String>,
+    /// The URL other nodes reach this node's public listener at (forwarded
+    /// polls and relayed websockets); unset → derived from the bound address
+    /// (see [`Settings::advertise_url_for`]).
+    pub advertise_url: Option<String>,
     /// How long the `AUTH_URL` answer may take before the CONNECT is refused (ms).
     pub auth_timeout_ms: u64,
     /// Secret that signs every request a node sends to a backend
@@ -290,6 +294,7 @@ impl Default for Settings {
             session_secret_previous: None,
             cookie_secure: CookieSecure::Auto,
             auth_url: None,
+            advertise_url: None,
             auth_timeout_ms: 5_000,
             backend_secret: None,
             session_value_max_bytes: 4_096,
@@ -811,6 +816,13 @@ const AUTH_URL: Field = field!(
     "unset",
     "http:// URL each namespace CONNECT is POSTed to for a decision; unset accepts every CONNECT without a user"
 );
+const ADVERTISE_URL: Field = field!(
+    "advertise_url",
+    "ADVERTISE_URL",
+    OptString,
+    "http://<bound address> (0.0.0.0 or :: → this host's name)",
+    "http:// URL other nodes reach this node's public listener at, for requests of its sessions that land elsewhere"
+);
 const AUTH_TIMEOUT_MS: Field = field!(
     "auth_timeout_ms",
     "AUTH_TIMEOUT_MS",
@@ -911,7 +923,7 @@ const BACKEND_ANSWER_MAX_BYTES: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 56] = [
+const FIELDS: [&Field; 57] = [
     &REDIS_SERVER,
     &REDIS_CA_FILE,
     &SERVER_HOST,
@@ -963,6 +975,7 @@ const FIELDS: [&Field; 56] = [
     &COOKIE_SECURE,
     &AUTH_URL,
     &AUTH_TIMEOUT_MS,
+    &ADVERTISE_URL,
     &BACKEND_SECRET,
     &SESSION_VALUE_MAX_BYTES,
     &SESSION_MAX_BYTES,
@@ -1096,6 +1109,8 @@ struct Cli {
     auth_url: Option<String>,
     #[arg(long, value_name = "MS", help = AUTH_TIMEOUT_MS.help)]
     auth_timeout_ms: Option<String>,
+    #[arg(long, value_name = "URL", help = ADVERTISE_URL.help)]
+    advertise_url: Option<String>,
     #[arg(long, value_name = "SECRET", help = BACKEND_SECRET.help)]
     backend_secret: Option<String>,
     #[arg(long, value_name = "BYTES", help = SESSION_VALUE_MAX_BYTES.help)]
@@ -1112,7 +1127,7 @@ struct Cli {
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 56] {
+    fn values(&self) -> [Option<&String>; 57] {
         [
             self.redis_server.as_ref(),
             self.redis_ca_file.as_ref(),
@@ -1165,6 +1180,7 @@ impl Cli {
             self.cookie_secure.as_ref(),
             self.auth_url.as_ref(),
             self.auth_timeout_ms.as_ref(),
+            self.advertise_url.as_ref(),
             self.backend_secret.as_ref(),
             self.session_value_max_bytes.as_ref(),
             self.session_max_bytes.as_ref(),
@@ -1496,6 +1512,9 @@ impl Settings {
         if settings.auth_url.as_deref() == Some("") {
             settings.auth_url = None;
         }
+        if settings.advertise_url.as_deref() == Some("") {
+            settings.advertise_url = None;
+        }
         settings.validate()?;
         Ok((settings, cli.command))
     }
@@ -1686,6 +1705,17 @@ impl Settings {
                 "must be an absolute http:// URL",
             ));
         }
+        if let Some(url) = &self.advertise_url
+            && !(url.starts_with("http://")
+                && url.len() > "http://".len()
+                && !url.contains(char::is_whitespace))
+        {
+            return Err(invalid(
+                ADVERTISE_URL.env,
+                format!("{url:?}"),
+                "must be an absolute http:// URL (this node's public listener as other nodes reach it)",
+            ));
+        }
         for proxy in &self.trusted_proxies {
             if let Err(reason) = parse_network(proxy) {
                 return Err(invalid(TRUSTED_PROXIES.env, format!("{proxy:?}"), &reason));
@@ -1747,6 +1777,27 @@ impl Settings {
     /// How long a chat room's history lives after its last message.
     pub fn chat_history_ttl(&self) -> Duration {
         Duration::from_millis(self.chat_history_ttl_ms)
+    }
+
+    /// The URL other nodes reach this node at, given the address its public
+    /// listener is bound to: `ADVERTISE_URL` when set; else `http://` and the
+    /// bound address, where an unspecified one (`0.0.0.0`, `::`) becomes this
+    /// host's name (`HOSTNAME`, else the kernel's): in a container that name
+    /// resolves to the container's address on its network.
+    pub fn advertise_url_for(&self, bound: std::net::SocketAddr) -> String {
+        if let Some(url) = &self.advertise_url {
+            return url.trim_end_matches('/').to_string();
+        }
+        if !bound.ip().is_unspecified() {
+            return format!("http://{bound}");
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("http://{host}:{}", bound.port())
     }
 
     /// How long the `AUTH_URL` answer may take.
@@ -2106,6 +2157,7 @@ mod tests {
             ("COOKIE_SECURE", "true"),
             ("AUTH_URL", "http://auth.local:8080/check"),
             ("AUTH_TIMEOUT_MS", "22"),
+            ("ADVERTISE_URL", "http://node-7.rain:3000"),
             ("BACKEND_SECRET", "b"),
             ("SESSION_VALUE_MAX_BYTES", "23"),
             ("SESSION_MAX_BYTES", "24"),
@@ -2167,6 +2219,7 @@ mod tests {
             cookie_secure: CookieSecure::Always,
             auth_url: Some("http://auth.local:8080/check".into()),
             auth_timeout_ms: 22,
+            advertise_url: Some("http://node-7.rain:3000".into()),
             backend_secret: Some(Secret::new("b")),
             session_value_max_bytes: 23,
             session_max_bytes: 24,
@@ -2596,6 +2649,28 @@ mod tests {
             e.starts_with(r#"invalid setting AUTH_URL="ftp://x": "#),
             "{e}"
         );
+        let e = err(&[], &[("ADVERTISE_URL", "node-2:3000")]);
+        assert!(
+            e.starts_with(r#"invalid setting ADVERTISE_URL="node-2:3000": "#),
+            "{e}"
+        );
+        // Unset: the bound address, an unspecified one replaced by a host name.
+        let s = Settings::default();
+        let bound: std::net::SocketAddr = "127.0.0.1:3000".parse().unwrap();
+        assert_eq!(s.advertise_url_for(bound), "http://127.0.0.1:3000");
+        let any: std::net::SocketAddr = "0.0.0.0:3000".parse().unwrap();
+        let derived = s.advertise_url_for(any);
+        assert!(
+            derived.starts_with("http://")
+                && derived.ends_with(":3000")
+                && !derived.contains("0.0.0.0"),
+            "{derived}"
+        );
+        let set = Settings {
+            advertise_url: Some("http://node-2.rain:3000/".into()),
+            ..Settings::default()
+        };
+        assert_eq!(set.advertise_url_for(any), "http://node-2.rain:3000");
         for name in [
             "AUTH_TIMEOUT_MS",
             "SESSION_VALUE_MAX_BYTES",

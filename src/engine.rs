@@ -5,12 +5,13 @@
 //! once (removing them and telling the upper layer), the number of sessions per
 //! client address (`CONNECTIONS_PER_ADDRESS`: a place is reserved before a session
 //! exists and given back when it is finished), and the per-packet rules shared
-//! by polling and websocket. Does not own HTTP parsing or websocket framing (see
+//! by polling and websocket; a sid names the node that owns it when the
+//! engine has a `Forwarder`. Does not own HTTP parsing or websocket framing (see
 //! `crate::transport`) nor anything Socket.IO (see `crate::io`), which it reaches
 //! only through [`EngineHandler`] and [`SessionHandler`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,6 +25,7 @@ use crate::protocol::engineio::{Handshake, Packet};
 use crate::session::{CloseReason, ConnectInfo, Session, TransportState};
 use crate::session_token::SessionKeys;
 use crate::transport::address::TrustedProxies;
+use crate::transport::forward::Forwarder;
 
 /// The upper layer's view of a protocol violation inside a message.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -120,6 +122,9 @@ struct Inner {
     sessions: RwLock<HashMap<Box<str>, Entry>>,
     handler: Arc<dyn EngineHandler>,
     connections: Arc<ConnectionsPerAddress>,
+    /// Serves requests of other nodes' sessions (set once, by the server,
+    /// when the node is part of a cluster); its tag prefixes every sid.
+    forwarder: OnceLock<Arc<Forwarder>>,
 }
 
 impl Engine {
@@ -130,12 +135,24 @@ impl Engine {
                 config,
                 sessions: RwLock::new(HashMap::new()),
                 handler,
+                forwarder: OnceLock::new(),
             }),
         }
     }
 
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// Makes this engine part of a cluster: its sids name this node, and
+    /// requests of other nodes' sessions are served by them (see
+    /// `crate::transport::forward`). Once, before the first session.
+    pub fn set_forwarder(&self, forwarder: Forwarder) {
+        let _ = self.inner.forwarder.set(Arc::new(forwarder));
+    }
+
+    pub fn forwarder(&self) -> Option<&Arc<Forwarder>> {
+        self.inner.forwarder.get()
     }
 
     /// A place for one more session from the handshake's client address,
@@ -171,8 +188,12 @@ impl Engine {
         transport: TransportState,
         slot: Option<AddressSlot>,
     ) -> (Arc<Session>, Arc<dyn SessionHandler>) {
+        let sid = match self.forwarder() {
+            Some(forwarder) => forwarder.sid(&new_sid()),
+            None => new_sid(),
+        };
         let session = Arc::new(Session::new(
-            new_sid(),
+            sid,
             info,
             transport,
             self.inner.config.queue_limit,

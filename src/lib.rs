@@ -20,10 +20,10 @@
 //! | | [`backend_signature`] | `X-Rain-Timestamp` / `X-Rain-Signature` on every request to a backend (pure) |
 //! | | [`limits`] | the counting behind per-client limits: token bucket, refusal window, connections per address (pure, bounded) |
 //! | | [`logs`] | the node's own log lines: the one `tracing` set-up (stderr only; `LOG`, `LOG_FORMAT` text or json) |
-//! | cluster | [`cluster`] | one trait per responsibility (membership, broker, socket registry, sessions, services, lists); the embedded hub and the Redis backend (`cluster/redis/`, one file per task); wire format; key and channel names; upper layers' messages are opaque bytes here |
+//! | cluster | [`cluster`] | one trait per responsibility (membership and other nodes' addresses, broker, socket registry, sessions, services, lists); the embedded hub and the Redis backend (`cluster/redis/`, one file per task); wire format; key and channel names; upper layers' messages are opaque bytes here |
 //! | engine | [`session`] | one Engine.IO session: bounded outbound queue, upgrade state, close |
 //! | | [`engine`] | the Engine.IO server: session table, handshake, packet rules, connections per client address |
-//! | | [`transport`] | HTTP entry (the `Origin` check of every request), long-polling and websocket transports, heartbeats, the client's address behind trusted proxies |
+//! | | [`transport`] | HTTP entry (the `Origin` check of every request), long-polling and websocket transports, heartbeats, the client's address behind trusted proxies, requests of another node's session forwarded (polling) or relayed (websocket) to its owner: no sticky sessions |
 //! | Socket.IO | [`client`] | one Socket.IO connection: packet dispatch (through `protocol`'s reassembler), limits, its event rate |
 //! | | [`io`] | the Socket.IO server: namespace registry (fixed and dynamic), the one emit-to-socket and broadcast entry points |
 //! | | [`namespace`] | a namespace's handler trait, local sockets and room index |

@@ -34,6 +34,7 @@ use crate::engine::{Engine, EngineConfig, EngineHandler};
 use crate::io::SocketIo;
 use crate::session::CloseReason;
 use crate::transport;
+use crate::transport::forward::Forwarder;
 
 /// Errors of the server layer.
 #[derive(Debug, Error)]
@@ -74,11 +75,13 @@ impl Server {
         crate::metrics::install();
         let mut config = EngineConfig::from(settings);
         config.auth_headers = io.has_connect_auth();
+        let session_keys = config.session_keys.clone();
         let engine = Engine::new(config, io.engine_handler());
         let cluster = io.cluster().clone();
         if let Ok(address) = listener.local_addr() {
-            cluster.set_address(format!("http://{address}"));
+            cluster.set_address(settings.advertise_url_for(address));
         }
+        engine.set_forwarder(Forwarder::new(cluster.clone(), session_keys));
         if settings.api_tokens.is_empty() {
             tracing::warn!(
                 "API_TOKENS is not set: every call to the HTTP API (/emit, /metrics) is refused with 401"

@@ -242,8 +242,12 @@ pub trait Membership: Send + Sync + 'static {
     fn is_ready(&self) -> bool;
     /// Gives the backend the node it delivers to; called once, at start.
     fn attach(&self, local: Weak<dyn LocalNode>);
-    /// The address this node serves on, for the node registry.
+    /// The address this node serves on, for the node registry: the URL
+    /// other nodes reach its public listener at (`ADVERTISE_URL`).
     fn set_address(&self, address: String);
+    /// The address a live node advertises (cached: cheap after the first
+    /// call for a node); `None` when no such node is known.
+    fn node_address(&self, node_id: &str) -> BoxFuture<'static, Option<String>>;
     /// Resolves once everything asked of the cluster so far has taken effect
     /// (subscriptions made, state written); an error when some of it did not
     /// (the node then repairs its state, but the caller must not say it is

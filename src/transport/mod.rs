@@ -7,10 +7,12 @@
 //! origin), and what a handshake learns of its client: its session from the
 //! `rain_session` cookie (or a fresh one, given in a `Set-Cookie` that is
 //! `Secure` per `COOKIE_SECURE`), its address, and the few headers a
-//! connect-auth hook is shown. Does not own Engine.IO sessions (see
+//! connect-auth hook is shown; handing a request of another node's session
+//! to [`forward`]. Does not own Engine.IO sessions (see
 //! `crate::engine`) nor what a token is (see `crate::session_token`).
 
 pub mod address;
+pub mod forward;
 pub mod origin;
 pub mod polling;
 pub mod websocket;
@@ -91,13 +93,20 @@ pub struct EngineQuery {
 /// The single entry point for `GET|POST {path}?EIO=4&transport=…`.
 pub async fn handle(State(engine): State<Engine>, request: Request<Body>) -> Response {
     let (parts, body) = request.into_parts();
+    // A request another node forwarded (its mark verified): that node made
+    // the Origin check; it is never forwarded again.
+    let forwarded = engine
+        .forwarder()
+        .is_some_and(|forwarder| forwarder.is_marked(&parts));
     // Before anything else, so a refused page learns nothing, not even whether
     // a session id exists.
-    if !origin::allowed(
-        &parts.headers,
-        parts.uri.authority(),
-        &engine.config().allowed_origins,
-    ) {
+    if !forwarded
+        && !origin::allowed(
+            &parts.headers,
+            parts.uri.authority(),
+            &engine.config().allowed_origins,
+        )
+    {
         tracing::debug!(origin = ?parts.headers.get(header::ORIGIN), "origin refused");
         return EngineError::Forbidden.into_response();
     }
@@ -107,6 +116,23 @@ pub async fn handle(State(engine): State<Engine>, request: Request<Body>) -> Res
     };
     if query.eio.as_deref() != Some("4") {
         return EngineError::UnsupportedProtocolVersion.into_response();
+    }
+    // A session of another node: served by its owner, whichever node the
+    // balancer picked (no sticky sessions).
+    if !forwarded
+        && let Some(sid) = &query.sid
+        && let Some(forwarder) = engine.forwarder()
+        && let Some(owner) = forwarder.owner(sid)
+        && engine.get(sid).is_none()
+    {
+        return match (query.transport.as_deref(), &parts.method) {
+            (Some("polling"), &Method::GET | &Method::POST) => {
+                forward::polling(&engine, forwarder, &owner, parts, body).await
+            }
+            (Some("polling"), _) => EngineError::BadHandshakeMethod.into_response(),
+            (Some("websocket"), _) => forward::websocket(&engine, forwarder, &owner, parts).await,
+            _ => EngineError::UnknownTransport.into_response(),
+        };
     }
     let remote_addr = parts
         .extensions

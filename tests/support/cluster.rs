@@ -382,7 +382,7 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().unwrap().port()
 }

@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod haproxy;
 pub mod mothership;
 
 use std::io::{BufRead, BufReader, Read};

@@ -143,6 +143,12 @@ impl Membership for MemoryCluster {
     // One process keeps no node registry: nobody would read the address.
     fn set_address(&self, _address: String) {}
 
+    // Nodes of one hub share a process: a session is always asked of the node
+    // that holds it, so no request is ever forwarded.
+    fn node_address(&self, _node_id: &str) -> BoxFuture<'static, Option<String>> {
+        async { None }.boxed()
+    }
+
     // Every call takes effect before it returns: there is nothing to wait for.
     fn flush(&self) -> BoxFuture<'static, Result<(), ClusterError>> {
         async { Ok(()) }.boxed()

@@ -22,7 +22,8 @@
 //! broadcasts and topics (`broker`), broadcasts with acks (`acks`); the
 //! socket records (`sockets`), the service registry (`services`), sessions
 //! and lists (`store`); the client all connections are made from (TLS, CA
-//! file, credentials) and the check at start (`connect`). Every command goes through
+//! file, credentials) and the check at start (`connect`); other nodes'
+//! advertised addresses, cached (`addresses`). Every command goes through
 //! `commands::Commands::run`, on one of two multiplexed connections: one for
 //! traffic, one for the heartbeat.
 //!
@@ -31,6 +32,7 @@
 //! ([`super::wire`]).
 
 mod acks;
+mod addresses;
 mod broker;
 mod commands;
 mod connect;
@@ -58,6 +60,7 @@ use super::keys::Keys;
 use super::{ClusterError, LocalNode, Membership, MessageHandler, SessionLimits};
 use crate::config::Settings;
 use acks::Acks;
+use addresses::Addresses;
 use commands::Commands;
 use director::Director;
 use heartbeat::Heartbeat;
@@ -101,6 +104,8 @@ struct RedisNode {
     /// Counts changes to local sockets and rooms, so a reconcile can tell
     /// that one raced with it.
     local_changes: AtomicU64,
+    /// Other nodes' advertised addresses, cached.
+    addresses: Addresses,
 }
 
 impl RedisCluster {
@@ -142,6 +147,7 @@ impl RedisCluster {
             acks: Acks::default(),
             topics: RwLock::new(HashMap::new()),
             local_changes: AtomicU64::new(0),
+            addresses: Addresses::default(),
         });
         tokio::spawn(writer::run(node.clone(), write_queue));
         tokio::spawn(director::run(node.clone(), directed_queue));
@@ -187,6 +193,12 @@ impl Membership for RedisCluster {
 
     fn set_address(&self, address: String) {
         self.node.heartbeat.set_address(address);
+    }
+
+    fn node_address(&self, node_id: &str) -> BoxFuture<'static, Option<String>> {
+        let node = self.node.clone();
+        let node_id = node_id.to_string();
+        async move { addresses::node_address(&node, &node_id).await }.boxed()
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), ClusterError>> {
