@@ -8,7 +8,8 @@
 //!    serving everything for `DRAIN_DELAY_MS`, so the balancer's health
 //!    checks (`inter × fall`) take it out of rotation before anything is
 //!    refused;
-//! 2. then new handshakes get 503 (a balancer retries them on another node;
+//! 2. then new handshakes get 503 (haproxy.cfg's `retry-on … 503` retries
+//!    them on another node;
 //!    requests of existing sessions are served as before), and the node
 //!    leaves every component host set for good
 //!    ([`Membership::drain`](crate::cluster::Membership::drain): no heartbeat,

@@ -209,3 +209,53 @@ async fn polling_clients_exchange_events_through_round_robin_for_a_minute() {
     );
     assert_eq!(bad_requests(&stack.haproxy.log()), Vec::<&str>::new());
 }
+
+/// A node answers a handshake 503 once its drain has begun refusing them; if
+/// the balancer has not yet taken it out of rotation, haproxy.cfg's `retry-on
+/// … 503` sends the handshake to another node instead of to the client. Here
+/// one "node" answers every handshake 503 while its health check still says
+/// ready (the worst moment of a drain), beside a real node: every handshake
+/// through HAProxy succeeds.
+#[test]
+fn a_handshake_a_draining_node_refuses_is_retried_on_another() {
+    let draining = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let draining_port = draining.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in draining.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = [0u8; 2048];
+            let n = stream.read(&mut head).unwrap_or(0);
+            let request = String::from_utf8_lossy(&head[..n]);
+            let answer = if request.starts_with("GET /readyz") {
+                "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            } else {
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            };
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    let node = support::spawn_testbed(&[]);
+    let node_port: u16 = node.url().rsplit(':').next().unwrap().parse().unwrap();
+    let balancer = HaProxy::start_on(&[draining_port, node_port]);
+    let address = balancer.url().trim_start_matches("http://").to_string();
+    let handshake = || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.0\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.split(' ').nth(1).unwrap_or_default().to_string()
+    };
+    let statuses: Vec<String> = (0..8).map(|_| handshake()).collect();
+    assert!(
+        statuses.iter().all(|s| s == "200"),
+        "handshakes through HAProxy: {statuses:?}\n{}",
+        balancer.log()
+    );
+}

@@ -556,3 +556,58 @@ fn healthcheck_exits_0_against_a_running_node_and_1_when_nothing_listens() {
     assert!(line.starts_with("unhealthy: "), "{line}");
     assert!(started.elapsed() < Duration::from_secs(10), "slow probes");
 }
+
+/// The dependency stage builds against a dummy crate, so the manifest's every
+/// bench needs a stub there, or `docker build` stops with "can't find bench".
+/// Runs that stage's own RUN recipe (up to its `cargo build`) in a scratch
+/// folder holding only `Cargo.toml`, and checks a stub stands for each
+/// `[[bench]]` the manifest names.
+#[test]
+fn the_dependency_stage_stubs_every_bench_of_the_manifest() {
+    let all = dockerfile_instructions(&read("Dockerfile"));
+    let recipe = all
+        .iter()
+        .find(|(keyword, args)| keyword == "RUN" && args.contains("benches"))
+        .map(|(_, args)| args.clone())
+        .expect("a RUN that makes the bench stubs");
+    let stubs_only = recipe
+        .split("&& cargo build")
+        .next()
+        .expect("the recipe builds after making stubs");
+    let scratch = std::env::temp_dir().join(support::unique("rain-docker-deps-"));
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::copy(
+        support::crate_dir().join("Cargo.toml"),
+        scratch.join("Cargo.toml"),
+    )
+    .unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(stubs_only)
+        .current_dir(&scratch)
+        .status()
+        .expect("run sh");
+    assert!(status.success(), "the stub recipe failed: {stubs_only}");
+    let manifest = read("Cargo.toml");
+    let benches: Vec<&str> = manifest
+        .split("[[bench]]")
+        .skip(1)
+        .filter_map(|block| {
+            block
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("name = "))
+                .map(|name| name.trim_matches('"'))
+        })
+        .collect();
+    assert!(!benches.is_empty(), "no [[bench]] in Cargo.toml");
+    for bench in &benches {
+        assert!(
+            scratch
+                .join("benches")
+                .join(format!("{bench}.rs"))
+                .is_file(),
+            "no stub for the bench {bench} in the dependency stage"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+}

@@ -73,13 +73,18 @@ impl HaProxy {
                     .expect("a node URL ends with its port")
             })
             .collect();
+        HaProxy::start_on(&ports)
+    }
+
+    /// Starts HAProxy in front of whatever listens on these local `ports`.
+    pub fn start_on(ports: &[u16]) -> HaProxy {
         let template = std::fs::read_to_string(crate_dir().join("haproxy/haproxy.cfg"))
             .expect("read haproxy/haproxy.cfg");
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("rain-haproxy-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create HAProxy's folder");
         let cfg = dir.join("haproxy.cfg");
-        std::fs::write(&cfg, config_for(&template, &ports, port)).expect("write haproxy.cfg");
+        std::fs::write(&cfg, config_for(&template, ports, port)).expect("write haproxy.cfg");
         let program = if Path::new("/usr/sbin/haproxy").exists() {
             "/usr/sbin/haproxy"
         } else {
