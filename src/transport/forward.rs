@@ -12,7 +12,9 @@
 //!   it and `POLLING_BODY_TIMEOUT_MS` again: the same answers either way);
 //! - a websocket upgrade is relayed: this node opens a websocket to the owner
 //!   first (so a refusal is the owner's HTTP answer), then accepts the
-//!   client's and pipes messages both ways until either side closes.
+//!   client's and pipes messages both ways until either side closes, or
+//!   until the drain closes it ([`Forwarder::close_relays`]: both sides get
+//!   a `1001 going away`, and the client reconnects through the balancer).
 //!
 //! A forwarded request carries [`MARK`]: a timestamp and an HMAC under
 //! `SESSION_SECRET` (which every node shares) of the method, path and query. A
@@ -27,20 +29,23 @@
 //! owner serves with (see [`super::polling`], [`super::websocket`]) nor where
 //! node records live (see `crate::cluster`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::FromRequestParts;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
 use thiserror::Error;
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -59,6 +64,8 @@ const MARK_SKEW: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Margin over the owner's own bounds for a forwarded request to finish.
 const MARGIN: Duration = Duration::from_secs(5);
+/// How long sending a relay's close frames may take.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a request could not be served by its session's owner.
 #[derive(Debug, Error)]
@@ -81,6 +88,26 @@ pub struct Forwarder {
     cluster: Arc<dyn Cluster>,
     keys: SessionKeys,
     client: reqwest::Client,
+    relays: Arc<Relays>,
+}
+
+/// The websocket relays this node carries, each with what tells it to close.
+#[derive(Default)]
+struct Relays {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+}
+
+/// A relay's place in [`Relays`], given up when the relay ends.
+struct RelayGuard {
+    id: u64,
+    relays: Arc<Relays>,
+}
+
+impl Drop for RelayGuard {
+    fn drop(&mut self) {
+        self.relays.open.lock().remove(&self.id);
+    }
 }
 
 impl Forwarder {
@@ -99,7 +126,40 @@ impl Forwarder {
             cluster,
             keys,
             client,
+            relays: Arc::default(),
         }
+    }
+
+    /// How many websocket relays this node carries.
+    pub fn relay_count(&self) -> usize {
+        self.relays.open.lock().len()
+    }
+
+    /// Tells up to `count` relays to close (`1001 going away` to the client
+    /// and to the owner, which then closes the session as a client's close);
+    /// how many were told.
+    pub fn close_relays(&self, count: usize) -> usize {
+        let chosen: Vec<oneshot::Sender<()>> = {
+            let mut open = self.relays.open.lock();
+            let ids: Vec<u64> = open.keys().take(count).copied().collect();
+            ids.into_iter().filter_map(|id| open.remove(&id)).collect()
+        };
+        let told = chosen.len();
+        for close in chosen {
+            let _ = close.send(());
+        }
+        told
+    }
+
+    fn relay_opened(&self) -> (RelayGuard, oneshot::Receiver<()>) {
+        let id = self.relays.next.fetch_add(1, Ordering::Relaxed);
+        let (close, closing) = oneshot::channel();
+        self.relays.open.lock().insert(id, close);
+        let guard = RelayGuard {
+            id,
+            relays: self.relays.clone(),
+        };
+        (guard, closing)
     }
 
     /// A sid of this node: its tag, a dot, then `random` (the tag alone says
@@ -279,10 +339,11 @@ pub async fn websocket(
     metrics::counter!("rain_forwarded_total", "transport" => "websocket", "outcome" => "served")
         .increment(1);
     let max = usize::try_from(engine.config().max_payload).unwrap_or(usize::MAX);
+    let (guard, closing) = forwarder.relay_opened();
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |client| Box::pin(pipe(client, owner_socket)))
+        .on_upgrade(move |client| Box::pin(pipe(client, owner_socket, closing, guard)))
 }
 
 type OwnerSocket =
@@ -316,8 +377,14 @@ async fn connect_owner(
 }
 
 /// Carries messages between the client and the owner until either side
-/// closes or fails; the other is then closed too (dropped).
-async fn pipe(client: WebSocket, owner: OwnerSocket) {
+/// closes or fails (the other is then closed too, dropped), or until
+/// `closing` says the node is draining: both then get `1001 going away`.
+async fn pipe(
+    client: WebSocket,
+    owner: OwnerSocket,
+    closing: oneshot::Receiver<()>,
+    _guard: RelayGuard,
+) {
     let (mut to_client, mut from_client) = client.split();
     let (mut to_owner, mut from_owner) = owner.split();
     let up = async {
@@ -368,9 +435,30 @@ async fn pipe(client: WebSocket, owner: OwnerSocket) {
         }
         let _ = to_client.send(Message::Close(None)).await;
     };
-    tokio::select! {
-        _ = up => {}
-        _ = down => {}
+    let drained = tokio::select! {
+        _ = up => false,
+        _ = down => false,
+        Ok(()) = closing => true,
+    };
+    if drained {
+        let to_client_frame = axum::extract::ws::CloseFrame {
+            code: close_code::AWAY,
+            reason: axum::extract::ws::Utf8Bytes::from_static("shutdown"),
+        };
+        let to_owner_frame = tungstenite::protocol::CloseFrame {
+            code: tungstenite::protocol::frame::coding::CloseCode::Away,
+            reason: tungstenite::Utf8Bytes::from_static("shutdown"),
+        };
+        let _ = tokio::time::timeout(
+            CLOSE_GRACE,
+            to_client.send(Message::Close(Some(to_client_frame))),
+        )
+        .await;
+        let _ = tokio::time::timeout(
+            CLOSE_GRACE,
+            to_owner.send(tungstenite::Message::Close(Some(to_owner_frame))),
+        )
+        .await;
     }
 }
 

@@ -63,6 +63,7 @@ let phase = 0;
 const phases = {};
 const reasons = {};
 const problems = [];
+let joinsInterrupted = 0;
 const clients = [];
 
 function phaseStats(k) {
@@ -113,7 +114,9 @@ async function setup(i) {
         }
       },
       (error) => {
-        problems.push(`client ${i}: join after connect: ${error.message}`);
+        // Closed again before the answer: the next connect joins again.
+        if (c.chat.connected) problems.push(`client ${i}: join after connect: ${error.message}`);
+        else joinsInterrupted += 1;
       },
     );
   });
@@ -194,7 +197,7 @@ async function finish(first, last) {
     }
     if (misses > 0) missed[seq] = misses;
   }
-  return { clients: clients.length, first, last, received, missed, calls, phases, reasons, problems };
+  return { clients: clients.length, first, last, received, missed, calls, phases, reasons, joinsInterrupted, problems };
 }
 
 const lines = readline.createInterface({ input: process.stdin });
@@ -207,7 +210,7 @@ for await (const line of lines) {
   } else if (command === "status") {
     const count = clients.filter(up).length;
     const { failed, ...rest } = calls;
-    out(`status ${JSON.stringify({ up: count, clients: clients.length, phases, reasons, calls: { ...rest, failed: failed.length }, problems: problems.length })}`);
+    out(`status ${JSON.stringify({ up: count, clients: clients.length, phases, reasons, joinsInterrupted, calls: { ...rest, failed: failed.length }, problems: problems.length })}`);
   } else if (command === "check") {
     out(`check ${JSON.stringify(await check())}`);
   } else if (command === "finish") {
