@@ -18,8 +18,8 @@
 //!    (a client whose routed call is running gets its answer first), at most
 //!    `DRAIN_BATCH` at once with `DRAIN_BATCH_PAUSE_MS` between batches, so
 //!    they reconnect to the other nodes gradually rather than all at once;
-//! 4. the websocket relays it carries for other nodes' sessions are closed
-//!    (`1001 going away`), in the same batches;
+//! 4. the websocket relays it carries for other nodes' sessions are closed,
+//!    in the same batches, by their owners once each client is owed no ack;
 //! 5. the routed requests it serves for other nodes finish (their callers get
 //!    their answers), and its writes to the cluster are flushed.
 //!
@@ -222,11 +222,11 @@ async fn close_clients(engine: &Engine, plan: DrainPlan, deadline: Instant) -> u
     owing
 }
 
-/// Closes the websocket relays this node carries for other nodes' sessions
-/// (`1001 going away` to both sides), in batches as the sessions, so those
-/// clients too reconnect gradually rather than all at once when the process
-/// exits. A relay does not know whether its session is owed an ack: a call in
-/// flight through it is lost, as at an exit.
+/// Closes the websocket relays this node carries for other nodes' sessions,
+/// in batches as the sessions, so those clients too reconnect gradually
+/// rather than being cut when the process exits: each owner is asked to
+/// close its session once it is owed no ack (`1001 going away` through the
+/// relay), and the drain waits for the relays to end.
 async fn close_relays(engine: &Engine, plan: DrainPlan, deadline: Instant) {
     let Some(forwarder) = engine.forwarder() else {
         return;
@@ -240,8 +240,16 @@ async fn close_relays(engine: &Engine, plan: DrainPlan, deadline: Instant) {
             tokio::time::sleep(plan.pause.min(left / batches as u32 / 2)).await;
         }
     }
+    // Each owner closes its session once settled; the close comes through.
+    while forwarder.relays_live() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
     if closed > 0 {
-        tracing::info!(relays = closed, "draining: closed the websocket relays");
+        tracing::info!(
+            relays = closed,
+            left = forwarder.relays_live(),
+            "draining: closed the websocket relays"
+        );
     }
 }
 

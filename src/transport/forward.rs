@@ -12,9 +12,12 @@
 //!   it and `POLLING_BODY_TIMEOUT_MS` again: the same answers either way);
 //! - a websocket upgrade is relayed: this node opens a websocket to the owner
 //!   first (so a refusal is the owner's HTTP answer), then accepts the
-//!   client's and pipes messages both ways until either side closes, or
-//!   until the drain closes it ([`Forwarder::close_relays`]: both sides get
-//!   a `1001 going away`, and the client reconnects through the balancer).
+//!   client's and pipes messages both ways until either side closes. A
+//!   draining node asks each owner to close its relayed sessions
+//!   ([`Forwarder::close_relays`]: a websocket ping the owner knows), which
+//!   each owner does as its own drain would, once the client is owed no ack:
+//!   the owner's `1001 going away` reaches the client through the relay, and
+//!   the client reconnects through the balancer.
 //!
 //! A forwarded request carries [`MARK`]: a timestamp and an HMAC under
 //! `SESSION_SECRET` (which every node shares) of the method, path and query. A
@@ -31,12 +34,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::FromRequestParts;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -50,6 +53,7 @@ use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::EngineError;
+use super::websocket::RELAY_DRAINING;
 use crate::cluster::Cluster;
 use crate::engine::Engine;
 use crate::session_token::SessionKeys;
@@ -64,8 +68,6 @@ const MARK_SKEW: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Margin over the owner's own bounds for a forwarded request to finish.
 const MARGIN: Duration = Duration::from_secs(5);
-/// How long sending a relay's close frames may take.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a request could not be served by its session's owner.
 #[derive(Debug, Error)]
@@ -95,7 +97,10 @@ pub struct Forwarder {
 #[derive(Default)]
 struct Relays {
     next: AtomicU64,
+    /// Relays not yet asked to close.
     open: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// Relays still piping, asked or not.
+    live: AtomicUsize,
 }
 
 /// A relay's place in [`Relays`], given up when the relay ends.
@@ -107,6 +112,7 @@ struct RelayGuard {
 impl Drop for RelayGuard {
     fn drop(&mut self) {
         self.relays.open.lock().remove(&self.id);
+        self.relays.live.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -130,14 +136,18 @@ impl Forwarder {
         }
     }
 
-    /// How many websocket relays this node carries.
+    /// How many websocket relays this node carries not yet asked to close.
     pub fn relay_count(&self) -> usize {
         self.relays.open.lock().len()
     }
 
-    /// Tells up to `count` relays to close (`1001 going away` to the client
-    /// and to the owner, which then closes the session as a client's close);
-    /// how many were told.
+    /// How many websocket relays still pipe (asked to close or not).
+    pub fn relays_live(&self) -> usize {
+        self.relays.live.load(Ordering::Acquire)
+    }
+
+    /// Asks up to `count` relays to have their session's owner close it once
+    /// settled; how many were asked.
     pub fn close_relays(&self, count: usize) -> usize {
         let chosen: Vec<oneshot::Sender<()>> = {
             let mut open = self.relays.open.lock();
@@ -154,6 +164,7 @@ impl Forwarder {
     fn relay_opened(&self) -> (RelayGuard, oneshot::Receiver<()>) {
         let id = self.relays.next.fetch_add(1, Ordering::Relaxed);
         let (close, closing) = oneshot::channel();
+        self.relays.live.fetch_add(1, Ordering::AcqRel);
         self.relays.open.lock().insert(id, close);
         let guard = RelayGuard {
             id,
@@ -377,8 +388,9 @@ async fn connect_owner(
 }
 
 /// Carries messages between the client and the owner until either side
-/// closes or fails (the other is then closed too, dropped), or until
-/// `closing` says the node is draining: both then get `1001 going away`.
+/// closes or fails; the other is then closed too (dropped). When `closing`
+/// says this node drains, the owner is asked (a [`RELAY_DRAINING`] ping) to
+/// close the session once settled; its close then comes down as any other.
 async fn pipe(
     client: WebSocket,
     owner: OwnerSocket,
@@ -388,7 +400,21 @@ async fn pipe(
     let (mut to_client, mut from_client) = client.split();
     let (mut to_owner, mut from_owner) = owner.split();
     let up = async {
-        while let Some(Ok(message)) = from_client.next().await {
+        let mut closing = closing;
+        let mut asked = false;
+        loop {
+            let message = tokio::select! {
+                message = from_client.next() => message,
+                Ok(()) = &mut closing, if !asked => {
+                    asked = true;
+                    let ping = tungstenite::Message::Ping(bytes::Bytes::from_static(RELAY_DRAINING));
+                    if to_owner.send(ping).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(Ok(message)) = message else { break };
             let message = match message {
                 Message::Text(text) => {
                     match tungstenite::Utf8Bytes::try_from(bytes::Bytes::from(text)) {
@@ -435,30 +461,9 @@ async fn pipe(
         }
         let _ = to_client.send(Message::Close(None)).await;
     };
-    let drained = tokio::select! {
-        _ = up => false,
-        _ = down => false,
-        Ok(()) = closing => true,
-    };
-    if drained {
-        let to_client_frame = axum::extract::ws::CloseFrame {
-            code: close_code::AWAY,
-            reason: axum::extract::ws::Utf8Bytes::from_static("shutdown"),
-        };
-        let to_owner_frame = tungstenite::protocol::CloseFrame {
-            code: tungstenite::protocol::frame::coding::CloseCode::Away,
-            reason: tungstenite::Utf8Bytes::from_static("shutdown"),
-        };
-        let _ = tokio::time::timeout(
-            CLOSE_GRACE,
-            to_client.send(Message::Close(Some(to_client_frame))),
-        )
-        .await;
-        let _ = tokio::time::timeout(
-            CLOSE_GRACE,
-            to_owner.send(tungstenite::Message::Close(Some(to_owner_frame))),
-        )
-        .await;
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
     }
 }
 

@@ -29,6 +29,12 @@ const READ_BUFFER: usize = 512;
 const WRITE_BUFFER: usize = 8 * 1024;
 /// How long closing a websocket may take before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// The payload of the websocket ping a draining node's relay sends the
+/// session's owner: close this session as a drain would, once it is owed no
+/// ack (see `super::forward`). A client sending it only ends its own session.
+pub(crate) const RELAY_DRAINING: &[u8] = b"rain-relay-draining";
+/// How often a session asked to close once settled looks at its owed acks.
+const SETTLE_POLL: Duration = Duration::from_millis(10);
 
 /// Answers a websocket request: a new session, or an upgrade of `sid`.
 pub fn accept(
@@ -202,10 +208,21 @@ async fn run(
         Duration::MAX / 4
     });
     let mut timer = pin!(timer);
+    // Set when a draining relay asked for the close: checked until no ack is owed.
+    let mut settling = false;
+    let settle = tokio::time::sleep(Duration::MAX / 4);
+    let mut settle = pin!(settle);
     loop {
         tokio::select! {
             biased;
             _ = session.closed() => return,
+            _ = settle.as_mut(), if settling => {
+                if session.replies_owed() == 0 {
+                    session.close(CloseReason::Shutdown);
+                    return;
+                }
+                settle.as_mut().reset(Instant::now() + SETTLE_POLL);
+            }
             batch = writer.next_batch() => {
                 if batch.is_empty() {
                     continue;
@@ -223,6 +240,11 @@ async fn run(
                 let packet = match message {
                     Some(Ok(Message::Text(text))) => engineio::decode_text(text.into()),
                     Some(Ok(Message::Binary(data))) => Ok(engineio::decode_binary(data)),
+                    Some(Ok(Message::Ping(data))) if data.as_ref() == RELAY_DRAINING => {
+                        settling = true;
+                        settle.as_mut().reset(Instant::now());
+                        continue;
+                    }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(_))) | None => {
                         session.close(CloseReason::ClientClose);
