@@ -215,7 +215,15 @@ async fn run(
     loop {
         tokio::select! {
             biased;
-            _ = session.closed() => return,
+            _ = session.closed() => {
+                // A drain closes a session once no ack is owed: the last
+                // acks may still be queued, and go out before the close.
+                let rest = writer.take_batch();
+                if shutting_down(session) && !rest.is_empty() {
+                    let _ = tokio::time::timeout(CLOSE_GRACE, write_frames(socket, rest)).await;
+                }
+                return;
+            }
             _ = settle.as_mut(), if settling => {
                 if session.replies_owed() == 0 {
                     session.close(CloseReason::Shutdown);
@@ -227,9 +235,16 @@ async fn run(
                 if batch.is_empty() {
                     continue;
                 }
+                let mut write = pin!(write_frames(socket, batch));
                 let written = tokio::select! {
-                    written = write_frames(socket, batch) => written,
-                    _ = session.closed() => return,
+                    written = write.as_mut() => written,
+                    _ = session.closed() => {
+                        // Acks being written when a drain closes still go out.
+                        if shutting_down(session) {
+                            let _ = tokio::time::timeout(CLOSE_GRACE, write.as_mut()).await;
+                        }
+                        return;
+                    }
                 };
                 if written.is_err() {
                     session.close(CloseReason::TransportError);
@@ -287,6 +302,12 @@ async fn run(
             }
         }
     }
+}
+
+/// Whether the session was closed by a drain (or shutdown), whose close lets
+/// queued frames out first.
+fn shutting_down(session: &Session) -> bool {
+    matches!(session.close_reason(), Some(CloseReason::Shutdown))
 }
 
 async fn write_frames(

@@ -10,8 +10,8 @@
 // then `change_language`), /chat/1.0/main (`join` the room with a nick, again
 // after every reconnect; receives `tick(seq)`), /echo/1.0/main (the first
 // CALLERS clients call `echo` in turn, one every CALL_PERIOD_MS, 5 s ack
-// timeout) and /probe/1.0/main (`whoami`: the session's id and data as the
-// component sees them).
+// timeout, sent again after a reconnect: `retries`) and /probe/1.0/main
+// (`whoami`: the session's id and data as the component sees them).
 //
 // Commands on stdin, one answer line on stdout each:
 //   phase K   → `phase K`: later disconnects count for restart K
@@ -83,7 +83,14 @@ async function setup(i) {
   c.core.auth = auth;
   await call(c.core, "change_language", { language: `l${i}` });
   c.chat = manager.socket("/chat/1.0/main", { auth });
-  c.echo = manager.socket("/echo/1.0/main", { auth });
+  // The official client's at-least-once emits: a call whose connection
+  // closed before its answer (the close crossing it on the wire) is sent
+  // again after the reconnect; each try waits 5 s.
+  c.echo = manager.socket("/echo/1.0/main", { auth, retries: 3, ackTimeout: 5000 });
+  c.echoDisconnects = 0;
+  c.echo.on("disconnect", () => {
+    c.echoDisconnects += 1;
+  });
   c.probe = manager.socket("/probe/1.0/main", { auth });
   c.chat.on("tick", (seq) => {
     if (Number.isInteger(seq) && seq > 0 && seq < MAX_SEQ) c.received[seq] = 1;
@@ -144,7 +151,7 @@ for (const c of clients) nodes[c.first.node] = (nodes[c.first.node] ?? 0) + 1;
 out(`ready ${JSON.stringify({ clients: clients.length, ms: Date.now() - started, whoamiServedBy: nodes })}`);
 
 // Routed calls at a fixed rate, from the first CALLERS clients in turn.
-const calls = { sent: 0, answered: 0, skipped: 0, failed: [], answeredByPhase: {} };
+const calls = { sent: 0, answered: 0, resent: 0, skipped: 0, failed: [], answeredByPhase: {} };
 const pending = new Set();
 let next = 0;
 const caller = setInterval(() => {
@@ -155,10 +162,18 @@ const caller = setInterval(() => {
   }
   const n = ++calls.sent;
   const sentIn = phase;
-  const p = call(c.echo, "echo", { i: c.i, n })
+  const disconnects = c.echoDisconnects;
+  const p = new Promise((resolve, reject) => {
+    c.echo.emit("echo", { i: c.i, n }, (err, error, data) => {
+      if (err) reject(err);
+      else if (error) reject(new Error(JSON.stringify(error)));
+      else resolve(data);
+    });
+  })
     .then((data) => {
       if (data?.args?.[0]?.n !== n) throw new Error(`wrong answer ${JSON.stringify(data)}`);
       calls.answered += 1;
+      if (c.echoDisconnects > disconnects) calls.resent += 1;
       calls.answeredByPhase[sentIn] = (calls.answeredByPhase[sentIn] ?? 0) + 1;
     })
     .catch((error) => calls.failed.push({ client: c.i, n, phase: sentIn, at: Date.now(), error: error.message }))
