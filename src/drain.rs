@@ -19,7 +19,9 @@
 //!    (a client whose routed call is running gets its answer first), at most
 //!    `DRAIN_BATCH` at once with `DRAIN_BATCH_PAUSE_MS` between batches, so
 //!    they reconnect to the other nodes gradually rather than all at once;
-//! 4. the routed requests it serves for other nodes finish (their callers get
+//! 4. the websocket relays it carries for other nodes' sessions are closed,
+//!    in the same batches, by their owners once each client is owed no ack;
+//! 5. the routed requests it serves for other nodes finish (their callers get
 //!    their answers), and its writes to the cluster are flushed.
 //!
 //! Past the deadline every wait gives up: what is left is closed and the node
@@ -155,6 +157,7 @@ pub async fn run(
         closed_owing_replies: close_clients(engine, plan, deadline).await,
         ..Outcome::default()
     };
+    close_relays(engine, plan, deadline).await;
 
     let serving = || busy.iter().map(|count| count()).sum::<usize>();
     let finished = async {
@@ -218,6 +221,37 @@ async fn close_clients(engine: &Engine, plan: DrainPlan, deadline: Instant) -> u
         }
     }
     owing
+}
+
+/// Closes the websocket relays this node carries for other nodes' sessions,
+/// in batches as the sessions, so those clients too reconnect gradually
+/// rather than being cut when the process exits: each owner is asked to
+/// close its session once it is owed no ack (`1001 going away` through the
+/// relay), and the drain waits for the relays to end.
+async fn close_relays(engine: &Engine, plan: DrainPlan, deadline: Instant) {
+    let Some(forwarder) = engine.forwarder() else {
+        return;
+    };
+    let mut closed = 0;
+    while forwarder.relay_count() > 0 && Instant::now() < deadline {
+        closed += forwarder.close_relays(plan.batch);
+        if forwarder.relay_count() > 0 {
+            let batches = forwarder.relay_count().div_ceil(plan.batch) + 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(plan.pause.min(left / batches as u32 / 2)).await;
+        }
+    }
+    // Each owner closes its session once settled; the close comes through.
+    while forwarder.relays_live() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
+    if closed > 0 {
+        tracing::info!(
+            relays = closed,
+            left = forwarder.relays_live(),
+            "draining: closed the websocket relays"
+        );
+    }
 }
 
 /// Closes one session once it is owed no ack, or at the deadline; whether it

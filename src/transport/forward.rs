@@ -12,7 +12,12 @@
 //!   it and `POLLING_BODY_TIMEOUT_MS` again: the same answers either way);
 //! - a websocket upgrade is relayed: this node opens a websocket to the owner
 //!   first (so a refusal is the owner's HTTP answer), then accepts the
-//!   client's and pipes messages both ways until either side closes.
+//!   client's and pipes messages both ways until either side closes. A
+//!   draining node asks each owner to close its relayed sessions
+//!   ([`Forwarder::close_relays`]: a websocket ping the owner knows), which
+//!   each owner does as its own drain would, once the client is owed no ack:
+//!   the owner's `1001 going away` reaches the client through the relay, and
+//!   the client reconnects through the balancer.
 //!
 //! A forwarded request carries [`MARK`]: a timestamp and an HMAC under
 //! `SESSION_SECRET` (which every node shares) of the method, path and query. A
@@ -27,8 +32,9 @@
 //! owner serves with (see [`super::polling`], [`super::websocket`]) nor where
 //! node records live (see `crate::cluster`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -40,11 +46,14 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
 use thiserror::Error;
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::EngineError;
+use super::websocket::RELAY_DRAINING;
 use crate::cluster::Cluster;
 use crate::engine::Engine;
 use crate::session_token::SessionKeys;
@@ -81,6 +90,30 @@ pub struct Forwarder {
     cluster: Arc<dyn Cluster>,
     keys: SessionKeys,
     client: reqwest::Client,
+    relays: Arc<Relays>,
+}
+
+/// The websocket relays this node carries, each with what tells it to close.
+#[derive(Default)]
+struct Relays {
+    next: AtomicU64,
+    /// Relays not yet asked to close.
+    open: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// Relays still piping, asked or not.
+    live: AtomicUsize,
+}
+
+/// A relay's place in [`Relays`], given up when the relay ends.
+struct RelayGuard {
+    id: u64,
+    relays: Arc<Relays>,
+}
+
+impl Drop for RelayGuard {
+    fn drop(&mut self) {
+        self.relays.open.lock().remove(&self.id);
+        self.relays.live.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Forwarder {
@@ -99,7 +132,45 @@ impl Forwarder {
             cluster,
             keys,
             client,
+            relays: Arc::default(),
         }
+    }
+
+    /// How many websocket relays this node carries not yet asked to close.
+    pub fn relay_count(&self) -> usize {
+        self.relays.open.lock().len()
+    }
+
+    /// How many websocket relays still pipe (asked to close or not).
+    pub fn relays_live(&self) -> usize {
+        self.relays.live.load(Ordering::Acquire)
+    }
+
+    /// Asks up to `count` relays to have their session's owner close it once
+    /// settled; how many were asked.
+    pub fn close_relays(&self, count: usize) -> usize {
+        let chosen: Vec<oneshot::Sender<()>> = {
+            let mut open = self.relays.open.lock();
+            let ids: Vec<u64> = open.keys().take(count).copied().collect();
+            ids.into_iter().filter_map(|id| open.remove(&id)).collect()
+        };
+        let told = chosen.len();
+        for close in chosen {
+            let _ = close.send(());
+        }
+        told
+    }
+
+    fn relay_opened(&self) -> (RelayGuard, oneshot::Receiver<()>) {
+        let id = self.relays.next.fetch_add(1, Ordering::Relaxed);
+        let (close, closing) = oneshot::channel();
+        self.relays.live.fetch_add(1, Ordering::AcqRel);
+        self.relays.open.lock().insert(id, close);
+        let guard = RelayGuard {
+            id,
+            relays: self.relays.clone(),
+        };
+        (guard, closing)
     }
 
     /// A sid of this node: its tag, a dot, then `random` (the tag alone says
@@ -279,10 +350,11 @@ pub async fn websocket(
     metrics::counter!("rain_forwarded_total", "transport" => "websocket", "outcome" => "served")
         .increment(1);
     let max = usize::try_from(engine.config().max_payload).unwrap_or(usize::MAX);
+    let (guard, closing) = forwarder.relay_opened();
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |client| Box::pin(pipe(client, owner_socket)))
+        .on_upgrade(move |client| Box::pin(pipe(client, owner_socket, closing, guard)))
 }
 
 type OwnerSocket =
@@ -316,12 +388,33 @@ async fn connect_owner(
 }
 
 /// Carries messages between the client and the owner until either side
-/// closes or fails; the other is then closed too (dropped).
-async fn pipe(client: WebSocket, owner: OwnerSocket) {
+/// closes or fails; the other is then closed too (dropped). When `closing`
+/// says this node drains, the owner is asked (a [`RELAY_DRAINING`] ping) to
+/// close the session once settled; its close then comes down as any other.
+async fn pipe(
+    client: WebSocket,
+    owner: OwnerSocket,
+    closing: oneshot::Receiver<()>,
+    _guard: RelayGuard,
+) {
     let (mut to_client, mut from_client) = client.split();
     let (mut to_owner, mut from_owner) = owner.split();
     let up = async {
-        while let Some(Ok(message)) = from_client.next().await {
+        let mut closing = closing;
+        let mut asked = false;
+        loop {
+            let message = tokio::select! {
+                message = from_client.next() => message,
+                Ok(()) = &mut closing, if !asked => {
+                    asked = true;
+                    let ping = tungstenite::Message::Ping(bytes::Bytes::from_static(RELAY_DRAINING));
+                    if to_owner.send(ping).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(Ok(message)) = message else { break };
             let message = match message {
                 Message::Text(text) => {
                     match tungstenite::Utf8Bytes::try_from(bytes::Bytes::from(text)) {

@@ -29,6 +29,12 @@ const READ_BUFFER: usize = 512;
 const WRITE_BUFFER: usize = 8 * 1024;
 /// How long closing a websocket may take before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// The payload of the websocket ping a draining node's relay sends the
+/// session's owner: close this session as a drain would, once it is owed no
+/// ack (see `super::forward`). A client sending it only ends its own session.
+pub(crate) const RELAY_DRAINING: &[u8] = b"rain-relay-draining";
+/// How often a session asked to close once settled looks at its owed acks.
+const SETTLE_POLL: Duration = Duration::from_millis(10);
 
 /// Answers a websocket request: a new session, or an upgrade of `sid`.
 pub fn accept(
@@ -202,17 +208,43 @@ async fn run(
         Duration::MAX / 4
     });
     let mut timer = pin!(timer);
+    // Set when a draining relay asked for the close: checked until no ack is owed.
+    let mut settling = false;
+    let settle = tokio::time::sleep(Duration::MAX / 4);
+    let mut settle = pin!(settle);
     loop {
         tokio::select! {
             biased;
-            _ = session.closed() => return,
+            _ = session.closed() => {
+                // A drain closes a session once no ack is owed: the last
+                // acks may still be queued, and go out before the close.
+                let rest = writer.take_batch();
+                if shutting_down(session) && !rest.is_empty() {
+                    let _ = tokio::time::timeout(CLOSE_GRACE, write_frames(socket, rest)).await;
+                }
+                return;
+            }
+            _ = settle.as_mut(), if settling => {
+                if session.replies_owed() == 0 {
+                    session.close(CloseReason::Shutdown);
+                    return;
+                }
+                settle.as_mut().reset(Instant::now() + SETTLE_POLL);
+            }
             batch = writer.next_batch() => {
                 if batch.is_empty() {
                     continue;
                 }
+                let mut write = pin!(write_frames(socket, batch));
                 let written = tokio::select! {
-                    written = write_frames(socket, batch) => written,
-                    _ = session.closed() => return,
+                    written = write.as_mut() => written,
+                    _ = session.closed() => {
+                        // Acks being written when a drain closes still go out.
+                        if shutting_down(session) {
+                            let _ = tokio::time::timeout(CLOSE_GRACE, write.as_mut()).await;
+                        }
+                        return;
+                    }
                 };
                 if written.is_err() {
                     session.close(CloseReason::TransportError);
@@ -223,6 +255,11 @@ async fn run(
                 let packet = match message {
                     Some(Ok(Message::Text(text))) => engineio::decode_text(text.into()),
                     Some(Ok(Message::Binary(data))) => Ok(engineio::decode_binary(data)),
+                    Some(Ok(Message::Ping(data))) if data.as_ref() == RELAY_DRAINING => {
+                        settling = true;
+                        settle.as_mut().reset(Instant::now());
+                        continue;
+                    }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(_))) | None => {
                         session.close(CloseReason::ClientClose);
@@ -265,6 +302,12 @@ async fn run(
             }
         }
     }
+}
+
+/// Whether the session was closed by a drain (or shutdown), whose close lets
+/// queued frames out first.
+fn shutting_down(session: &Session) -> bool {
+    matches!(session.close_reason(), Some(CloseReason::Shutdown))
 }
 
 async fn write_frames(
