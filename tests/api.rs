@@ -11,7 +11,7 @@ use reqwest::header::{ACCESS_CONTROL_ALLOW_ORIGIN, ORIGIN, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
 
 use support::cluster::SioClient;
-use support::{TEST_API_SECRET, spawn_testbed};
+use support::{TEST_API_SECRET, plain, spawn_testbed};
 
 const EMIT_SECRET: &str = "backend-secret-0123456789";
 const READ_SECRET: &str = "prometheus-secret-0123456789";
@@ -48,24 +48,6 @@ async fn get(url: &str, secret: Option<&str>) -> reqwest::Response {
         .send()
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-}
-
-/// `text` without its ANSI colours (the testbed's log is coloured).
-fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn news() -> Value {

@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 use support::cluster::{Node, RedisServer, http_status, spawn_binary_nodes};
 use support::haproxy::HaProxy;
 use support::mothership::{Backend, wait_hosts};
-use support::{ComponentsDir, TEST_API_SECRET, crate_dir, one_at_a_time};
+use support::{ComponentsDir, TEST_API_SECRET, crate_dir, one_at_a_time, plain};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rain-node");
 
@@ -247,24 +247,6 @@ struct Restart {
     relays_closed: u64,
     /// Websockets the other nodes saw cut without a close frame.
     cut: usize,
-}
-
-/// `text` without its ANSI colour codes.
-fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// How many websockets each node saw cut without a close frame so far.

@@ -468,3 +468,21 @@ impl Drop for ComponentsDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// `text` without its ANSI colour codes (a node's text log is coloured).
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
