@@ -59,7 +59,8 @@ pub struct Settings {
     /// Bearer tokens of the HTTP API, `name:scope:secret` each; empty → every
     /// call but `/healthz` and `/readyz` is refused (401).
     pub api_tokens: Vec<ApiToken>,
-    /// This node's id in the cluster (no whitespace); default: a fresh UUID v4.
+    /// This node's id in the cluster (1–64 of `A-Z a-z 0-9 . _ -`, not `all`);
+    /// default: a fresh UUID v4.
     pub node_id: String,
     /// The HTTP path Socket.IO is served under; starts and ends with `/`.
     pub socketio_path: String,
@@ -569,7 +570,7 @@ const NODE_ID: Field = field!(
     "NODE_ID",
     String,
     "a fresh UUID v4",
-    "This node's id in the cluster (no whitespace)"
+    "This node's id in the cluster: 1 to 64 of A-Z a-z 0-9 . _ -, not \"all\""
 );
 const SOCKETIO_PATH: Field = field!(
     "socketio_path",
@@ -1659,11 +1660,15 @@ impl Settings {
         if let Err(reason) = api_tokens::check_list(&self.api_tokens) {
             return Err(invalid(API_TOKENS.env, "<redacted>", &reason));
         }
-        if self.node_id.is_empty() || self.node_id.chars().any(char::is_whitespace) {
+        // Node ids travel in Redis keys, channel names, sids and (with the
+        // Cloud API) URL paths, where `all` names every node.
+        let id = &self.node_id;
+        let id_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if id.is_empty() || id.len() > 64 || !id.chars().all(id_chars) || id == "all" {
             return Err(invalid(
                 NODE_ID.env,
-                format!("{:?}", self.node_id),
-                "must be non-empty and contain no whitespace",
+                format!("{id:?}"),
+                "must be 1 to 64 of A-Z a-z 0-9 . _ - and not \"all\"",
             ));
         }
         let path = &self.socketio_path;
@@ -2379,6 +2384,17 @@ mod tests {
             text.contains("HEARTBEAT_MS") && text.contains("NODE_TTL_MS=2999"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn node_ids_are_short_plain_names_and_never_all() {
+        for good in ["a", "node-7", "rain_node.1.x9", &"n".repeat(64)] {
+            assert_eq!(load(&[], &[("NODE_ID", good)]).unwrap().node_id, good);
+        }
+        for bad in ["all", "a b", "a/b", "a:b", "é", &"n".repeat(65)] {
+            let e = err(&[], &[("NODE_ID", bad)]);
+            assert!(e.starts_with("invalid setting NODE_ID="), "{bad}: {e}");
+        }
     }
 
     #[test]
