@@ -128,7 +128,7 @@ async fn measure(
     a: &Testbed,
     b: &Testbed,
 ) -> Figures {
-    let ticks = clock_ticks() as f64;
+    let ticks = support::clock_ticks() as f64;
     let (a0, b0) = (cpu_ticks(a.pid()), cpu_ticks(b.pid()));
     let mut times = round_trips(client, url, sid, count).await;
     let (a1, b1) = (cpu_ticks(a.pid()), cpu_ticks(b.pid()));
@@ -185,17 +185,6 @@ async fn round_trips(
         times.push(started.elapsed());
     }
     times
-}
-
-/// The clock ticks per second of `/proc/<pid>/stat`.
-fn clock_ticks() -> u64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
 }
 
 /// `utime + stime` of process `pid`, in clock ticks.

@@ -550,17 +550,6 @@ fn schedule(
     Instant::now()
 }
 
-/// The clock ticks per second of `/proc/<pid>/stat`.
-fn clock_ticks() -> u64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
-}
-
 /// `utime + stime` of process `pid` (`self` for this one), in clock ticks.
 fn cpu_ticks(pid: &str) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -805,7 +794,7 @@ async fn fixed_rate(plan: &Plan) -> Vec<Outcome> {
         .expect("warm-up within 30 s");
 
     let nodes = [("A", &node_a), ("B", &node_b)];
-    let ticks = clock_ticks();
+    let ticks = support::clock_ticks();
     let routed = run(
         plan,
         &redis,

@@ -19,8 +19,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use support::cluster::{Node, RedisServer, run_with_nodes, spawn_nodes};
+use support::crate_dir;
 use support::haproxy::{HaProxy, config_for};
-use support::{crate_dir, eventually};
 
 /// Redis, nodes A, B, C, and HAProxy in front of them.
 async fn stack() -> Stack {
@@ -34,14 +34,7 @@ async fn stack() -> Stack {
         )
     });
     for node in &nodes {
-        eventually(Duration::from_secs(10), "nodes ready", async || match node
-            .status_of("/readyz")
-            .await
-        {
-            Some(200) => Ok(()),
-            other => Err(format!("{}: {other:?}", node.id)),
-        })
-        .await;
+        node.wait_ready().await;
     }
     let haproxy = tokio::task::block_in_place(|| HaProxy::start(&nodes.iter().collect::<Vec<_>>()));
     Stack {

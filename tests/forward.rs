@@ -14,7 +14,6 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use support::cluster::{Node, RedisServer, spawn_nodes};
-use support::eventually;
 
 const PATH: &str = "/socket.io/?EIO=4&transport=polling";
 
@@ -78,14 +77,7 @@ async fn any_node_serves_any_request_of_a_session() {
     });
     let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
     for node in &nodes {
-        eventually(Duration::from_secs(10), "nodes ready", async || match node
-            .status_of("/readyz")
-            .await
-        {
-            Some(200) => Ok(()),
-            other => Err(format!("{}: {other:?}", node.id)),
-        })
-        .await;
+        node.wait_ready().await;
     }
 
     // The handshake on A: the sid names A ("A" in base64url).

@@ -23,7 +23,7 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use support::cluster::{HEARTBEAT_MS, NODE_TTL_MS, Node, RedisServer, numsub, spawn_binary_nodes};
-use support::mothership::{Backend, Clients, Handler, ack_pair, wait_hosts};
+use support::mothership::{Backend, Clients, Handler, ack_pair, probe_component, wait_hosts};
 use support::{ComponentsDir, unique};
 use support::{eventually, one_at_a_time};
 
@@ -746,17 +746,7 @@ async fn version_fragments_reach_the_newest_match() {
 /// HTTP component hosted by C sees it in the session a client on C sends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn change_language_is_stored_in_the_shared_session() {
-    let backend = Backend::start(Arc::new(|body: Value| {
-        async move { json!({ "data": { "session": body["session"], "node": body["node"] } }) }
-            .boxed()
-    }));
-    let dir = ComponentsDir::new(&[(
-        "probe.json",
-        json!({
-            "id": "probe", "version": "1.0", "channels": ["main"],
-            "handler": { "kind": "http", "url": format!("{}/probe", backend.url), "timeout_ms": 2000 },
-        }),
-    )]);
+    let (_backend, dir) = probe_component(2000);
     let (redis, nodes) = start(&[
         ("A", vec![("COMPONENTS", "")]),
         (

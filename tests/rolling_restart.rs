@@ -30,12 +30,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
 use serde_json::{Value, json};
 
 use support::cluster::{Node, RedisServer, http_status, spawn_binary_nodes};
 use support::haproxy::HaProxy;
-use support::mothership::{Backend, wait_hosts};
+use support::mothership::{probe_component, wait_hosts};
 use support::{ComponentsDir, TEST_API_SECRET, crate_dir, one_at_a_time, plain};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rain-node");
@@ -269,17 +268,7 @@ async fn a_rolling_restart_behind_haproxy_keeps_every_client_session_and_call() 
     let _serial = one_at_a_time().await;
     let test_started = Instant::now();
     // The `probe` component: `whoami` answers the session as a component sees it.
-    let backend = Backend::start(Arc::new(|body: Value| {
-        async move { json!({ "data": { "session": body["session"], "node": body["node"] } }) }
-            .boxed()
-    }));
-    let dir = ComponentsDir::new(&[(
-        "probe.json",
-        json!({
-            "id": "probe", "version": "1.0", "channels": ["main"],
-            "handler": { "kind": "http", "url": format!("{}/probe", backend.url), "timeout_ms": 5000 },
-        }),
-    )]);
+    let (backend, dir) = probe_component(5000);
     let env = node_env(&dir);
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let redis = RedisServer::start();

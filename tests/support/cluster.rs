@@ -482,6 +482,17 @@ impl Node {
     pub async fn status_of(&self, path: &str) -> Option<u16> {
         http_status(&format!("{}{path}", self.url())).await
     }
+
+    /// Waits (up to 10 s) until the node's `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        eventually(Duration::from_secs(10), "node ready", async || {
+            match self.status_of("/readyz").await {
+                Some(200) => Ok(()),
+                other => Err(format!("{}: {other:?}", self.id)),
+            }
+        })
+        .await;
+    }
 }
 
 /// The `SESSION_SECRET` every test cluster's nodes share (required with

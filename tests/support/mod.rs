@@ -486,3 +486,14 @@ pub fn plain(text: &str) -> String {
     }
     out
 }
+
+/// The clock ticks per second of `/proc/<pid>/stat`.
+pub fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}

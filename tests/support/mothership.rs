@@ -11,6 +11,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
@@ -437,4 +438,22 @@ impl Drop for Backend {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The `probe@1.0` HTTP component: an event answers the session and node it
+/// was sent with (as a component sees them), within `timeout_ms`. Its backend
+/// and the `COMPONENTS_DIR` naming it.
+pub fn probe_component(timeout_ms: u64) -> (Backend, super::ComponentsDir) {
+    let backend = Backend::start(Arc::new(|body: Value| {
+        async move { json!({ "data": { "session": body["session"], "node": body["node"] } }) }
+            .boxed()
+    }));
+    let dir = super::ComponentsDir::new(&[(
+        "probe.json",
+        json!({
+            "id": "probe", "version": "1.0", "channels": ["main"],
+            "handler": { "kind": "http", "url": format!("{}/probe", backend.url), "timeout_ms": timeout_ms },
+        }),
+    )]);
+    (backend, dir)
 }
