@@ -129,9 +129,15 @@ async fn measure(
     b: &Testbed,
 ) -> Figures {
     let ticks = support::clock_ticks() as f64;
-    let (a0, b0) = (cpu_ticks(a.pid()), cpu_ticks(b.pid()));
+    let (a0, b0) = (
+        support::cpu_ticks(&a.pid().to_string()),
+        support::cpu_ticks(&b.pid().to_string()),
+    );
     let mut times = round_trips(client, url, sid, count).await;
-    let (a1, b1) = (cpu_ticks(a.pid()), cpu_ticks(b.pid()));
+    let (a1, b1) = (
+        support::cpu_ticks(&a.pid().to_string()),
+        support::cpu_ticks(&b.pid().to_string()),
+    );
     times.sort();
     let q = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
     let per = |ticks_used: u64| ticks_used as f64 / ticks / count as f64;
@@ -185,14 +191,4 @@ async fn round_trips(
         times.push(started.elapsed());
     }
     times
-}
-
-/// `utime + stime` of process `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("(comm)") + 1..]
-        .split_whitespace()
-        .collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }

@@ -550,17 +550,6 @@ fn schedule(
     Instant::now()
 }
 
-/// `utime + stime` of process `pid` (`self` for this one), in clock ticks.
-fn cpu_ticks(pid: &str) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
-    // the fields after `(comm)`: state is the first, utime the 12th, stime the 13th
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("(comm)") + 1..]
-        .split_whitespace()
-        .collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
 /// `VmRSS` of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -613,9 +602,14 @@ impl Snapshot {
         Snapshot {
             nodes: nodes
                 .iter()
-                .map(|(_, node)| (cpu_ticks(&node.pid().to_string()), rss_kib(node.pid())))
+                .map(|(_, node)| {
+                    (
+                        support::cpu_ticks(&node.pid().to_string()),
+                        rss_kib(node.pid()),
+                    )
+                })
                 .collect(),
-            own_ticks: cpu_ticks("self"),
+            own_ticks: support::cpu_ticks("self"),
             commands,
             redis_cpu,
         }

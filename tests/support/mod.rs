@@ -497,3 +497,14 @@ pub fn clock_ticks() -> u64 {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100)
 }
+
+/// `utime + stime` of process `pid` (`self` for this one), in clock ticks.
+pub fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
+    // the fields after `(comm)`: state is the first, utime the 12th, stime the 13th
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("(comm)") + 1..]
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
