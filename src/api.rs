@@ -15,8 +15,13 @@
 //! `crate::server`'s. The Cloud API (nodes, components, the map) will join here.
 
 pub mod auth;
+pub mod cloud;
+pub mod control;
 mod emit;
+pub mod rainservers;
+pub mod webcomponents;
 
+pub use cloud::Cloud;
 pub use emit::EmitRequest;
 
 use std::sync::Arc;
@@ -32,7 +37,6 @@ use thiserror::Error;
 
 use crate::config::{ApiScope, Settings};
 use crate::engine::Engine;
-use crate::io::SocketIo;
 use auth::Tokens;
 
 /// Why the API refused a request; the `Display` text is the JSON body's
@@ -45,8 +49,32 @@ pub enum ApiError {
     Forbidden { token: String, needed: ApiScope },
     #[error("no such route")]
     NotFound,
+    /// A route's id names nothing the cluster knows.
+    #[error("{0}")]
+    Missing(String),
     #[error("{0}")]
     BadRequest(String),
+    /// The request is well formed but cannot be done as asked (the message
+    /// says why).
+    #[error("{0}")]
+    Conflict(String),
+    /// Another node had to carry the operation out and did not confirm it
+    /// within `ROUTE_TIMEOUT_MS`.
+    #[error("{0}")]
+    Timeout(String),
+    /// The shared state cannot be read or written now (Redis away).
+    #[error("the cluster's shared state cannot be reached now; try again")]
+    Unavailable,
+}
+
+impl From<crate::cluster::ClusterError> for ApiError {
+    fn from(error: crate::cluster::ClusterError) -> Self {
+        tracing::warn!(
+            error = &error as &dyn std::error::Error,
+            "an API call could not reach the cluster's state"
+        );
+        ApiError::Unavailable
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -54,8 +82,11 @@ impl IntoResponse for ApiError {
         let status = match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
         let body = Json(json!({ "error": self.to_string() }));
         if status == StatusCode::UNAUTHORIZED {
@@ -67,26 +98,105 @@ impl IntoResponse for ApiError {
 }
 
 /// The API's routes, every one behind a token (an unknown path too, so the
-/// API's shape is not told to whoever has none).
-pub fn routes(settings: &Settings, io: SocketIo, engine: Engine) -> Router {
+/// API's shape is not told to whoever has none). Also takes this node's
+/// Cloud API operations off the cluster (see [`control`]).
+pub fn routes(settings: &Settings, cloud: Cloud, engine: Engine) -> Router {
     let tokens = Arc::new(Tokens::new(settings.api_tokens.clone()));
-    let cluster = io.cluster().clone();
+    let cluster = cloud.cluster.clone();
+    cluster.on_topic(
+        control::TOPIC,
+        Arc::new(control::Inbound {
+            control: cloud.control.clone(),
+            executor: Arc::new(cloud.clone()),
+        }),
+    );
+    let metrics_cluster = cluster.clone();
     Router::new()
         .route(
             "/emit",
             post(emit::emit).route_layer(from_fn_with_state(ApiScope::Emit, auth::require)),
         )
-        .with_state(io)
+        .with_state(cloud.io.clone())
         .route(
             "/metrics",
             get(move || {
-                let text = crate::metrics::render(engine.session_count(), cluster.is_ready());
+                let text =
+                    crate::metrics::render(engine.session_count(), metrics_cluster.is_ready());
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
             })
             .route_layer(from_fn_with_state(ApiScope::Read, auth::require)),
         )
+        .merge(cloud_routes(cloud))
         .fallback(|| async { ApiError::NotFound })
         .layer(from_fn_with_state(tokens, auth::authenticate))
+}
+
+/// `/rainservers` and `/webcomponent`: reads need `read`, changes `admin`.
+fn cloud_routes(cloud: Cloud) -> Router {
+    macro_rules! read {
+        () => {
+            from_fn_with_state(ApiScope::Read, auth::require)
+        };
+    }
+    macro_rules! admin {
+        () => {
+            from_fn_with_state(ApiScope::Admin, auth::require)
+        };
+    }
+    use axum::routing::{delete, put};
+    Router::new()
+        .route(
+            "/rainservers/all",
+            get(rainservers::all).route_layer(read!()),
+        )
+        .route(
+            "/rainservers",
+            post(rainservers::wire).route_layer(admin!()),
+        )
+        .route(
+            "/rainservers/{id}",
+            get(rainservers::one)
+                .route_layer(read!())
+                .merge(put(rainservers::reset).route_layer(admin!()))
+                .merge(delete(rainservers::unregister).route_layer(admin!())),
+        )
+        .route(
+            "/rainservers/{id}/urls",
+            get(rainservers::urls).route_layer(read!()),
+        )
+        .route(
+            "/webcomponent",
+            post(webcomponents::deploy).route_layer(admin!()),
+        )
+        .route(
+            "/webcomponent/all",
+            get(webcomponents::all).route_layer(read!()),
+        )
+        .route(
+            "/webcomponent/{instance}",
+            get(webcomponents::instance)
+                .route_layer(read!())
+                .merge(post(webcomponents::cluster_instance).route_layer(admin!()))
+                .merge(put(webcomponents::refresh_instance).route_layer(admin!()))
+                .merge(delete(webcomponents::stop_instance).route_layer(admin!())),
+        )
+        .route(
+            "/webcomponent/{id}/{version}",
+            get(webcomponents::one)
+                .route_layer(read!())
+                .merge(post(webcomponents::instantiate).route_layer(admin!()))
+                .merge(put(webcomponents::refresh).route_layer(admin!()))
+                .merge(delete(webcomponents::undeploy).route_layer(admin!())),
+        )
+        .route(
+            "/webcomponent/{id}/{version}/descriptor",
+            get(webcomponents::descriptor).route_layer(read!()),
+        )
+        .route(
+            "/webcomponent/{id}/{version}/statistics",
+            get(webcomponents::statistics).route_layer(read!()),
+        )
+        .with_state(cloud)
 }
 
 #[cfg(test)]
@@ -98,6 +208,7 @@ mod tests {
     use super::*;
     use crate::cluster::memory::MemoryCluster;
     use crate::engine::EngineConfig;
+    use crate::io::SocketIo;
 
     const EMIT: &str = "backend:emit:0123456789abcdef";
     const READ: &str = "prometheus:read:0123456789abcdeg";
@@ -109,9 +220,10 @@ mod tests {
         };
         let io = SocketIo::new(&settings, Arc::new(MemoryCluster::new("n".into())));
         let engine = Engine::new(EngineConfig::from(&settings), io.engine_handler());
+        let cloud = Cloud::new(io, &settings, None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let router = routes(&settings, io, engine);
+        let router = routes(&settings, cloud, engine);
         tokio::spawn(async move { axum::serve(listener, router).await });
         format!("http://{address}")
     }

@@ -114,6 +114,9 @@ pub struct Settings {
     pub components: Vec<String>,
     /// A folder of component descriptors (`*.json`, HTTP backends) this node hosts.
     pub components_dir: Option<String>,
+    /// URL prefixes a component deployed at run time (through the API) may
+    /// have its backend at; empty → no run-time deploy of an HTTP component.
+    pub backend_urls: Vec<String>,
     /// Largest answer read from an HTTP backend component; past it reading stops and the client gets a backend error (bytes, ≥ 1).
     pub backend_answer_max_bytes: usize,
     /// How a component's events are spread over its hosts (`local` or
@@ -276,6 +279,7 @@ impl Default for Settings {
             session_ttl_ms: 86_400_000,
             components: vec!["echo@1.0".to_string(), "chat@1.0".to_string()],
             components_dir: None,
+            backend_urls: Vec::new(),
             backend_answer_max_bytes: 1_000_000,
             routing: Routing::PreferLocal,
             route_timeout_ms: 10_000,
@@ -698,6 +702,13 @@ const COMPONENTS: Field = field!(
     "echo@1.0,chat@1.0",
     "Comma-separated built-in components this node hosts; empty hosts none"
 );
+const BACKEND_URLS: Field = field!(
+    "backend_urls",
+    "BACKEND_URLS",
+    List,
+    "empty",
+    "Comma-separated URL prefixes the backend of a component deployed through the API must start with; empty refuses such deploys"
+);
 const COMPONENTS_DIR: Field = field!(
     "components_dir",
     "COMPONENTS_DIR",
@@ -924,7 +935,7 @@ const BACKEND_ANSWER_MAX_BYTES: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 57] = [
+const FIELDS: [&Field; 58] = [
     &REDIS_SERVER,
     &REDIS_CA_FILE,
     &SERVER_HOST,
@@ -956,6 +967,7 @@ const FIELDS: [&Field; 57] = [
     &SESSION_TTL_MS,
     &COMPONENTS,
     &COMPONENTS_DIR,
+    &BACKEND_URLS,
     &BACKEND_ANSWER_MAX_BYTES,
     &ROUTING,
     &ROUTE_TIMEOUT_MS,
@@ -1070,6 +1082,8 @@ struct Cli {
     components: Option<String>,
     #[arg(long, value_name = "DIR", help = COMPONENTS_DIR.help)]
     components_dir: Option<String>,
+    #[arg(long, value_name = "URLS", help = BACKEND_URLS.help)]
+    backend_urls: Option<String>,
     #[arg(long, value_name = "BYTES", help = BACKEND_ANSWER_MAX_BYTES.help)]
     backend_answer_max_bytes: Option<String>,
     #[arg(long, value_name = "MODE", help = ROUTING.help)]
@@ -1128,7 +1142,7 @@ struct Cli {
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 57] {
+    fn values(&self) -> [Option<&String>; 58] {
         [
             self.redis_server.as_ref(),
             self.redis_ca_file.as_ref(),
@@ -1161,6 +1175,7 @@ impl Cli {
             self.session_ttl_ms.as_ref(),
             self.components.as_ref(),
             self.components_dir.as_ref(),
+            self.backend_urls.as_ref(),
             self.backend_answer_max_bytes.as_ref(),
             self.routing.as_ref(),
             self.route_timeout_ms.as_ref(),
@@ -1657,14 +1672,31 @@ impl Settings {
                 ));
             }
         }
+        for prefix in &self.backend_urls {
+            let parsed = reqwest::Url::parse(prefix).ok();
+            let fine = parsed.as_ref().is_some_and(|url| {
+                url.scheme() == "http"
+                    && url.host_str().is_some_and(|host| !host.is_empty())
+                    && url.username().is_empty()
+                    && url.password().is_none()
+                    && url.path().ends_with('/')
+                    && url.query().is_none()
+            });
+            if !fine {
+                return Err(invalid(
+                    BACKEND_URLS.env,
+                    format!("{:?}", redact_url(prefix)),
+                    "each entry must be an http:// URL with a host, no user or password, and a path ending in '/'",
+                ));
+            }
+        }
         if let Err(reason) = api_tokens::check_list(&self.api_tokens) {
             return Err(invalid(API_TOKENS.env, "<redacted>", &reason));
         }
         // Node ids travel in Redis keys, channel names, sids and (with the
         // Cloud API) URL paths, where `all` names every node.
         let id = &self.node_id;
-        let id_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-        if id.is_empty() || id.len() > 64 || !id.chars().all(id_chars) || id == "all" {
+        if !valid_node_id(id) {
             return Err(invalid(
                 NODE_ID.env,
                 format!("{id:?}"),
@@ -1879,6 +1911,14 @@ fn is_origin(text: &str) -> bool {
 /// `url` with its password hidden: the password of `user:password@` (or the
 /// whole user part when it has no `:`) and a `pass=` query value (`unix://`
 /// URLs) become `***`. What every log line, error and `Debug` shows of
+/// A node id or group name: 1 to 64 of `A-Z a-z 0-9 . _ -`, never `all`
+/// (ids travel in Redis keys, channel names, sids and URL paths, where `all`
+/// names every node).
+pub fn valid_node_id(id: &str) -> bool {
+    let id_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    !id.is_empty() && id.len() <= 64 && id.chars().all(id_chars) && id != "all"
+}
+
 /// `REDIS_SERVER`.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
@@ -2142,6 +2182,7 @@ mod tests {
             ("SESSION_TTL_MS", "10"),
             ("COMPONENTS", "echo@1.0"),
             ("COMPONENTS_DIR", "/srv/components"),
+            ("BACKEND_URLS", "http://backends.local/,http://127.0.0.1:9/"),
             ("BACKEND_ANSWER_MAX_BYTES", "28"),
             ("ROUTING", "round-robin"),
             ("ROUTE_TIMEOUT_MS", "11"),
@@ -2204,6 +2245,10 @@ mod tests {
             session_ttl_ms: 10,
             components: vec!["echo@1.0".into()],
             components_dir: Some("/srv/components".into()),
+            backend_urls: vec![
+                "http://backends.local/".into(),
+                "http://127.0.0.1:9/".into(),
+            ],
             backend_answer_max_bytes: 28,
             routing: Routing::RoundRobin,
             route_timeout_ms: 11,

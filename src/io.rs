@@ -136,6 +136,11 @@ impl SocketIo {
         self.inner.namespaces.read().get(name).cloned()
     }
 
+    /// Every namespace that exists on this node now.
+    pub fn namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.inner.namespaces.read().values().cloned().collect()
+    }
+
     /// A broadcast to a whole namespace (on every node).
     pub fn broadcast(&self, namespace: &str) -> Option<Broadcast> {
         self.of(namespace).map(Broadcast::new)

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use rain_node::component::desired::Desired;
 use rain_node::config::{Command, LogFormat, Settings, redact_url};
 use rain_node::io::SocketIo;
 use rain_node::mothership::Mothership;
@@ -68,11 +69,26 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     io.namespace("/", MainNamespace);
     let components =
         rain_node::component::from_settings(&settings).context("cannot load the components")?;
-    let mothership = Mothership::install(&io, &settings, components);
-    let server = Server::bind(&settings, io).await?.drain_waits_for({
-        let mothership = mothership.clone();
-        move || mothership.serving()
-    });
+    // What operators set through the API (wiring, run-time deploys) wins over
+    // the settings; with Redis away at start, the settings decide.
+    let desired = match cluster.desired().await {
+        Ok(values) => Desired::from(values),
+        Err(error) => {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "cannot read the desired state at start: hosting the components the settings name"
+            );
+            Desired::default()
+        }
+    };
+    let mothership = Mothership::install_as_desired(&io, &settings, components, &desired);
+    let server = Server::bind(&settings, io)
+        .await?
+        .with_mothership(mothership.clone())
+        .drain_waits_for({
+            let mothership = mothership.clone();
+            move || mothership.serving()
+        });
     // Scripts wait for these exact lines (stdout), in this order; everything
     // else goes to stderr.
     println!("rain-node listening on http://{}", server.local_addr());

@@ -104,6 +104,11 @@ impl Namespace {
     }
 
     /// Adds a socket; false when the namespace was retired meanwhile.
+    /// The namespace's sockets on this node.
+    pub fn local_sockets(&self) -> Vec<Arc<Socket>> {
+        self.local_targets(&[], &[])
+    }
+
     pub(crate) fn add_socket(&self, socket: Arc<Socket>) -> bool {
         {
             let mut sockets = self.sockets.write();

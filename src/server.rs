@@ -27,11 +27,13 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::api::Cloud;
 use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::drain::{self, Busy, DrainPlan, DrainState};
 use crate::engine::{Engine, EngineConfig, EngineHandler};
 use crate::io::SocketIo;
+use crate::mothership::Mothership;
 use crate::session::CloseReason;
 use crate::transport;
 use crate::transport::forward::Forwarder;
@@ -56,7 +58,11 @@ pub struct Server {
     listener: TcpListener,
     router: Router,
     api_listener: TcpListener,
-    api_router: Router,
+    /// Everything the API's routes are built from when the server runs
+    /// (after [`Server::with_mothership`], if called).
+    api_settings: Settings,
+    io: SocketIo,
+    mothership: Option<Mothership>,
     engine: Engine,
     cluster: Arc<dyn Cluster>,
     shutdown_timeout: Duration,
@@ -88,8 +94,6 @@ impl Server {
             );
         }
         let drain_state = DrainState::new();
-        let api_router = crate::api::routes(settings, io.clone(), engine.clone())
-            .merge(health_routes(cluster.clone(), drain_state.clone()));
         let router = router(
             settings,
             engine.clone(),
@@ -100,7 +104,9 @@ impl Server {
             listener,
             router,
             api_listener,
-            api_router,
+            api_settings: settings.clone(),
+            io,
+            mothership: None,
             engine,
             cluster,
             shutdown_timeout: settings.shutdown_timeout(),
@@ -114,6 +120,13 @@ impl Server {
     /// runs now), e.g. the Mothership's routed requests served here.
     pub fn drain_waits_for(mut self, busy: impl Fn() -> usize + Send + Sync + 'static) -> Self {
         self.busy.push(Arc::new(busy));
+        self
+    }
+
+    /// Serves the Cloud API's component routes with this Mothership (without
+    /// one they answer 409).
+    pub fn with_mothership(mut self, mothership: Mothership) -> Self {
+        self.mothership = Some(mothership);
         self
     }
 
@@ -181,7 +194,11 @@ impl Server {
         let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stop.wait_for(|stop| *stop).await;
         };
-        let api = axum::serve(self.api_listener, self.api_router)
+        let cloud = Cloud::new(self.io.clone(), &self.api_settings, self.mothership.clone());
+        let api_router = crate::api::routes(&self.api_settings, cloud, self.engine.clone()).merge(
+            health_routes(self.cluster.clone(), self.drain_state.clone()),
+        );
+        let api = axum::serve(self.api_listener, api_router)
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let api = tokio::spawn(api.into_future());
         let serve = axum::serve(

@@ -141,6 +141,13 @@ impl Keys {
         format!("{}instance:{instance_id}", self.prefix)
     }
 
+    /// Hash of the desired state operators set through the API (which
+    /// components a node or group hosts, run-time descriptors, undeployed
+    /// components), by name; no TTL.
+    pub fn desired(&self) -> String {
+        format!("{}desired", self.prefix)
+    }
+
     /// Hash of one session's data; sliding TTL.
     pub fn session(&self, session_id: &str) -> String {
         format!("{}session:{session_id}", self.prefix)

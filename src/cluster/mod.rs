@@ -3,7 +3,7 @@
 //!
 //! Owns the contract, one trait per responsibility ([`Membership`],
 //! [`Broker`], [`SocketRegistry`], [`SessionStore`], [`ServiceRegistry`],
-//! [`ListStore`]; [`Cluster`] is all of them), and what the cluster hands back
+//! [`ListStore`], [`Deployments`]; [`Cluster`] is all of them), and what the cluster hands back
 //! to the node ([`LocalNode`], and a [`MessageHandler`] per topic of the upper
 //! layers' node-to-node messages, which are opaque bytes here). Imports
 //! nothing from the layers above it (`socketio`, `component`, `mothership`). Local delivery is never the cluster's job: a node delivers to
@@ -350,8 +350,57 @@ pub trait ServiceRegistry: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Option<String>, ClusterError>>;
     /// Records an instance of a service (`instance:{id}`) that this node
     /// rendered for `socket`: it belongs to this node (gone with it) and
-    /// expires `INSTANCE_TTL_MS` after the socket left.
+    /// expires `INSTANCE_TTL_MS` after the socket left (at once expiring
+    /// unless refreshed when `socket` is empty: made through the API).
     fn record_instance(&self, instance_id: &str, socket: &str, fields: Vec<(String, String)>);
+    /// This node hosts these services no more (a run-time undeploy or a new
+    /// wiring): it leaves their host sets; the records stay for other hosts.
+    fn unregister_services(&self, names: &[String]);
+    /// Removes a service from the registry altogether, whoever hosts it
+    /// (after every host was told to stop): its record, host set and cursor.
+    fn forget_service(&self, name: &str) -> BoxFuture<'static, Result<(), ClusterError>>;
+}
+
+/// One instance of a service as the registry holds it: the fields it was
+/// recorded with (`component`, `version`, `node`, `created`, `state`,
+/// `socket`, and whatever was set since).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRecord {
+    pub id: String,
+    pub fields: std::collections::BTreeMap<String, String>,
+}
+
+/// Reading and changing instances after they were made (the operators' API),
+/// and the desired state operators set: small named values every node can
+/// read at start (which components a node or group hosts, run-time
+/// descriptors, undeployed components), opaque to the cluster.
+pub trait Deployments: Send + Sync + 'static {
+    /// Live instances, at most `limit` of them, and how many there are.
+    fn instances(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<(Vec<InstanceRecord>, usize), ClusterError>>;
+    /// One live instance.
+    fn instance(
+        &self,
+        id: &str,
+    ) -> BoxFuture<'static, Result<Option<InstanceRecord>, ClusterError>>;
+    /// Sets fields of a live instance and starts its TTL again; false when it
+    /// does not exist (nothing is written then).
+    fn update_instance(
+        &self,
+        id: &str,
+        fields: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<bool, ClusterError>>;
+    /// Removes an instance; false when it did not exist.
+    fn remove_instance(&self, id: &str) -> BoxFuture<'static, Result<bool, ClusterError>>;
+    /// Every desired-state value, by name.
+    fn desired(&self) -> BoxFuture<'static, Result<HashMap<String, String>, ClusterError>>;
+    /// Sets (`Some`) or removes (`None`) desired-state values, all at once.
+    fn set_desired(
+        &self,
+        changes: Vec<(String, Option<String>)>,
+    ) -> BoxFuture<'static, Result<(), ClusterError>>;
 }
 
 /// Small shared lists for upper layers' data (a chat room's recent messages):
@@ -372,12 +421,18 @@ pub trait ListStore: Send + Sync + 'static {
 /// Everything a node shares with the others, one trait per responsibility.
 /// Both backends implement each; a node holds one `Arc<dyn Cluster>`.
 pub trait Cluster:
-    Membership + Broker + SocketRegistry + SessionStore + ServiceRegistry + ListStore
+    Membership + Broker + SocketRegistry + SessionStore + ServiceRegistry + ListStore + Deployments
 {
 }
 
 impl<T> Cluster for T where
-    T: Membership + Broker + SocketRegistry + SessionStore + ServiceRegistry + ListStore
+    T: Membership
+        + Broker
+        + SocketRegistry
+        + SessionStore
+        + ServiceRegistry
+        + ListStore
+        + Deployments
 {
 }
 

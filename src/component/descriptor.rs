@@ -26,6 +26,10 @@ pub enum DescriptorError {
     Read { path: String, reason: String },
     #[error("no built-in component {0:?} (there are echo@1.0 and chat@1.0)")]
     UnknownBuiltin(String),
+    #[error(
+        "no component {0} can be made here (not a built-in, not in COMPONENTS_DIR, never deployed)"
+    )]
+    UnknownComponent(String),
     #[error("component {0} is hosted twice")]
     Duplicate(String),
 }

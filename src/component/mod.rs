@@ -12,6 +12,7 @@
 pub mod catalog;
 pub mod demo;
 pub mod descriptor;
+pub mod desired;
 pub mod http;
 
 use std::sync::Arc;
@@ -74,18 +75,13 @@ pub fn from_settings(settings: &Settings) -> Result<Vec<Arc<dyn Component>>, Des
             .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
             .collect();
         paths.sort();
-        let signer = crate::backend_signature::BackendSigner::from_settings(settings);
-        if !paths.is_empty() && signer.is_none() {
+        if !paths.is_empty() && settings.backend_secret.is_none() {
             tracing::warn!(
                 "HTTP components are configured without BACKEND_SECRET: their backends cannot tell this node from anyone else"
             );
         }
         for path in paths {
-            let descriptor = Descriptor::from_file(&path)?;
-            let component = http::HttpComponent::new(descriptor)?
-                .signed(signer.clone())
-                .with_answer_max_bytes(settings.backend_answer_max_bytes);
-            components.push(Arc::new(component));
+            components.push(http_component(Descriptor::from_file(&path)?, settings)?);
         }
     }
     let mut keys = std::collections::HashSet::new();
@@ -96,6 +92,19 @@ pub fn from_settings(settings: &Settings) -> Result<Vec<Arc<dyn Component>>, Des
         }
     }
     Ok(components)
+}
+
+/// The component of an HTTP backend's descriptor, signing its requests and
+/// bounding its answers as the settings say.
+pub fn http_component(
+    descriptor: Descriptor,
+    settings: &Settings,
+) -> Result<Arc<dyn Component>, DescriptorError> {
+    let signer = crate::backend_signature::BackendSigner::from_settings(settings);
+    let component = http::HttpComponent::new(descriptor)?
+        .signed(signer)
+        .with_answer_max_bytes(settings.backend_answer_max_bytes);
+    Ok(Arc::new(component))
 }
 
 /// Where a handler runs and for whom.

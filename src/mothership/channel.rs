@@ -58,6 +58,26 @@ impl ComponentChannel {
         })
     }
 
+    /// Whether the socket's namespace names a component undeployed through
+    /// the API: the one it resolves to now, or, when it resolves to none, one
+    /// of the undeployed whose version the fragment matches.
+    fn undeployed(&self, socket: &Socket) -> bool {
+        let Some(name) = ChannelName::parse(socket.namespace().name()) else {
+            return false;
+        };
+        match self.0.catalog.newest(name.id, name.version) {
+            Some(info) => self.0.undeployed(&info.descriptor.key()).is_some(),
+            None => self.0.undeployed_keys().iter().any(|key| {
+                key.split_once('@').is_some_and(|(id, version)| {
+                    id == name.id
+                        && version.parse().is_ok_and(|v| {
+                            crate::component::descriptor::version_matches(name.version, &v)
+                        })
+                })
+            }),
+        }
+    }
+
     /// Tells a host of the component that a client came or went, when the
     /// component wants to know.
     fn notify(&self, socket: &Arc<Socket>, connected: bool) {
@@ -82,6 +102,9 @@ impl ComponentChannel {
 impl NamespaceHandler for ComponentChannel {
     fn authorize(&self, socket: &Arc<Socket>, _auth: &Value) -> Result<(), String> {
         let namespace = socket.namespace().name();
+        if self.undeployed(socket) {
+            return Err(super::UNDEPLOYED_ERROR.to_string());
+        }
         match self.resolve(socket) {
             Some(resolved) if resolved.channel == LOGGING || resolved.served => Ok(()),
             Some(resolved) => Err(format!(

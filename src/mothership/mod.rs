@@ -22,6 +22,7 @@
 //! | `channel.rs` | the component channel namespaces: authorize, connect notices, events |
 //! | `core/` | `/core`: one file per command, and the dispatcher |
 //! | `logging.rs` | the logging channels, and a log line's way to its rendering node |
+//! | `deploy.rs` | run-time changes to what this node hosts (the operators' API): host, host exactly, undeploy here, instances made without a client |
 //!
 //! Does not own the component registry's storage (see `crate::cluster`), the
 //! version resolver (see `crate::component::Catalog`) or the components
@@ -29,6 +30,7 @@
 
 mod channel;
 mod core;
+mod deploy;
 mod logging;
 pub mod messages;
 mod router;
@@ -39,8 +41,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use crate::config::Routing;
+pub use deploy::{UNDEPLOYED_ERROR, UNDEPLOYED_EVENT};
 pub use messages::Routed;
 
+use crate::component::desired::{Desired, node_group};
 use crate::component::{Catalog, ChannelName, Component};
 use crate::config::Settings;
 use crate::io::SocketIo;
@@ -53,6 +57,9 @@ use router::{Receiver, Router};
 #[derive(Clone)]
 pub struct Mothership {
     router: Arc<Router>,
+    /// What the node was started with (its settings' components): what a
+    /// wiring's keys are made from first, and what it hosts without one.
+    installed: Arc<Vec<Arc<dyn Component>>>,
 }
 
 impl Mothership {
@@ -63,6 +70,7 @@ impl Mothership {
         settings: &Settings,
         components: Vec<Arc<dyn Component>>,
     ) -> Mothership {
+        let installed = Arc::new(components.clone());
         let hosted: HashMap<String, Arc<dyn Component>> = components
             .into_iter()
             .map(|component| (component.descriptor().key(), component))
@@ -89,7 +97,45 @@ impl Mothership {
             ComponentChannel(router.clone()),
         );
         catalog.register(&descriptors);
-        Mothership { router }
+        Mothership { router, installed }
+    }
+
+    /// [`Mothership::install`], hosting what the operators' desired state
+    /// says for this node (its wiring, what was deployed to it at run time)
+    /// when it says anything, else `components`; components it says were
+    /// undeployed are refused. A key this node cannot make is left out with
+    /// a warning.
+    pub fn install_as_desired(
+        io: &SocketIo,
+        settings: &Settings,
+        components: Vec<Arc<dyn Component>>,
+        desired: &Desired,
+    ) -> Mothership {
+        let own: Vec<String> = components.iter().map(|c| c.descriptor().key()).collect();
+        let hosted = match desired.hosted_by(&settings.node_id, node_group(settings), &own) {
+            None => components.clone(),
+            Some(keys) => keys
+                .iter()
+                .filter_map(|key| match desired.build(key, &components, settings) {
+                    Ok(component) => Some(component),
+                    Err(error) => {
+                        tracing::warn!(%error, "a component of this node's wiring is left out");
+                        None
+                    }
+                })
+                .collect(),
+        };
+        let mut mothership = Mothership::install(io, settings, hosted);
+        mothership.installed = Arc::new(components);
+        for (key, reason) in desired.undeployed() {
+            mothership.mark_undeployed(&key, Some(reason));
+        }
+        mothership
+    }
+
+    /// The components the node was started with.
+    pub fn installed(&self) -> &[Arc<dyn Component>] {
+        &self.installed
     }
 
     /// Routed requests for components hosted here that are being served now

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -41,7 +41,12 @@ pub(super) struct Router {
     pub(super) node_id: String,
     routing: Routing,
     timeout: Duration,
-    hosted: HashMap<String, Arc<dyn Component>>,
+    /// The components hosted here, by `id@version`; changed at run time
+    /// through the API.
+    hosted: RwLock<HashMap<String, Arc<dyn Component>>>,
+    /// Components undeployed, by `id@version`, with why: a CONNECT to their
+    /// channels is refused saying so.
+    undeployed: RwLock<HashMap<String, String>>,
     /// Calls sent to a host and not answered yet, by request id.
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     /// Calls waiting on an answer now, and how many may.
@@ -124,7 +129,8 @@ impl Router {
             catalog,
             routing: settings.routing,
             timeout: settings.route_timeout(),
-            hosted,
+            hosted: RwLock::new(hosted),
+            undeployed: RwLock::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             serving: Arc::new(AtomicUsize::new(0)),
@@ -153,7 +159,7 @@ impl Router {
 
     /// The components this node hosts, as `id@version`, sorted.
     pub(super) fn hosted_keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.hosted.keys().cloned().collect();
+        let mut keys: Vec<String> = self.hosted.read().keys().cloned().collect();
         keys.sort();
         keys
     }
@@ -161,7 +167,54 @@ impl Router {
     /// Whether this node runs the component's handler itself. Renders always go
     /// round-robin: they create instances, which should spread over the hosts.
     fn runs_here(&self, component: &str, render: bool) -> bool {
-        !render && self.routing == Routing::PreferLocal && self.hosted.contains_key(component)
+        !render
+            && self.routing == Routing::PreferLocal
+            && self.hosted.read().contains_key(component)
+    }
+
+    /// A component hosted here.
+    pub(super) fn component(&self, key: &str) -> Option<Arc<dyn Component>> {
+        self.hosted.read().get(key).cloned()
+    }
+
+    /// Hosts `components` here, after `keep` says which of those hosted now
+    /// stay; returns the keys that left. Announcing is the caller's.
+    pub(super) fn rehost(
+        &self,
+        components: Vec<Arc<dyn Component>>,
+        keep: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let mut hosted = self.hosted.write();
+        let mut left: Vec<String> = hosted.keys().filter(|key| !keep(key)).cloned().collect();
+        left.retain(|key| !components.iter().any(|c| c.descriptor().key() == *key));
+        hosted.retain(|key, _| !left.contains(key));
+        let mut undeployed = self.undeployed.write();
+        for component in components {
+            let key = component.descriptor().key();
+            undeployed.remove(&key);
+            hosted.insert(key, component);
+        }
+        left.sort();
+        left
+    }
+
+    /// Why a component was undeployed, if it was.
+    pub(super) fn undeployed(&self, key: &str) -> Option<String> {
+        self.undeployed.read().get(key).cloned()
+    }
+
+    /// Marks components undeployed (`Some(reason)`) or deployed again.
+    pub(super) fn mark_undeployed(&self, key: &str, reason: Option<String>) {
+        let mut undeployed = self.undeployed.write();
+        match reason {
+            Some(reason) => undeployed.insert(key.to_string(), reason),
+            None => undeployed.remove(key),
+        };
+    }
+
+    /// Every component undeployed, as `id@version`.
+    pub(super) fn undeployed_keys(&self) -> Vec<String> {
+        self.undeployed.read().keys().cloned().collect()
     }
 
     /// Hands a message to this node or, round-robin, to a live host; `None`
@@ -291,7 +344,7 @@ impl Router {
         else {
             return;
         };
-        let (outcome, effects) = match self.hosted.get(&component) {
+        let (outcome, effects) = match self.component(&component) {
             None => (
                 Err(
                     json!({ "error": "component unavailable", "component": component, "node": self.node_id }),
@@ -351,7 +404,7 @@ impl Router {
         else {
             return;
         };
-        let Some(handler) = self.hosted.get(&component) else {
+        let Some(handler) = self.component(&component) else {
             return;
         };
         let ctx = Context::from(ContextParts {

@@ -25,9 +25,9 @@ use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
 
 use super::{
-    AckBroadcast, BroadcastMessage, Broker, ChannelGroups, ClusterError, ListStore, LocalNode,
-    Membership, MessageHandler, RemoteOp, ServiceRegistry, Services, SessionLimits, SessionStore,
-    SessionWriteError, SocketRecord, SocketRegistry, Target,
+    AckBroadcast, BroadcastMessage, Broker, ChannelGroups, ClusterError, Deployments,
+    InstanceRecord, ListStore, LocalNode, Membership, MessageHandler, RemoteOp, ServiceRegistry,
+    Services, SessionLimits, SessionStore, SessionWriteError, SocketRecord, SocketRegistry, Target,
 };
 use crate::config::Settings;
 use crate::protocol::engineio::Frame;
@@ -321,6 +321,60 @@ impl ServiceRegistry for MemoryCluster {
     // client creates may stay for ever.
     fn record_instance(&self, instance_id: &str, socket: &str, fields: Vec<(String, String)>) {
         self.hub.store.record_instance(instance_id, socket, fields);
+    }
+
+    fn unregister_services(&self, names: &[String]) {
+        self.hub.store.unregister_services(&self.node_id, names);
+    }
+
+    fn forget_service(&self, name: &str) -> BoxFuture<'static, Result<(), ClusterError>> {
+        self.hub.store.forget_service(name);
+        async { Ok(()) }.boxed()
+    }
+}
+
+impl Deployments for MemoryCluster {
+    fn instances(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<(Vec<InstanceRecord>, usize), ClusterError>> {
+        let found = self.hub.store.instances(limit);
+        async move { Ok(found) }.boxed()
+    }
+
+    fn instance(
+        &self,
+        id: &str,
+    ) -> BoxFuture<'static, Result<Option<InstanceRecord>, ClusterError>> {
+        let found = self.hub.store.instance(id);
+        async move { Ok(found) }.boxed()
+    }
+
+    fn update_instance(
+        &self,
+        id: &str,
+        fields: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<bool, ClusterError>> {
+        let updated = self.hub.store.update_instance(id, fields);
+        async move { Ok(updated) }.boxed()
+    }
+
+    fn remove_instance(&self, id: &str) -> BoxFuture<'static, Result<bool, ClusterError>> {
+        let removed = self.hub.store.remove_instance(id);
+        async move { Ok(removed) }.boxed()
+    }
+
+    fn desired(&self) -> BoxFuture<'static, Result<HashMap<String, String>, ClusterError>> {
+        let desired = self.hub.store.desired();
+        async move { Ok(desired) }.boxed()
+    }
+
+    fn set_desired(
+        &self,
+        changes: Vec<(String, Option<String>)>,
+    ) -> BoxFuture<'static, Result<(), ClusterError>> {
+        self.hub.store.set_desired(changes);
+        async { Ok(()) }.boxed()
     }
 }
 

@@ -11,7 +11,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::cluster::{ServiceRecord, Services, SessionLimits, SessionWriteError};
+use crate::cluster::{InstanceRecord, ServiceRecord, Services, SessionLimits, SessionWriteError};
+
+fn instance_record(id: &str, fields: &[(String, String)]) -> InstanceRecord {
+    InstanceRecord {
+        id: id.to_string(),
+        fields: fields.iter().cloned().collect(),
+    }
+}
 
 pub(super) struct Store {
     session_ttl: Duration,
@@ -23,6 +30,8 @@ pub(super) struct Store {
     view: RwLock<Services>,
     instance_ttl: Duration,
     instances: Mutex<Expiring<Vec<(String, String)>>>,
+    /// The operators' desired state (no expiry).
+    desired: Mutex<HashMap<String, String>>,
 }
 
 /// Entries with a deadline; expired ones read as absent and are swept when the
@@ -100,6 +109,7 @@ impl Store {
             view: RwLock::new(Arc::new(Vec::new())),
             instance_ttl,
             instances: Mutex::new(Expiring::new()),
+            desired: Mutex::new(HashMap::new()),
         }
     }
 
@@ -224,6 +234,81 @@ impl Store {
     ) {
         fields.push(("socket".into(), socket.to_string()));
         *self.instances.lock().live(instance_id, self.instance_ttl) = fields;
+    }
+
+    /// `host` hosts these services no more.
+    pub(super) fn unregister_services(&self, host: &str, names: &[String]) {
+        let mut table = self.services.lock();
+        for name in names {
+            if let Some((_, hosts)) = table.services.get_mut(name) {
+                hosts.remove(host);
+            }
+        }
+        self.rebuild_view(&table);
+    }
+
+    /// A service leaves the registry altogether.
+    pub(super) fn forget_service(&self, name: &str) {
+        let mut table = self.services.lock();
+        table.services.remove(name);
+        table.cursors.remove(name);
+        self.rebuild_view(&table);
+    }
+
+    /// Live instances (at most `limit`, by id) and how many there are.
+    pub(super) fn instances(&self, limit: usize) -> (Vec<InstanceRecord>, usize) {
+        let instances = self.instances.lock();
+        let now = Instant::now();
+        let mut live: Vec<InstanceRecord> = instances
+            .entries
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline > now)
+            .map(|(id, (fields, _))| instance_record(id, fields))
+            .collect();
+        live.sort_by(|a, b| a.id.cmp(&b.id));
+        let total = live.len();
+        live.truncate(limit);
+        (live, total)
+    }
+
+    pub(super) fn instance(&self, id: &str) -> Option<InstanceRecord> {
+        let instances = self.instances.lock();
+        instances.get(id).map(|fields| instance_record(id, fields))
+    }
+
+    /// Sets fields of a live instance and starts its TTL again.
+    pub(super) fn update_instance(&self, id: &str, changes: Vec<(String, String)>) -> bool {
+        let mut instances = self.instances.lock();
+        let Some(mut fields) = instances.get(id).cloned() else {
+            return false;
+        };
+        for (name, value) in changes {
+            fields.retain(|(field, _)| *field != name);
+            fields.push((name, value));
+        }
+        *instances.live(id, self.instance_ttl) = fields;
+        true
+    }
+
+    pub(super) fn remove_instance(&self, id: &str) -> bool {
+        let mut instances = self.instances.lock();
+        let existed = instances.get(id).is_some();
+        instances.entries.remove(id);
+        existed
+    }
+
+    pub(super) fn desired(&self) -> HashMap<String, String> {
+        self.desired.lock().clone()
+    }
+
+    pub(super) fn set_desired(&self, changes: Vec<(String, Option<String>)>) {
+        let mut desired = self.desired.lock();
+        for (name, value) in changes {
+            match value {
+                Some(value) => desired.insert(name, value),
+                None => desired.remove(&name),
+            };
+        }
     }
 
     fn rebuild_view(&self, table: &ServiceTable) {

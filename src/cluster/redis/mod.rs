@@ -20,7 +20,8 @@
 //!
 //! The rest, by responsibility: what a received message does (`inbox`);
 //! broadcasts and topics (`broker`), broadcasts with acks (`acks`); the
-//! socket records (`sockets`), the service registry (`services`), sessions
+//! socket records (`sockets`), the service registry (`services`), instances
+//! and the desired state (`deployments`), sessions
 //! and lists (`store`); the client all connections are made from (TLS, CA
 //! file, credentials) and the check at start (`connect`); other nodes'
 //! advertised addresses, cached (`addresses`). Every command goes through
@@ -36,6 +37,7 @@ mod addresses;
 mod broker;
 mod commands;
 mod connect;
+mod deployments;
 mod director;
 mod heartbeat;
 mod inbox;

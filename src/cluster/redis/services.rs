@@ -221,6 +221,64 @@ impl ServiceRegistry for RedisCluster {
         self.node.services.view.read().clone()
     }
 
+    fn unregister_services(&self, names: &[String]) {
+        let node = &self.node;
+        {
+            let mut hosted = node.services.hosted.lock();
+            let leaving: Vec<(String, String)> = hosted
+                .iter()
+                .filter(|(name, _)| names.contains(name))
+                .cloned()
+                .collect();
+            hosted.retain(|(name, _)| !names.contains(name));
+            for (name, _) in &leaving {
+                node.writer
+                    .command(set_command("SREM", node.keys.service_nodes(name), &node.id));
+                node.writer
+                    .command(set_command("SREM", node.keys.node_services(&node.id), name));
+            }
+        }
+        let mut view = node.services.view.read().as_ref().clone();
+        for record in view.iter_mut().filter(|r| names.contains(&r.name)) {
+            record.hosts.retain(|host| *host != node.id);
+        }
+        *node.services.view.write() = Arc::new(view);
+        let changed = Message::ServicesChanged {
+            node: node.id.clone(),
+        };
+        node.writer
+            .publish(node.keys.control_channel(), &changed, "node");
+    }
+
+    fn forget_service(&self, name: &str) -> BoxFuture<'static, Result<(), ClusterError>> {
+        let node = self.node.clone();
+        let name = name.to_string();
+        async move {
+            node.commands
+                .run(async |connection| {
+                    redis::pipe()
+                        .atomic()
+                        .srem(node.keys.services(), &name)
+                        .del(node.keys.service(&name))
+                        .del(node.keys.service_nodes(&name))
+                        .del(node.keys.round_robin(&name))
+                        .query_async::<()>(connection)
+                        .await
+                })
+                .await?;
+            let mut view = node.services.view.read().as_ref().clone();
+            view.retain(|record| record.name != name);
+            *node.services.view.write() = Arc::new(view);
+            let changed = Message::ServicesChanged {
+                node: node.id.clone(),
+            };
+            node.writer
+                .publish(node.keys.control_channel(), &changed, "node");
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn dispatch(
         &self,
         service: &str,
