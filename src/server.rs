@@ -181,7 +181,7 @@ impl Server {
         let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stop.wait_for(|stop| *stop).await;
         };
-        let api = axum::serve(self.api_listener, self.api_router)
+        let api = axum::serve(self.api_listener, crate::api::service(self.api_router))
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let api = tokio::spawn(api.into_future());
         let serve = axum::serve(
