@@ -358,7 +358,10 @@ mod tests {
             for status in wanted {
                 assert!(responses.contains_key(status), "{method} {path} {status}");
             }
-            assert!(responses.keys().any(|s| s.starts_with('2')), "{method} {path}");
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{method} {path}"
+            );
             for (status, response) in responses {
                 if !status.starts_with('2') {
                     assert_eq!(
@@ -429,7 +432,13 @@ mod tests {
         for file in files {
             let text = std::fs::read_to_string(&file).unwrap();
             let text = text.split("#[cfg(test)]").next().unwrap();
-            for forbidden in [".route(", ".route_service(", ".nest(", ".nest_service(", ".merge("] {
+            for forbidden in [
+                ".route(",
+                ".route_service(",
+                ".nest(",
+                ".nest_service(",
+                ".merge(",
+            ] {
                 assert!(
                     !text.contains(forbidden),
                     "{}: mounts a route with {forbidden} (use .routes(guarded(routes!(…), scope)) in api::table)",
@@ -520,8 +529,12 @@ mod tests {
         assert!(answer["error"].is_string());
         let (status, answer) = send(r#"{"namespace": "/", "event": "e"}"#, None).await;
         assert_eq!(status, 415, "{answer}");
-        assert!(answer["error"].as_str().unwrap().contains("Content-Type"), "{answer}");
-        let (status, answer) = send(r#"{"namespace": "/", "event": "e"}"#, Some("text/plain")).await;
+        assert!(
+            answer["error"].as_str().unwrap().contains("Content-Type"),
+            "{answer}"
+        );
+        let (status, answer) =
+            send(r#"{"namespace": "/", "event": "e"}"#, Some("text/plain")).await;
         assert_eq!(status, 415, "{answer}");
     }
 }

@@ -107,7 +107,13 @@ async fn schemathesis_finds_no_5xx_and_no_answer_outside_the_document() {
     command.args(&args).current_dir(&dir);
     let output = tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_to_success(command, "python3", &args, Duration::from_secs(110), "the node's")
+        run_to_success(
+            command,
+            "python3",
+            &args,
+            Duration::from_secs(110),
+            "the node's",
+        )
     })
     .await;
     if output.is_err() {

@@ -175,5 +175,8 @@ pub(super) struct Document(pub Arc<str>);
     responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object))
 )]
 pub(super) async fn openapi(Extension(Document(text)): Extension<Document>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], text.to_string())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        text.to_string(),
+    )
 }
