@@ -198,7 +198,7 @@ impl Server {
         let api_router = crate::api::routes(&self.api_settings, cloud, self.engine.clone()).merge(
             health_routes(self.cluster.clone(), self.drain_state.clone()),
         );
-        let api = axum::serve(self.api_listener, api_router)
+        let api = axum::serve(self.api_listener, crate::api::service(api_router))
             .with_graceful_shutdown(stopped(stop_rx.clone()));
         let api = tokio::spawn(api.into_future());
         let serve = axum::serve(

@@ -1,4 +1,5 @@
-//! Who is calling the HTTP API: the bearer token of each request, checked in
+//! Who is calling the HTTP API: the token of each request (`Authorization:
+//! Bearer <secret>` or, as RAIN's API took it, `user: <secret>`), checked in
 //! constant time against `API_TOKENS`, then the scope the route needs.
 //!
 //! Owns the two middlewares ([`authenticate`] for every route but the health
@@ -27,12 +28,12 @@ impl Tokens {
     }
 
     /// The token whose secret the request's `Authorization: Bearer …` header
-    /// carries. Every token is compared, each in constant time, and which one
+    /// carries or, without one, its `user` header. Every token is compared, each in constant time, and which one
     /// matched is selected without a branch, so the time taken does not tell
     /// how much of a guess was right nor which token it was close to (only
     /// whether its length is a secret's length).
     pub fn authenticate(&self, headers: &HeaderMap) -> Option<&ApiToken> {
-        let presented = bearer(headers)?;
+        let presented = bearer(headers).or_else(|| user(headers))?;
         let mut found: u32 = 0;
         for (i, token) in self.0.iter().enumerate() {
             let index = u32::try_from(i + 1).unwrap_or(u32::MAX);
@@ -53,6 +54,15 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let secret = rest.trim_ascii();
     (!secret.is_empty()).then_some(secret)
 }
+
+/// The secret of a `user: <secret>` header.
+fn user(headers: &HeaderMap) -> Option<&[u8]> {
+    let secret = headers.get(USER)?.as_bytes().trim_ascii();
+    (!secret.is_empty()).then_some(secret)
+}
+
+/// The header RAIN's API took the token in.
+pub const USER: &str = "user";
 
 /// The token a request was authenticated with: its name (for the logs) and
 /// scope. Never its secret.
@@ -129,6 +139,20 @@ mod tests {
             assert_eq!(name(refused), None, "{refused}");
         }
         assert!(tokens.authenticate(&HeaderMap::new()).is_none());
+        let user = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(USER, HeaderValue::from_str(value).unwrap());
+            tokens.authenticate(&headers).map(ApiToken::name)
+        };
+        assert_eq!(user("0123456789abcdef"), Some("ci"));
+        assert_eq!(user(" 0123456789abcdeg "), Some("ops"));
+        for refused in ["", "Bearer 0123456789abcdef", "0123456789abcde"] {
+            assert_eq!(user(refused), None, "{refused:?}");
+        }
+        // Authorization, when it is a bearer one, is the one that counts.
+        let mut both = with("Bearer 0123456789abcdeg");
+        both.insert(USER, HeaderValue::from_static("0123456789abcdef"));
+        assert_eq!(tokens.authenticate(&both).map(ApiToken::name), Some("ops"));
         assert!(
             Tokens::new(Vec::new())
                 .authenticate(&with("Bearer x"))

@@ -35,7 +35,7 @@ pub struct Cloud {
 }
 
 /// A live node as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NodeSummary {
     pub id: String,
     pub address: String,
@@ -46,6 +46,7 @@ pub struct NodeSummary {
     /// Its last heartbeat, milliseconds since the Unix epoch (Redis's clock).
     pub heartbeat: u64,
     /// Its statistics as of that heartbeat.
+    #[schema(value_type = Option<Object>)]
     pub stats: Option<Value>,
 }
 

@@ -6,39 +6,96 @@
 //! body's validation ([`EmitRequest::parse`], pure and fuzzed) and the log line naming the token that asked; delivery is
 //! `crate::io`'s.
 
+use std::borrow::Cow;
+
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{
+    AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema, Type,
+};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::ApiError;
 use super::auth::Caller;
+use super::body::ApiJson;
 use crate::io::SocketIo;
 use crate::protocol::payload::is_reserved_event;
 use crate::socket::Payload;
 
-/// The body of an emit request. [`EmitRequest::parse`] (or the handler's JSON
-/// extractor, then [`EmitRequest::validate`]) gives only valid ones: the
-/// namespace starts with `/`, the event is named and not reserved, and `socket`
-/// comes without rooms; `room` is merged into `rooms`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The body of an emit: `socket`, or `room`/`rooms`, or neither (the whole
+/// namespace).
+// `EmitRequest::parse` (or the handler's JSON extractor, then `validate`)
+// gives only valid ones: the namespace starts with `/`, the event is named and
+// not reserved, and `socket` comes without rooms; `room` is merged into `rooms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmitRequest {
+    /// The namespace, e.g. `/` or `/chat`.
+    #[schema(pattern = "^/")]
     pub namespace: String,
+    /// The event's name; not one Socket.IO reserves (`connect`, `disconnect`, …).
+    #[schema(min_length = 1)]
     pub event: String,
+    /// The event's arguments, any JSON values.
     #[serde(default)]
     pub args: Vec<Value>,
+    /// To this one socket id (not with `room` or `rooms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket: Option<String>,
+    /// To this room (joins `rooms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// To these rooms; neither these nor `socket`: the whole namespace.
     #[serde(default)]
     pub rooms: Vec<String>,
+    /// Not to the sockets in these rooms.
     #[serde(default)]
     pub except: Vec<String>,
+}
+
+/// The document's schema of an emit body: [`EmitRequest`]'s own (derived, so
+/// it follows the type) with the one rule an object schema cannot say,
+/// `socket` comes without `room` or `rooms`, as an `anyOf`; without it a
+/// schema-valid body could be refused.
+pub struct EmitSchema;
+
+impl PartialSchema for EmitSchema {
+    fn schema() -> RefOr<Schema> {
+        let null = || ObjectBuilder::new().schema_type(Type::Null);
+        let to_one_socket_or_rooms = AnyOfBuilder::new()
+            .item(ObjectBuilder::new().property("socket", null()))
+            .item(
+                ObjectBuilder::new().property("room", null()).property(
+                    "rooms",
+                    ArrayBuilder::new()
+                        .items(ObjectBuilder::new().schema_type(Type::String))
+                        .max_items(Some(0)),
+                ),
+            )
+            .description(Some("`socket`, or `room`/`rooms`, not both"));
+        AllOfBuilder::new()
+            .item(<EmitRequest as PartialSchema>::schema())
+            .item(to_one_socket_or_rooms)
+            .into()
+    }
+}
+
+impl ToSchema for EmitSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("EmitRequest")
+    }
+}
+
+/// The answer to an accepted emit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// Always `true`.
+    pub ok: bool,
 }
 
 impl EmitRequest {
@@ -72,17 +129,26 @@ impl EmitRequest {
     }
 }
 
-/// Answers `202 {"ok": true}`, or `400 {"error": …}` for a bad body.
+/// Pushes an event to sockets anywhere in the cluster.
+///
+/// To one socket, to rooms or to a whole namespace, on whichever nodes hold
+/// them; accepted once handed to the cluster, not once delivered.
+#[utoipa::path(
+    post,
+    path = "/emit",
+    tag = "sockets",
+    request_body = EmitSchema,
+    responses(
+        (status = 202, description = "Handed to the cluster for delivery", body = Accepted),
+        (status = 400, description = "Not a valid emit: the message says which field (a reserved event name, `socket` with rooms, …)", body = super::openapi::ErrorBody),
+    )
+)]
 pub(super) async fn emit(
     State(io): State<SocketIo>,
     Extension(caller): Extension<Caller>,
-    body: Result<Json<EmitRequest>, JsonRejection>,
+    ApiJson(request): ApiJson<EmitRequest>,
 ) -> Result<Response, ApiError> {
-    let request = match body.map(|Json(request)| request.validate()) {
-        Ok(Ok(request)) => request,
-        Ok(Err(message)) => return Err(ApiError::BadRequest(message)),
-        Err(rejection) => return Err(ApiError::BadRequest(rejection.body_text())),
-    };
+    let request = request.validate().map_err(ApiError::BadRequest)?;
     let rooms = request.rooms;
     tracing::info!(
         token = %caller.name,
@@ -103,7 +169,7 @@ pub(super) async fn emit(
             payload,
         ),
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({ "ok": true }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(Accepted { ok: true })).into_response())
 }
 
 #[cfg(test)]

@@ -7,24 +7,39 @@
 //! `super::cloud`).
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::ApiError;
+use super::body::ApiJson;
 use super::cloud::{Cloud, NodeSummary};
 use super::control::Op;
+use super::openapi::ErrorBody;
 use crate::component::ChannelName;
 use crate::component::desired::Target;
 use crate::config::valid_node_id;
 
-/// `GET /rainservers/all`: every live node, sorted by id.
+/// The answer of an operation a node carried out: what it confirmed.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(value_type = Object)]
+pub struct Confirmed(pub Value);
+
+/// Every live node, sorted by id.
+#[utoipa::path(get, path = "/rainservers/all", tag = "nodes",
+    responses((status = 200, description = "Every live node", body = Vec<NodeSummary>),
+        (status = 503, description = "Redis unreachable", body = ErrorBody)))]
 pub async fn all(State(cloud): State<Cloud>) -> Result<Json<Vec<NodeSummary>>, ApiError> {
     Ok(Json(cloud.nodes().await?))
 }
 
-/// `GET /rainservers/{id}`.
+/// One live node.
+#[utoipa::path(get, path = "/rainservers/{id}", tag = "nodes",
+    params(("id" = String, Path, description = "A node id")),
+    responses((status = 200, description = "The node", body = NodeSummary),
+        (status = 404, description = "No live node has this id", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody)))]
 pub async fn one(
     State(cloud): State<Cloud>,
     Path(id): Path<String>,
@@ -33,7 +48,7 @@ pub async fn one(
 }
 
 /// What a node serves.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NodeUrls {
     pub node: String,
     /// The URL its public listener is reached at.
@@ -45,14 +60,19 @@ pub struct NodeUrls {
     pub channels: Vec<ChannelUrl>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChannelUrl {
     /// `id@version`.
     pub component: String,
     pub namespace: String,
 }
 
-/// `GET /rainservers/{id}/urls`.
+/// The channels and namespaces a node serves, and its address.
+#[utoipa::path(get, path = "/rainservers/{id}/urls", tag = "nodes",
+    params(("id" = String, Path, description = "A node id")),
+    responses((status = 200, description = "What it serves", body = NodeUrls),
+        (status = 404, description = "No live node has this id", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody)))]
 pub async fn urls(
     State(cloud): State<Cloud>,
     Path(id): Path<String>,
@@ -93,65 +113,98 @@ pub async fn urls(
 }
 
 /// The body of `POST /rainservers`: a node's or a group's wiring.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Wiring {
-    /// A node id (the wiring is that node's, and an unregistered node is
-    /// registered again)…
+    /// A node id: the wiring is that node's, and an unregistered node is
+    /// registered again…
     #[serde(default)]
     pub node: Option<String>,
-    /// …or a `NODE_GROUP` (every node of the group, now and later).
+    /// …or a `NODE_GROUP`: every node of the group, now and later.
     #[serde(default)]
     pub group: Option<String>,
     /// The components (`id@version`) it hosts from now on; absent: the
     /// wiring is left as it is.
     #[serde(default)]
+    #[schema(max_items = 500)]
     pub components: Option<Vec<String>>,
 }
 
+/// The document's schema of [`Wiring`]: `node` or `group`, not both.
+pub struct WiringSchema;
+
+impl utoipa::PartialSchema for WiringSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let text = || {
+            utoipa::openapi::schema::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+        };
+        super::openapi::either_field(
+            <Wiring as utoipa::PartialSchema>::schema(),
+            "node",
+            text(),
+            "group",
+            text(),
+        )
+    }
+}
+
+impl ToSchema for WiringSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Wiring")
+    }
+}
+
 /// What `POST /rainservers` did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct WiringApplied {
     /// `node:{id}` or `group:{name}`.
     pub target: String,
     /// The wiring now stored, when the request set one.
     pub components: Option<Vec<String>>,
     /// Each live node of the target and what it confirmed.
+    #[schema(value_type = Vec<Object>)]
     pub nodes: Vec<Value>,
 }
 
-/// `POST /rainservers`: sets the wiring of a node or a group, applied live
-/// by its running nodes (and by nodes that start later), and registers an
-/// unregistered node again.
+/// Sets the wiring of a node or a group (which components it hosts),
+/// applied live by its running nodes and by nodes that start later;
+/// registers an unregistered node again.
+#[utoipa::path(post, path = "/rainservers", tag = "nodes",
+    request_body = WiringSchema,
+    responses((status = 200, description = "Stored, and confirmed by every live node of the target", body = WiringApplied),
+        (status = 404, description = "No live node has this id (and no wiring was given)", body = ErrorBody),
+        (status = 409, description = "Not a node id or group name, a component key that is not id@version, or a component a node cannot make", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody),
+        (status = 504, description = "A node did not confirm within ROUTE_TIMEOUT_MS", body = ErrorBody)))]
 pub async fn wire(
     State(cloud): State<Cloud>,
-    body: Result<Json<Wiring>, JsonRejection>,
+    ApiJson(wiring): ApiJson<Wiring>,
 ) -> Result<Json<WiringApplied>, ApiError> {
-    let Json(wiring) = body.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let target = match (&wiring.node, &wiring.group) {
         (Some(node), None) if valid_node_id(node) => Target::Node(node.clone()),
         (None, Some(group)) if valid_node_id(group) => Target::Group(group.clone()),
+        (Some(node), None) if wiring.components.is_none() => {
+            return Err(ApiError::Missing(format!("no live node {node:?}")));
+        }
         (Some(_), None) => {
-            return Err(bad(
+            return Err(conflict(
                 "node: not a node id ([A-Za-z0-9._-]{1,64}, not \"all\")",
             ));
         }
         (None, Some(_)) => {
-            return Err(bad(
+            return Err(conflict(
                 "group: not a group name ([A-Za-z0-9._-]{1,64}, not \"all\")",
             ));
         }
-        _ => return Err(bad("give either node or group")),
+        _ => return Err(ApiError::BadRequest("give node or group, not both".into())),
     };
-    if let Some(keys) = &wiring.components {
-        if keys.len() > super::webcomponents::MAX_LISTED {
-            return Err(bad("components: too many"));
-        }
-        if let Some(bad_key) = keys.iter().find(|key| !valid_key(key)) {
-            return Err(bad(&format!(
-                "components: {bad_key:?} is not id@major.minor[.micro]"
-            )));
-        }
+    if let Some(keys) = &wiring.components
+        && let Some(bad_key) = keys.iter().find(|key| !valid_key(key))
+    {
+        return Err(conflict(&format!(
+            "components: {bad_key:?} is not id@major.minor[.micro]"
+        )));
     }
     let live = cloud.nodes().await?;
     let members: Vec<&NodeSummary> = live
@@ -196,28 +249,44 @@ pub async fn wire(
     }))
 }
 
-/// `PUT /rainservers/{id}`: the node drops its caches and subscriptions and
-/// rebuilds them from its own state.
+/// Resets a node: it drops its caches and subscriptions and rebuilds them
+/// from its own state.
+#[utoipa::path(put, path = "/rainservers/{id}", tag = "nodes",
+    params(("id" = String, Path, description = "A node id")),
+    responses((status = 200, description = "Done, as the node confirmed", body = Confirmed),
+        (status = 404, description = "No live node has this id", body = ErrorBody),
+        (status = 409, description = "The node cannot do it", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody),
+        (status = 504, description = "The node did not confirm within ROUTE_TIMEOUT_MS", body = ErrorBody)))]
 pub async fn reset(
     State(cloud): State<Cloud>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Confirmed>, ApiError> {
     let node = cloud.node(&id).await?;
-    Ok(Json(cloud.control.run(&node.id, Op::Reset).await?))
+    let confirmed = cloud.control.run(&node.id, Op::Reset).await?;
+    Ok(Json(Confirmed(confirmed)))
 }
 
-/// `DELETE /rainservers/{id}`: the node drains as on SIGTERM but stays up,
-/// unregistered.
+/// Unregisters a node: it drains as on SIGTERM (its clients move to other
+/// nodes) but stays up, unregistered, for inspection.
+#[utoipa::path(delete, path = "/rainservers/{id}", tag = "nodes",
+    params(("id" = String, Path, description = "A node id")),
+    responses((status = 200, description = "Unregistered, as the node confirmed", body = Confirmed),
+        (status = 404, description = "No live node has this id", body = ErrorBody),
+        (status = 409, description = "The node cannot do it", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody),
+        (status = 504, description = "The node did not confirm within ROUTE_TIMEOUT_MS", body = ErrorBody)))]
 pub async fn unregister(
     State(cloud): State<Cloud>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Confirmed>, ApiError> {
     let node = cloud.node(&id).await?;
-    Ok(Json(cloud.control.run(&node.id, Op::Unregister).await?))
+    let confirmed = cloud.control.run(&node.id, Op::Unregister).await?;
+    Ok(Json(Confirmed(confirmed)))
 }
 
-fn bad(message: &str) -> ApiError {
-    ApiError::BadRequest(message.to_string())
+fn conflict(message: &str) -> ApiError {
+    ApiError::Conflict(message.to_string())
 }
 
 /// `id@major.minor[.micro]`.

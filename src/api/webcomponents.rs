@@ -14,18 +14,26 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::ApiError;
+use super::body::ApiJson;
 use super::cloud::Cloud;
 use super::control::Op;
+use super::openapi::ErrorBody;
 use crate::cluster::InstanceRecord;
 use crate::component::desired::{self, Target};
 use crate::component::{ComponentInfo, Descriptor, HandlerSpec, Version};
 use crate::config::{redact_url, valid_node_id};
+
+/// An answer the API passes on as the nodes gave it (a JSON object).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(value_type = Object)]
+pub struct Answer(pub Value);
 
 /// The most items a page, a list of nodes or of components in a body may
 /// hold.
@@ -35,7 +43,7 @@ pub const MAX_LISTED: usize = 500;
 const INSTANCES_READ: usize = 10_000;
 
 /// A component as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ComponentView {
     /// `id@version`.
     pub key: String,
@@ -51,7 +59,7 @@ pub struct ComponentView {
 }
 
 /// A page of components.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ComponentPage {
     pub total: usize,
     pub start: usize,
@@ -59,7 +67,7 @@ pub struct ComponentPage {
 }
 
 /// An instance as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InstanceView {
     pub id: String,
     /// `id@version` of its component.
@@ -118,12 +126,14 @@ fn view(info: &ComponentInfo, deployed: bool) -> ComponentView {
 }
 
 /// `?start=&range=` of the listing.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 0-based offset.
+    #[param(minimum = 0)]
     pub start: Option<usize>,
     /// Page size: default 50, at most 500.
+    #[param(minimum = 1, maximum = 500)]
     pub range: Option<usize>,
 }
 
@@ -135,7 +145,13 @@ async fn components(cloud: &Cloud) -> Result<(Vec<ComponentInfo>, desired::Desir
     Ok((infos, cloud.desired().await?))
 }
 
-/// `GET /webcomponent/all?start=&range=`.
+/// A page of the cluster's components, sorted by `id@version`.
+#[utoipa::path(get, path = "/webcomponent/all", tag = "components",
+    params(PageQuery),
+    responses((status = 200, description = "A page of components", body = ComponentPage),
+        (status = 400, description = "start or range out of bounds", body = ErrorBody),
+        (status = 409, description = "This node runs no Mothership", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody)))]
 pub async fn all(
     State(cloud): State<Cloud>,
     query: Result<Query<PageQuery>, QueryRejection>,
@@ -172,27 +188,32 @@ async fn component(cloud: &Cloud, id: &str, version: &str) -> Result<ComponentIn
         .ok_or_else(|| ApiError::Missing(format!("no component {key}")))
 }
 
+/// `id@version` of a route's `{id}/{version}`; one that is not well formed
+/// names no component (404).
 fn key_of(id: &str, version: &str) -> Result<String, ApiError> {
-    let version: Version = version.parse().map_err(|_| {
-        ApiError::BadRequest(format!("version: {version:?} is not major.minor[.micro]"))
-    })?;
+    let missing = || ApiError::Missing(format!("no component {id}@{version}"));
+    let version: Version = version.parse().map_err(|_| missing())?;
     if !crate::component::descriptor::valid_name(id) {
-        return Err(ApiError::BadRequest(format!(
-            "id: {id:?} is not a component id"
-        )));
+        return Err(missing());
     }
     Ok(format!("{id}@{version}"))
 }
 
 /// One component with its instances.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ComponentDetail {
     #[serde(flatten)]
     pub component: ComponentView,
     pub instances: Vec<InstanceView>,
 }
 
-/// `GET /webcomponent/{id}/{version}`.
+/// One component: its hosts and instances.
+#[utoipa::path(get, path = "/webcomponent/{id}/{version}", tag = "components",
+    params(("id" = String, Path, description = "Component id"), ("version" = String, Path, description = "Its exact version, major.minor[.micro]")),
+    responses((status = 200, description = "The component", body = ComponentDetail),
+        (status = 404, description = "No such component", body = ErrorBody),
+        (status = 409, description = "This node runs no Mothership", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody)))]
 pub async fn one(
     State(cloud): State<Cloud>,
     Path((id, version)): Path<(String, String)>,
@@ -213,8 +234,13 @@ pub async fn one(
     }))
 }
 
-/// `GET /webcomponent/{id}/{version}/descriptor`: its descriptor (a backend
-/// URL's password, if any, hidden).
+/// A component's descriptor (a backend URL's password, if any, hidden).
+#[utoipa::path(get, path = "/webcomponent/{id}/{version}/descriptor", tag = "components",
+    params(("id" = String, Path, description = "Component id"), ("version" = String, Path, description = "Its exact version, major.minor[.micro]")),
+    responses((status = 200, description = "The descriptor", body = Descriptor),
+        (status = 404, description = "No such component", body = ErrorBody),
+        (status = 409, description = "This node runs no Mothership", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody)))]
 pub async fn descriptor(
     State(cloud): State<Cloud>,
     Path((id, version)): Path<(String, String)>,
@@ -227,7 +253,7 @@ pub async fn descriptor(
 }
 
 /// A component's statistics, per node and over the cluster.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ComponentStatistics {
     pub component: String,
     /// Events its handlers ran, on every host.
@@ -240,16 +266,24 @@ pub struct ComponentStatistics {
     /// Sockets connected to each of its channels, over every node.
     pub sockets_per_channel: BTreeMap<String, u64>,
     /// Each node's figures, as of its last heartbeat.
+    #[schema(value_type = Object)]
     pub nodes: BTreeMap<String, Value>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct Latency {
     pub p50: Option<f64>,
     pub p99: Option<f64>,
 }
 
-/// `GET /webcomponent/{id}/{version}/statistics`.
+/// A component's statistics: events, errors, handler latency and sockets
+/// per channel, per node and over the cluster.
+#[utoipa::path(get, path = "/webcomponent/{id}/{version}/statistics", tag = "components",
+    params(("id" = String, Path, description = "Component id"), ("version" = String, Path, description = "Its exact version, major.minor[.micro]")),
+    responses((status = 200, description = "Its statistics", body = ComponentStatistics),
+        (status = 404, description = "No such component", body = ErrorBody),
+        (status = 409, description = "This node runs no Mothership", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody)))]
 pub async fn statistics(
     State(cloud): State<Cloud>,
     Path((id, version)): Path<(String, String)>,
@@ -300,7 +334,12 @@ pub async fn statistics(
     Ok(Json(statistics))
 }
 
-/// `GET /webcomponent/{instanceid}`.
+/// One instance.
+#[utoipa::path(get, path = "/webcomponent/{instance}", tag = "instances",
+    params(("instance" = String, Path, description = "An instance id")),
+    responses((status = 200, description = "The instance", body = InstanceView),
+        (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody)))]
 pub async fn instance(
     State(cloud): State<Cloud>,
     Path(instance): Path<String>,
@@ -314,15 +353,21 @@ pub async fn instance(
 }
 
 /// What an instantiate made.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Instantiated {
     pub component: String,
     pub node: String,
     pub instance: String,
 }
 
-/// `POST /webcomponent/{id}/{version}`: an instance on a host picked
-/// round-robin.
+/// Makes an instance of a component on a host picked round-robin.
+#[utoipa::path(post, path = "/webcomponent/{id}/{version}", tag = "instances",
+    params(("id" = String, Path, description = "Component id"), ("version" = String, Path, description = "Its exact version, major.minor[.micro]")),
+    responses((status = 200, description = "The instance made", body = Instantiated),
+        (status = 404, description = "No such component", body = ErrorBody),
+        (status = 409, description = "No live host, or no Mothership here", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody),
+        (status = 504, description = "The host did not confirm within ROUTE_TIMEOUT_MS", body = ErrorBody)))]
 pub async fn instantiate(
     State(cloud): State<Cloud>,
     Path((id, version)): Path<(String, String)>,
@@ -344,8 +389,8 @@ pub async fn instantiate(
     }))
 }
 
-/// The body of `POST /webcomponent/{instanceid}`.
-#[derive(Debug, Default, Deserialize)]
+/// The body of `POST /webcomponent/{instance}`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServeOn {
     /// The node to serve it too; absent: a host of its component that does
@@ -354,18 +399,21 @@ pub struct ServeOn {
     pub node: Option<String>,
 }
 
-/// `POST /webcomponent/{instanceid}`: the instance is served by another node
-/// too (a host of its component).
+/// Clusters an instance: another node (a host of its component) serves it
+/// too.
+#[utoipa::path(post, path = "/webcomponent/{instance}", tag = "instances",
+    params(("instance" = String, Path, description = "An instance id")),
+    request_body = ServeOn,
+    responses((status = 200, description = "Served there too, as that node confirmed", body = Answer),
+        (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 409, description = "No other live host of its component, or the node named is not one", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody),
+        (status = 504, description = "The node did not confirm within ROUTE_TIMEOUT_MS", body = ErrorBody)))]
 pub async fn cluster_instance(
     State(cloud): State<Cloud>,
     Path(instance): Path<String>,
-    body: Option<Json<Value>>,
-) -> Result<Json<Value>, ApiError> {
-    let serve: ServeOn = match body {
-        Some(Json(value)) => serde_json::from_value(value)
-            .map_err(|error| ApiError::BadRequest(error.to_string()))?,
-        None => ServeOn::default(),
-    };
+    ApiJson(serve): ApiJson<ServeOn>,
+) -> Result<Json<Answer>, ApiError> {
     let record = cloud
         .cluster
         .instance(&instance)
@@ -386,7 +434,11 @@ pub async fn cluster_instance(
         .unwrap_or_default();
     let node = match serve.node {
         Some(node) if valid_node_id(&node) => node,
-        Some(_) => return Err(ApiError::BadRequest("node: not a node id".into())),
+        Some(node) => {
+            return Err(ApiError::Conflict(format!(
+                "node {node:?} is not a live host of {key}"
+            )));
+        }
         None => hosts
             .iter()
             .find(|host| Some(*host) != view.node.as_ref() && !view.nodes.contains(host))
@@ -404,15 +456,22 @@ pub async fn cluster_instance(
         .control
         .run(&node, Op::ServeInstance { instance, key })
         .await?;
-    Ok(Json(answer))
+    Ok(Json(Answer(answer)))
 }
 
-/// `PUT /webcomponent/{id}/{version}`: every host reads the component's
-/// descriptor again and announces it.
+/// Refreshes a component: every host makes it again from its descriptor and
+/// announces it.
+#[utoipa::path(put, path = "/webcomponent/{id}/{version}", tag = "components",
+    params(("id" = String, Path, description = "Component id"), ("version" = String, Path, description = "Its exact version, major.minor[.micro]")),
+    responses((status = 200, description = "Refreshed on every host", body = Answer),
+        (status = 404, description = "No such component", body = ErrorBody),
+        (status = 409, description = "A host cannot make it any more, or no Mothership here", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody),
+        (status = 504, description = "A host did not confirm within ROUTE_TIMEOUT_MS", body = ErrorBody)))]
 pub async fn refresh(
     State(cloud): State<Cloud>,
     Path((id, version)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Answer>, ApiError> {
     let info = component(&cloud, &id, &version).await?;
     let key = info.descriptor.key();
     let mut nodes = Vec::new();
@@ -424,11 +483,15 @@ pub async fn refresh(
         nodes.push(json!({ "node": node, "refreshed": answer.is_ok() }));
         answer?;
     }
-    Ok(Json(json!({ "component": key, "nodes": nodes })))
+    Ok(Json(Answer(json!({ "component": key, "nodes": nodes }))))
 }
 
-/// `PUT /webcomponent/{instanceid}`: the instance lives `INSTANCE_TTL_MS`
-/// from now.
+/// Refreshes an instance: it lives `INSTANCE_TTL_MS` from now.
+#[utoipa::path(put, path = "/webcomponent/{instance}", tag = "instances",
+    params(("instance" = String, Path, description = "An instance id")),
+    responses((status = 200, description = "The instance", body = InstanceView),
+        (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody)))]
 pub async fn refresh_instance(
     State(cloud): State<Cloud>,
     Path(instance): Path<String>,
@@ -453,33 +516,52 @@ async fn instance_view(cloud: &Cloud, instance: &str) -> Result<Json<InstanceVie
     Ok(Json(InstanceView::from(&record)))
 }
 
-/// `DELETE /webcomponent/{instanceid}`: the instance is stopped.
+/// Stops an instance.
+#[utoipa::path(delete, path = "/webcomponent/{instance}", tag = "instances",
+    params(("instance" = String, Path, description = "An instance id")),
+    responses((status = 200, description = "Stopped", body = Answer),
+        (status = 404, description = "No such instance", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody)))]
 pub async fn stop_instance(
     State(cloud): State<Cloud>,
     Path(instance): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Answer>, ApiError> {
     if !cloud.cluster.remove_instance(&instance).await? {
         return Err(ApiError::Missing(format!("no instance {instance:?}")));
     }
-    Ok(Json(json!({ "instance": instance, "state": "stopped" })))
+    Ok(Json(Answer(
+        json!({ "instance": instance, "state": "stopped" }),
+    )))
 }
 
 /// `?reason=` of an undeploy.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UndeployQuery {
+    /// Told to every client of the component (at most 200 bytes).
+    #[param(max_length = 200)]
     pub reason: Option<String>,
 }
 
 /// The longest undeploy reason (it reaches every client of the component).
 const REASON_MAX: usize = 200;
 
-/// `DELETE /webcomponent/{id}/{version}?reason=`: undeployed everywhere.
+/// Undeploys a component everywhere: each socket of its channels gets
+/// `rain:undeployed {component, version, reason}` and then a DISCONNECT of
+/// that namespace; later CONNECTs get `connect_error` "component undeployed".
+#[utoipa::path(delete, path = "/webcomponent/{id}/{version}", tag = "components",
+    params(("id" = String, Path, description = "Component id"), ("version" = String, Path, description = "Its exact version, major.minor[.micro]"), UndeployQuery),
+    responses((status = 200, description = "Undeployed on every live node", body = Answer),
+        (status = 400, description = "reason too long", body = ErrorBody),
+        (status = 404, description = "No such component", body = ErrorBody),
+        (status = 409, description = "No Mothership here", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody),
+        (status = 504, description = "A node did not confirm within ROUTE_TIMEOUT_MS", body = ErrorBody)))]
 pub async fn undeploy(
     State(cloud): State<Cloud>,
     Path((id, version)): Path<(String, String)>,
     query: Result<Query<UndeployQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Answer>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let reason = query
         .reason
@@ -525,41 +607,76 @@ pub async fn undeploy(
             .unwrap_or(0);
     }
     cloud.cluster.forget_service(&key).await?;
-    Ok(Json(json!({
+    Ok(Json(Answer(json!({
         "component": key,
         "reason": reason,
         "nodes": nodes,
         "disconnected": disconnected,
-    })))
+    }))))
 }
 
 /// The body of `POST /webcomponent`: a run-time deploy.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Deploy {
-    /// An HTTP backend component's descriptor.
+    /// An HTTP backend component's descriptor; its URL must be under an
+    /// entry of `BACKEND_URLS`.
     pub descriptor: Descriptor,
     /// The nodes to host it…
     #[serde(default)]
+    #[schema(max_items = 500)]
     pub nodes: Option<Vec<String>>,
     /// …or a `NODE_GROUP` (its nodes now and later).
     #[serde(default)]
     pub group: Option<String>,
 }
 
-/// `POST /webcomponent`: deploys an HTTP backend component to nodes or a
-/// group at run time; answers once every live target hosts it.
+/// The document's schema of [`Deploy`]: `nodes` or `group`, not both.
+pub struct DeploySchema;
+
+impl utoipa::PartialSchema for DeploySchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        let ids = ArrayBuilder::new()
+            .items(text())
+            .min_items(Some(1))
+            .max_items(Some(MAX_LISTED));
+        super::openapi::either_field(
+            <Deploy as utoipa::PartialSchema>::schema(),
+            "nodes",
+            ids,
+            "group",
+            text(),
+        )
+    }
+}
+
+impl ToSchema for DeploySchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Deploy")
+    }
+}
+
+/// Deploys an HTTP backend component at run time to nodes or a group:
+/// persisted (a restarted node of the target hosts it again) and routable
+/// once every live target confirmed. Its backend is not contacted.
+#[utoipa::path(post, path = "/webcomponent", tag = "components",
+    request_body = DeploySchema,
+    responses((status = 200, description = "Deployed, and hosted by every live target", body = Answer),
+        (status = 409, description = "It cannot be deployed: its URL is not under BACKEND_URLS, it is not an HTTP backend, a name is not allowed, or a node cannot host it", body = ErrorBody),
+        (status = 503, description = "Redis unreachable", body = ErrorBody),
+        (status = 504, description = "A node did not confirm within ROUTE_TIMEOUT_MS", body = ErrorBody)))]
 pub async fn deploy(
     State(cloud): State<Cloud>,
-    body: Result<Json<Deploy>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Json(deploy) = body.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    ApiJson(deploy): ApiJson<Deploy>,
+) -> Result<Json<Answer>, ApiError> {
     let descriptor = deploy.descriptor;
     descriptor
         .validate()
-        .map_err(|error| ApiError::BadRequest(format!("descriptor: {error}")))?;
+        .map_err(|error| ApiError::Conflict(format!("descriptor: {error}")))?;
     let Some(HandlerSpec::Http { url, .. }) = &descriptor.handler else {
-        return Err(ApiError::BadRequest(
+        return Err(ApiError::Conflict(
             "descriptor.handler: a run-time component is an HTTP backend ({\"kind\": \"http\", \"url\": …})".into(),
         ));
     };
@@ -574,30 +691,30 @@ pub async fn deploy(
         ));
     }
     crate::component::http::HttpComponent::new(descriptor.clone())
-        .map_err(|error| ApiError::BadRequest(format!("descriptor: {error}")))?;
+        .map_err(|error| ApiError::Conflict(format!("descriptor: {error}")))?;
     let targets = match (deploy.nodes, deploy.group) {
-        (Some(nodes), None) if !nodes.is_empty() && nodes.len() <= MAX_LISTED => {
-            if let Some(bad) = nodes.iter().find(|node| !valid_node_id(node)) {
+        (Some(nodes), None) => {
+            if nodes.is_empty() || nodes.len() > MAX_LISTED {
                 return Err(ApiError::BadRequest(format!(
+                    "nodes: 1 to {MAX_LISTED} node ids"
+                )));
+            }
+            if let Some(bad) = nodes.iter().find(|node| !valid_node_id(node)) {
+                return Err(ApiError::Conflict(format!(
                     "nodes: {bad:?} is not a node id"
                 )));
             }
             nodes.into_iter().map(Target::Node).collect::<Vec<_>>()
         }
         (None, Some(group)) if valid_node_id(&group) => vec![Target::Group(group)],
-        (None, Some(_)) => return Err(ApiError::BadRequest("group: not a group name".into())),
-        (Some(_), None) => {
-            return Err(ApiError::BadRequest(format!(
-                "nodes: 1 to {MAX_LISTED} node ids"
-            )));
+        (None, Some(_)) => {
+            return Err(ApiError::Conflict("group: not a group name".into()));
         }
-        _ => return Err(ApiError::BadRequest("give either nodes or group".into())),
+        _ => return Err(ApiError::BadRequest("give nodes or group, not both".into())),
     };
     let key = descriptor.key();
     if key.starts_with("core@") {
-        return Err(ApiError::BadRequest(
-            "descriptor.id: core is reserved".into(),
-        ));
+        return Err(ApiError::Conflict("descriptor.id: core is reserved".into()));
     }
     cloud
         .cluster
@@ -618,7 +735,7 @@ pub async fn deploy(
             hosts.push(node);
         }
     }
-    Ok(Json(json!({ "component": key, "hosts": hosts })))
+    Ok(Json(Answer(json!({ "component": key, "hosts": hosts }))))
 }
 
 /// Whether a backend URL is under one of the allowed prefixes: the same

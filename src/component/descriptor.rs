@@ -148,7 +148,7 @@ pub fn valid_name(name: &str) -> bool {
 
 /// An intent a component serves: `category`/`action`, answered by its `provider`
 /// event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Intent {
     pub category: String,
     pub action: String,
@@ -156,13 +156,14 @@ pub struct Intent {
 }
 
 /// How a component's events are handled, when it is not a Rust component.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum HandlerSpec {
     /// Each event is POSTed as JSON to `url`; the JSON answer is the ack.
     Http {
         url: String,
         #[serde(default = "default_timeout_ms")]
+        #[schema(minimum = 1, maximum = 600_000)]
         timeout_ms: u64,
     },
 }
@@ -172,10 +173,16 @@ fn default_timeout_ms() -> u64 {
 }
 
 /// A component's descriptor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Descriptor {
+    /// Letters, digits, `-` and `_` (not `core`).
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: String,
+    /// `major.minor[.micro]`.
+    #[schema(value_type = String, pattern = "^[0-9]{1,9}\\.[0-9]{1,9}(\\.[0-9]{1,9})?$")]
     pub version: Version,
+    /// Channel names: letters, digits, `-` and `_`.
+    #[schema(min_items = 1, max_items = 64)]
     pub channels: Vec<String>,
     #[serde(default)]
     pub intents: Vec<Intent>,
