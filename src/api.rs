@@ -10,8 +10,10 @@
 //! | `POST /emit` | `emit` | push an event to sockets or rooms ([`emit`]) |
 //! | `GET /metrics` | `read` | Prometheus text |
 //!
-//! `admin` implies both. Errors are `{"error": …}`. Owns the routes and their
-//! errors; the listener and the unauthenticated `/healthz` and `/readyz` are
+//! `admin` implies both. Errors are `{"error": …}`. Every request is counted
+//! (`rain_api_requests_total{route,status}`, `rain_api_request_duration_seconds{route}`;
+//! `route` is the matched route's template, so clients cannot grow the label
+//! set). Owns the routes and their errors; the listener and the unauthenticated `/healthz` and `/readyz` are
 //! `crate::server`'s. The Cloud API (nodes, components, the map) will join here.
 
 pub mod auth;
@@ -23,8 +25,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{StatusCode, header};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -71,6 +74,7 @@ impl IntoResponse for ApiError {
 pub fn routes(settings: &Settings, io: SocketIo, engine: Engine) -> Router {
     let tokens = Arc::new(Tokens::new(settings.api_tokens.clone()));
     let cluster = io.cluster().clone();
+    let sockets = io.clone();
     Router::new()
         .route(
             "/emit",
@@ -80,13 +84,38 @@ pub fn routes(settings: &Settings, io: SocketIo, engine: Engine) -> Router {
         .route(
             "/metrics",
             get(move || {
-                let text = crate::metrics::render(engine.session_count(), cluster.is_ready());
+                let text = crate::metrics::render(crate::metrics::Live {
+                    connections: engine.session_count(),
+                    sockets: sockets.local_socket_count(),
+                    ready: cluster.is_ready(),
+                });
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
             })
             .route_layer(from_fn_with_state(ApiScope::Read, auth::require)),
         )
         .fallback(|| async { ApiError::NotFound })
         .layer(from_fn_with_state(tokens, auth::authenticate))
+        // Outermost, so refusals are counted too. Keep it the last layer.
+        .layer(from_fn(count_request))
+}
+
+/// Counts a request and its duration by route template and status.
+async fn count_request(request: Request, next: Next) -> Response {
+    // Never the raw path: an unmatched request (any path a client makes up)
+    // is counted under one label.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("rain_api_request_duration_seconds", "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("rain_api_requests_total", "route" => route, "status" => status)
+        .increment(1);
+    response
 }
 
 #[cfg(test)]

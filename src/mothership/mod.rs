@@ -22,6 +22,7 @@
 //! | `channel.rs` | the component channel namespaces: authorize, connect notices, events |
 //! | `core/` | `/core`: one file per command, and the dispatcher |
 //! | `logging.rs` | the logging channels, and a log line's way to its rendering node |
+//! | `counters.rs` | what the components hosted here did (events, errors, handler latency) |
 //!
 //! Does not own the component registry's storage (see `crate::cluster`), the
 //! version resolver (see `crate::component::Catalog`) or the components
@@ -29,6 +30,7 @@
 
 mod channel;
 mod core;
+pub mod counters;
 mod logging;
 pub mod messages;
 mod router;
@@ -101,5 +103,28 @@ impl Mothership {
     /// The components this node hosts, as `id@version`.
     pub fn hosted(&self) -> Vec<String> {
         self.router.hosted_keys()
+    }
+
+    /// What the components hosted here did so far.
+    pub fn counters(&self) -> &counters::ComponentCounters {
+        &self.router.counters
+    }
+
+    /// Sockets on this node in component channels: `(id@version, namespace,
+    /// count)`, a namespace's component being the one its name resolves to
+    /// now. Logging channels are left out.
+    pub fn channel_sockets(&self) -> Vec<(String, String, usize)> {
+        let io = &self.router.io;
+        io.local_sockets_by_namespace()
+            .into_iter()
+            .filter_map(|(namespace, count)| {
+                let name = ChannelName::parse(&namespace).filter(|name| name.id != "core")?;
+                if name.channel == logging::LOGGING {
+                    return None;
+                }
+                let info = self.router.catalog.newest(name.id, name.version)?;
+                Some((info.descriptor.key(), namespace.clone(), count))
+            })
+            .collect()
     }
 }
