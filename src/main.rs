@@ -69,10 +69,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let components =
         rain_node::component::from_settings(&settings).context("cannot load the components")?;
     let mothership = Mothership::install(&io, &settings, components);
-    let server = Server::bind(&settings, io).await?.drain_waits_for({
-        let mothership = mothership.clone();
-        move || mothership.serving()
-    });
+    let server = Server::bind(&settings, io)
+        .await?
+        .drain_waits_for({
+            let mothership = mothership.clone();
+            move || mothership.serving()
+        })
+        .report_components(&mothership);
     // Scripts wait for these exact lines (stdout), in this order; everything
     // else goes to stderr.
     println!("rain-node listening on http://{}", server.local_addr());
