@@ -113,8 +113,7 @@ async fn count_request(request: Request, next: Next) -> Response {
     let status = response.status().as_u16().to_string();
     metrics::histogram!("rain_api_request_duration_seconds", "route" => route.clone())
         .record(started.elapsed().as_secs_f64());
-    metrics::counter!("rain_api_requests_total", "route" => route, "status" => status)
-        .increment(1);
+    metrics::counter!("rain_api_requests_total", "route" => route, "status" => status).increment(1);
     response
 }
 

@@ -379,7 +379,10 @@ mod tests {
         ] {
             assert!(json.get(field).is_some(), "{field} missing: {json}");
         }
-        assert_eq!(json["components"]["chat@1.0.0"]["latency_ms"]["p99"], serde_json::Value::Null);
+        assert_eq!(
+            json["components"]["chat@1.0.0"]["latency_ms"]["p99"],
+            serde_json::Value::Null
+        );
         assert_eq!(NodeStats::parse(&json.to_string()).unwrap(), stats);
     }
 
@@ -388,7 +391,10 @@ mod tests {
         let settings = crate::config::Settings::default();
         let cluster = crate::cluster::from_settings(&settings).unwrap();
         let io = SocketIo::new(&settings, cluster);
-        let engine = Engine::new(crate::engine::EngineConfig::from(&settings), io.engine_handler());
+        let engine = Engine::new(
+            crate::engine::EngineConfig::from(&settings),
+            io.engine_handler(),
+        );
         let sampler = Sampler::new(engine, io);
         let first = sampler.sample_json();
         assert_eq!(sampler.sample_json(), first);

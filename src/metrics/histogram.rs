@@ -183,9 +183,18 @@ mod tests {
         let mut text = String::new();
         histogram.snapshot().render("x_seconds", "help", &mut text);
         assert!(text.contains("# TYPE x_seconds histogram\n"), "{text}");
-        assert!(text.contains("x_seconds_bucket{le=\"0.001\"} 0\n"), "{text}");
-        assert!(text.contains("x_seconds_bucket{le=\"0.0025\"} 1\n"), "{text}");
-        assert!(text.contains("x_seconds_bucket{le=\"0.025\"} 2\n"), "{text}");
+        assert!(
+            text.contains("x_seconds_bucket{le=\"0.001\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_seconds_bucket{le=\"0.0025\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_seconds_bucket{le=\"0.025\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("x_seconds_bucket{le=\"+Inf\"} 2\n"), "{text}");
         assert!(text.contains("x_seconds_sum 0.022\n"), "{text}");
         assert!(text.contains("x_seconds_count 2\n"), "{text}");

@@ -57,7 +57,8 @@ mod tests {
 
     #[test]
     fn cpu_time_is_user_plus_system_ticks() {
-        let stat = "4242 (rain node (x)) S 1 4242 4242 0 -1 4194560 1591 0 0 0 150 25 0 0 20 0 9 0 123 0";
+        let stat =
+            "4242 (rain node (x)) S 1 4242 4242 0 -1 4194560 1591 0 0 0 150 25 0 0 20 0 9 0 123 0";
         assert_eq!(cpu_time_of(stat), Some(Duration::from_millis(1750)));
         assert_eq!(cpu_time_of("garbage"), None);
     }
