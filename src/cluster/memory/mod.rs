@@ -10,7 +10,9 @@
 //! The hub keeps no record per socket: where a socket is, and which sockets a
 //! namespace or room has, are answered by asking each node's [`LocalNode`],
 //! which for nodes in one process is the same answer Redis would give, and
-//! keeps an idle client as small as it is without a cluster. Does not own the
+//! keeps an idle client as small as it is without a cluster. The hub is also
+//! its own node registry: each node's record (group, state, address, its
+//! statistics source) is read live by [`Membership::nodes`]. Does not own the
 //! storage of sessions, lists and services (see [`store`]).
 
 mod store;
@@ -421,5 +423,35 @@ impl ListStore for MemoryCluster {
     fn list_read(&self, name: &str) -> BoxFuture<'static, Result<Vec<String>, ClusterError>> {
         let entries = self.hub.store.list_read(name);
         async move { Ok(entries) }.boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_hub_lists_its_nodes_with_state_group_and_stats() {
+        let hub = MemoryHub::new(&Settings::default());
+        let a = hub.join_group("a", "edge");
+        let b = hub.join("b");
+        a.set_address("http://a:3000".into());
+        a.set_stats_source(Arc::new(|| "{}".to_string()));
+        b.set_state(NodeState::Unregistered);
+        let records = b.nodes().await.unwrap();
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(
+            (records[0].group.as_str(), records[0].state.as_str()),
+            ("edge", "running")
+        );
+        assert_eq!(records[0].address, "http://a:3000");
+        assert_eq!(records[0].stats.as_deref(), Some("{}"));
+        assert_eq!(records[1].state, "unregistered");
+        assert_eq!(records[1].stats, None);
+        a.drain().await.unwrap();
+        assert_eq!(b.nodes().await.unwrap()[0].state, "draining");
+        a.shutdown().await;
+        assert_eq!(b.nodes().await.unwrap().len(), 1);
     }
 }
