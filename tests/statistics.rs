@@ -50,14 +50,18 @@ async fn record(redis: &RedisServer, id: &str) -> HashMap<String, String> {
         .expect("HGETALL")
 }
 
-/// The node's stats as of a beat that saw traffic (rates cover one beat, so
-/// the first beat after the calls has them).
-async fn busy_stats(redis: &RedisServer, id: &str, field: fn(&NodeStats) -> f64) -> NodeStats {
+/// The node's stats as of a beat that shows `wanted` (rates cover one beat,
+/// so the first beat after the calls has them; totals only grow).
+async fn stats_when(
+    redis: &RedisServer,
+    id: &str,
+    wanted: impl Fn(&NodeStats) -> bool,
+) -> NodeStats {
     eventually(Duration::from_secs(5), "a beat with traffic", async || {
         let held = record(redis, id).await;
         let text = held.get("stats").ok_or(format!("no stats in {held:?}"))?;
         let stats = NodeStats::parse(text).map_err(|e| format!("{e}: {text}"))?;
-        if field(&stats) > 0.0 {
+        if wanted(&stats) {
             Ok(stats)
         } else {
             Err(text.clone())
@@ -83,8 +87,27 @@ async fn nodes_record_their_statistics_and_export_them() {
     let (error, _) = js.call("on-b", "nope", json!({})).await;
     assert!(!error.is_null(), "an unknown event is an error");
 
-    // A: routed every call to B.
-    let stats = busy_stats(&redis, "A", |s| s.routed_events_per_second).await;
+    // A: routed every call to B. Rates cover one beat: calls go on until a
+    // beat saw all of it.
+    let mut extra = 0;
+    let stats = eventually(Duration::from_secs(10), "a busy beat on A", async || {
+        js.ok("on-a", "echo", json!("more")).await;
+        extra += 1;
+        let held = record(&redis, "A").await;
+        let text = held.get("stats").ok_or(format!("no stats in {held:?}"))?;
+        let stats = NodeStats::parse(text).map_err(|e| format!("{e}: {text}"))?;
+        let busy = [
+            stats.routed_events_per_second,
+            stats.events_per_second,
+            stats.bytes_received_per_second,
+            stats.bytes_sent_per_second,
+        ];
+        match busy.iter().all(|rate| *rate > 0.0) {
+            true => Ok(stats),
+            false => Err(text.clone()),
+        }
+    })
+    .await;
     let held = record(&redis, "A").await;
     assert_eq!(held["group"], "edge");
     assert_eq!(held["state"], "running");
@@ -104,12 +127,18 @@ async fn nodes_record_their_statistics_and_export_them() {
     assert_eq!(echo.sockets_per_channel[ns], 1, "{stats:?}");
 
     // B: ran every handler, one of them an error.
-    let stats = busy_stats(&redis, "B", |s| s.events_per_second).await;
+    let handled = 2 * CALLS as u64 + 1 + extra;
+    let stats = stats_when(&redis, "B", |s| {
+        s.components
+            .get("echo@1.0")
+            .is_some_and(|echo| echo.events >= handled)
+    })
+    .await;
     let held = record(&redis, "B").await;
     assert_eq!(held["group"], "default");
     assert_eq!(held["state"], "running");
     let echo = &stats.components["echo@1.0"];
-    assert_eq!(echo.events, 2 * CALLS as u64 + 1, "{stats:?}");
+    assert_eq!(echo.events, handled, "{stats:?}");
     assert_eq!(echo.errors, 1, "{stats:?}");
     assert!(echo.latency_ms.p50.is_some() && echo.latency_ms.p99.is_some());
     assert_eq!(echo.sockets_per_channel[ns], 1, "{stats:?}");
