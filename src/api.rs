@@ -24,6 +24,10 @@
 //! Nothing else mounts a route (`every_route_is_mounted_through_the_table`
 //! checks the source), so none can be undocumented.
 //!
+//! Every request is counted (`rain_api_requests_total{route,status}`,
+//! `rain_api_request_duration_seconds{route}`; `route` is the matched route's
+//! template, so clients cannot grow the label set).
+//!
 //! Owns the routes and their errors; the listener and the unauthenticated
 //! `/healthz` and `/readyz` are `crate::server`'s.
 
@@ -44,9 +48,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::ServiceExt;
-use axum::extract::{FromRef, Request, State};
+use axum::extract::{FromRef, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::IntoMakeService;
 use thiserror::Error;
@@ -214,6 +218,26 @@ pub fn routes(settings: &Settings, cloud: Cloud, engine: Engine) -> Router {
         .layer(axum::Extension(Document(text.into())))
         .fallback(|| async { ApiError::NotFound })
         .layer(from_fn_with_state(tokens, auth::authenticate))
+        // Outermost, so refusals are counted too. Keep it the last layer.
+        .layer(from_fn(count_request))
+}
+
+/// Counts a request and its duration by route template and status.
+async fn count_request(request: Request, next: Next) -> Response {
+    // Never the raw path: an unmatched request (any path a client makes up)
+    // is counted under one label.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("rain_api_request_duration_seconds", "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("rain_api_requests_total", "route" => route, "status" => status).increment(1);
+    response
 }
 
 /// The API listener's service: `router` (the API's routes and the health
@@ -236,7 +260,11 @@ pub fn service(router: Router) -> IntoMakeService<NormalizePath<Router>> {
     ))
 )]
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    let text = crate::metrics::render(state.engine.session_count(), state.io.cluster().is_ready());
+    let text = crate::metrics::render(crate::metrics::Live {
+        connections: state.engine.session_count(),
+        sockets: state.io.local_socket_count(),
+        ready: state.io.cluster().is_ready(),
+    });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

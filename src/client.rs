@@ -153,6 +153,7 @@ impl Client {
                     Value::String(name) => name,
                     other => other.to_string(),
                 };
+                crate::metrics::TRAFFIC.event();
                 let event = Event {
                     name,
                     payload: Payload::with_attachments(args, attachments),

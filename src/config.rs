@@ -62,6 +62,10 @@ pub struct Settings {
     /// This node's id in the cluster (1–64 of `A-Z a-z 0-9 . _ -`, not `all`);
     /// default: a fresh UUID v4.
     pub node_id: String,
+    /// The group this node belongs to (same characters as `node_id`): stack
+    /// replicas share one, since their ids are generated; recorded in the
+    /// node's record for the Cloud API.
+    pub node_group: String,
     /// The HTTP path Socket.IO is served under; starts and ends with `/`.
     pub socketio_path: String,
     /// Engine.IO heartbeat: how often the server pings (ms, ≥ 1).
@@ -255,6 +259,7 @@ impl Default for Settings {
             admin_port: 0,
             api_tokens: Vec::new(),
             node_id: uuid::Uuid::new_v4().to_string(),
+            node_group: "default".to_string(),
             socketio_path: "/socket.io/".to_string(),
             ping_interval_ms: 25_000,
             ping_timeout_ms: 20_000,
@@ -575,6 +580,13 @@ const NODE_ID: Field = field!(
     String,
     "a fresh UUID v4",
     "This node's id in the cluster: 1 to 64 of A-Z a-z 0-9 . _ -, not \"all\""
+);
+const NODE_GROUP: Field = field!(
+    "node_group",
+    "NODE_GROUP",
+    String,
+    "default",
+    "The group of nodes this one belongs to (replicas of one stack share it): 1 to 64 of A-Z a-z 0-9 . _ -"
 );
 const SOCKETIO_PATH: Field = field!(
     "socketio_path",
@@ -935,7 +947,7 @@ const BACKEND_ANSWER_MAX_BYTES: Field = field!(
 );
 
 /// Every setting, in `--help` order.
-const FIELDS: [&Field; 58] = [
+const FIELDS: [&Field; 59] = [
     &REDIS_SERVER,
     &REDIS_CA_FILE,
     &SERVER_HOST,
@@ -944,6 +956,7 @@ const FIELDS: [&Field; 58] = [
     &ADMIN_PORT,
     &API_TOKENS,
     &NODE_ID,
+    &NODE_GROUP,
     &SOCKETIO_PATH,
     &PING_INTERVAL_MS,
     &PING_TIMEOUT_MS,
@@ -1036,6 +1049,8 @@ struct Cli {
     api_tokens: Option<String>,
     #[arg(long, value_name = "ID", help = NODE_ID.help)]
     node_id: Option<String>,
+    #[arg(long, value_name = "GROUP", help = NODE_GROUP.help)]
+    node_group: Option<String>,
     #[arg(long, value_name = "PATH", help = SOCKETIO_PATH.help)]
     socketio_path: Option<String>,
     #[arg(long, value_name = "MS", help = PING_INTERVAL_MS.help)]
@@ -1142,7 +1157,7 @@ struct Cli {
 
 impl Cli {
     /// The value given on the command line for each setting, in [`FIELDS`] order.
-    fn values(&self) -> [Option<&String>; 58] {
+    fn values(&self) -> [Option<&String>; 59] {
         [
             self.redis_server.as_ref(),
             self.redis_ca_file.as_ref(),
@@ -1152,6 +1167,7 @@ impl Cli {
             self.admin_port.as_ref(),
             self.api_tokens.as_ref(),
             self.node_id.as_ref(),
+            self.node_group.as_ref(),
             self.socketio_path.as_ref(),
             self.ping_interval_ms.as_ref(),
             self.ping_timeout_ms.as_ref(),
@@ -1703,6 +1719,15 @@ impl Settings {
                 "must be 1 to 64 of A-Z a-z 0-9 . _ - and not \"all\"",
             ));
         }
+        // A group names nodes in URL paths and in the node records.
+        let group = &self.node_group;
+        if !valid_node_id(group) {
+            return Err(invalid(
+                NODE_GROUP.env,
+                format!("{group:?}"),
+                "must be 1 to 64 of A-Z a-z 0-9 . _ - and not \"all\"",
+            ));
+        }
         let path = &self.socketio_path;
         if !path.starts_with('/') || !path.ends_with('/') {
             return Err(invalid(
@@ -2159,6 +2184,7 @@ mod tests {
                 "ci:emit:0123456789abcdef,ops:admin:fedcba9876543210",
             ),
             ("NODE_ID", "node-7"),
+            ("NODE_GROUP", "stack.a_1"),
             ("SOCKETIO_PATH", "/io/"),
             ("PING_INTERVAL_MS", "1"),
             ("PING_TIMEOUT_MS", "2"),
@@ -2222,6 +2248,7 @@ mod tests {
                 "ops:admin:fedcba9876543210".parse().unwrap(),
             ],
             node_id: "node-7".into(),
+            node_group: "stack.a_1".into(),
             socketio_path: "/io/".into(),
             ping_interval_ms: 1,
             ping_timeout_ms: 2,
@@ -2439,6 +2466,18 @@ mod tests {
         for bad in ["all", "a b", "a/b", "a:b", "é", &"n".repeat(65)] {
             let e = err(&[], &[("NODE_ID", bad)]);
             assert!(e.starts_with("invalid setting NODE_ID="), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn node_groups_are_short_plain_names() {
+        assert_eq!(load(&[], &[]).unwrap().node_group, "default");
+        for good in ["a", "stack-7", "eu.west_1", &"g".repeat(64)] {
+            assert_eq!(load(&[], &[("NODE_GROUP", good)]).unwrap().node_group, good);
+        }
+        for bad in ["", "a b", "a/b", "a:b", "é", &"g".repeat(65)] {
+            let e = err(&[], &[("NODE_GROUP", bad)]);
+            assert!(e.starts_with("invalid setting NODE_GROUP="), "{bad}: {e}");
         }
     }
 

@@ -203,6 +203,22 @@ impl SocketIo {
         broadcast.emit(event, payload);
     }
 
+    /// Sockets on this node, over every namespace.
+    pub fn local_socket_count(&self) -> usize {
+        self.inner.socket_count()
+    }
+
+    /// Sockets on this node by namespace (namespaces with none left out).
+    pub fn local_sockets_by_namespace(&self) -> Vec<(String, usize)> {
+        self.inner
+            .namespaces
+            .read()
+            .iter()
+            .map(|(name, namespace)| (name.clone(), namespace.local_socket_count()))
+            .filter(|(_, count)| *count > 0)
+            .collect()
+    }
+
     pub(crate) fn engine_handler(&self) -> Arc<dyn EngineHandler> {
         Arc::new(ClientFactory(self.inner.clone()))
     }

@@ -36,6 +36,7 @@
 //! | edge | [`api`] | the HTTP API for operators and backends, on its own listener: tokens (`Authorization: Bearer` or `user:`) and scopes, `POST /emit` (its body's pure parser is fuzzed), `GET /metrics`, and `GET /openapi.json`, the OpenAPI 3.1 document generated from the handlers (utoipa) |
 //! | | [`server`] | binding both listeners, public routes (`/socket.io/`, `/healthz`, `/readyz`), CORS for `CORS_ORIGINS` only, shutdown of both |
 //! | | [`drain`] | a graceful stop: not ready at once, handshakes refused after `DRAIN_DELAY_MS`, out of the host sets, clients (and the websocket relays it carries) closed in batches once no ack is owed, routed requests finished, writes flushed, within `SHUTDOWN_TIMEOUT_MS` |
+//! | | [`stats`] | the node's live statistics (`NodeStats`, the JSON of its record's `stats` field): rates between two samples of ever-growing counters, per-component figures |
 //! | | [`healthcheck`] | `rain-node healthcheck`: GET `/healthz` of the node the settings describe, exit 0 or 1 (the image's `HEALTHCHECK`) |
 //!
 //! A minimal embedding:
@@ -91,4 +92,5 @@ pub mod server;
 pub mod session;
 pub mod session_token;
 pub mod socket;
+pub mod stats;
 pub mod transport;

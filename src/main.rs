@@ -88,7 +88,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .drain_waits_for({
             let mothership = mothership.clone();
             move || mothership.serving()
-        });
+        })
+        .report_components(&mothership);
     // Scripts wait for these exact lines (stdout), in this order; everything
     // else goes to stderr.
     println!("rain-node listening on http://{}", server.local_addr());

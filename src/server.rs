@@ -5,7 +5,8 @@
 //! (`SERVER_HOST`:`SERVER_PORT`: `{socketio_path}`, `/healthz`, `/readyz`, CORS
 //! for `CORS_ORIGINS` only) and of the API listener (`ADMIN_HOST`:`ADMIN_PORT`:
 //! `crate::api`'s routes behind their tokens, `/healthz` and `/readyz` without,
-//! no CORS), the signal ([`shutdown_signal`], registered as soon as it is
+//! no CORS), handing the cluster the source of the node's statistics (see
+//! `crate::stats`), the signal ([`shutdown_signal`], registered as soon as it is
 //! called), and the shutdown sequence: drain (see `crate::drain`), then stop
 //! accepting on both listeners, wait for the last connections and leave the
 //! cluster, all within `SHUTDOWN_TIMEOUT_MS`. Does not own the protocol (see
@@ -35,6 +36,7 @@ use crate::engine::{Engine, EngineConfig, EngineHandler};
 use crate::io::SocketIo;
 use crate::mothership::Mothership;
 use crate::session::CloseReason;
+use crate::stats::Sampler;
 use crate::transport;
 use crate::transport::forward::Forwarder;
 
@@ -70,6 +72,8 @@ pub struct Server {
     drain_plan: DrainPlan,
     /// Work outside the engine the drain waits for.
     busy: Vec<Busy>,
+    /// What the node's record says of it, each heartbeat.
+    stats: Sampler,
 }
 
 impl Server {
@@ -93,6 +97,8 @@ impl Server {
                 "API_TOKENS is not set: every call to the HTTP API (/emit, /metrics) is refused with 401"
             );
         }
+        let stats = Sampler::new(engine.clone(), io.clone());
+        cluster.set_stats_source(stats.source());
         let drain_state = DrainState::new();
         let router = router(
             settings,
@@ -113,6 +119,7 @@ impl Server {
             drain_state,
             drain_plan: DrainPlan::from(settings),
             busy: Vec::new(),
+            stats,
         })
     }
 
@@ -127,6 +134,14 @@ impl Server {
     /// one they answer 409).
     pub fn with_mothership(mut self, mothership: Mothership) -> Self {
         self.mothership = Some(mothership);
+        self
+    }
+
+    /// Also reports what `mothership`'s components do in the node's
+    /// statistics (see `crate::stats`).
+    pub fn report_components(mut self, mothership: &Mothership) -> Self {
+        self.stats = self.stats.with_components(mothership.clone());
+        self.cluster.set_stats_source(self.stats.source());
         self
     }
 

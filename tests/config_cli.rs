@@ -132,6 +132,14 @@ fn a_purge_batch_of_zero_exits_2() {
 }
 
 #[test]
+fn a_node_group_outside_the_id_characters_exits_2() {
+    for bad in ["a b", "a/b", ""] {
+        let out = run(&[], &[("NODE_GROUP", bad)]);
+        assert_rejected(&out, "NODE_GROUP");
+    }
+}
+
+#[test]
 fn redis_without_a_session_secret_exits_2() {
     let out = run(&[], &[("REDIS_SERVER", "redis://127.0.0.1:1")]);
     assert_rejected(&out, "SESSION_SECRET");

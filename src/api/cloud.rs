@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::ApiError;
 use super::control::{Control, Executor, Op};
 use crate::cluster::Cluster;
-use crate::component::desired::{Desired, node_group};
+use crate::component::desired::Desired;
 use crate::config::Settings;
 use crate::io::SocketIo;
 use crate::mothership::Mothership;
@@ -74,18 +74,24 @@ impl Cloud {
         })
     }
 
-    /// Every live node (this one included), by id.
+    /// Every live node (this one included), by id, from their records.
     pub(super) async fn nodes(&self) -> Result<Vec<NodeSummary>, ApiError> {
-        // MERGE: from the cluster's node records.
-        Ok(vec![NodeSummary {
-            id: self.node_id().to_string(),
-            address: String::new(),
-            group: node_group(&self.settings).to_string(),
-            state: "running".into(),
-            started_at: 0,
-            heartbeat: 0,
-            stats: None,
-        }])
+        let records = self.cluster.nodes().await?;
+        Ok(records
+            .into_iter()
+            .map(|record| NodeSummary {
+                stats: record
+                    .stats
+                    .as_deref()
+                    .and_then(|text| serde_json::from_str(text).ok()),
+                id: record.id,
+                address: record.address,
+                group: record.group,
+                state: record.state,
+                started_at: record.started_at,
+                heartbeat: record.heartbeat,
+            })
+            .collect())
     }
 
     /// A live node, or 404.
@@ -109,7 +115,7 @@ impl Cloud {
         let installed = mothership.installed();
         let own: Vec<String> = installed.iter().map(|c| c.descriptor().key()).collect();
         let keys = desired
-            .hosted_by(self.node_id(), node_group(&self.settings), &own)
+            .hosted_by(self.node_id(), &self.settings.node_group, &own)
             .unwrap_or(own);
         let mut components = Vec::new();
         let mut refused = Vec::new();

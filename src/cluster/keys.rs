@@ -58,7 +58,8 @@ impl Keys {
         }
     }
 
-    /// Hash of one node's registration (address, start, components, stats); has a TTL.
+    /// Hash of one node's registration (address, start, services, group, state,
+    /// stats); has a TTL.
     pub fn node(&self, node_id: &str) -> String {
         format!("{}node:{node_id}", self.prefix)
     }

@@ -102,6 +102,60 @@ pub struct ServiceRecord {
 /// reader can cache what it derives from one with `Arc::ptr_eq`.
 pub type Services = Arc<Vec<ServiceRecord>>;
 
+/// Where a node is in its life, as its record tells the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Serving, and in the host sets of what it hosts.
+    Running,
+    /// Stopping: out of every host set, its clients being moved away.
+    Draining,
+    /// Drained by an operator but up, for inspection.
+    Unregistered,
+}
+
+impl NodeState {
+    /// The word recorded in `node:{id}` field `state`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NodeState::Running => "running",
+            NodeState::Draining => "draining",
+            NodeState::Unregistered => "unregistered",
+        }
+    }
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A live node as its record in the cluster describes it (`node:{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeRecord {
+    pub id: String,
+    /// The URL other nodes reach its public listener at (`ADVERTISE_URL`);
+    /// empty until the node has bound it.
+    pub address: String,
+    /// Its `NODE_GROUP`.
+    pub group: String,
+    /// A [`NodeState`] word; kept as text so a record written by a newer
+    /// build with a state this one does not know still reads.
+    pub state: String,
+    /// Milliseconds since the Unix epoch.
+    pub started_at: u64,
+    /// Its last beat, milliseconds since the Unix epoch (Redis's clock).
+    pub heartbeat: u64,
+    /// Its statistics as of that beat: JSON text, opaque here (the edge
+    /// layer's `NodeStats`); `None` before the node has a source of them.
+    pub stats: Option<String>,
+}
+
+/// Produces a node's statistics, as JSON text, each time its record is
+/// written (see [`Membership::set_stats_source`]).
+pub type StatsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Receives the node-to-node messages of one topic (see [`Broker::send`]). The
 /// bodies are opaque to the cluster: the layer that registered the topic
 /// encodes and decodes them.
@@ -261,6 +315,16 @@ pub trait Membership: Send + Sync + 'static {
     fn drain(&self) -> BoxFuture<'static, Result<(), ClusterError>>;
     /// Deregisters this node (clean shutdown).
     fn shutdown(&self) -> BoxFuture<'static, ()>;
+    /// Records where this node is in its life (`node:{id}` field `state`,
+    /// written at once and on every beat). [`Membership::drain`] sets
+    /// [`NodeState::Draining`] itself.
+    fn set_state(&self, state: NodeState);
+    /// What writes this node's `stats` field: called on every beat, its text
+    /// recorded as is.
+    fn set_stats_source(&self, source: StatsSource);
+    /// Every live node's record, sorted by id (a node whose record expired is
+    /// not in it). The embedded backend knows the nodes of its hub only.
+    fn nodes(&self) -> BoxFuture<'static, Result<Vec<NodeRecord>, ClusterError>>;
 }
 
 /// Messages between nodes: broadcasts to the nodes with members of an

@@ -27,11 +27,6 @@ use std::sync::Arc;
 use super::{Component, Descriptor, DescriptorError, demo};
 use crate::config::Settings;
 
-/// The group a node belongs to. MERGE: settings.node_group.
-pub fn node_group(_settings: &Settings) -> &str {
-    "default"
-}
-
 /// A change to the desired state: set a value, or remove it (`None`).
 pub type Change = (String, Option<String>);
 

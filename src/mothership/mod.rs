@@ -23,6 +23,7 @@
 //! | `core/` | `/core`: one file per command, and the dispatcher |
 //! | `logging.rs` | the logging channels, and a log line's way to its rendering node |
 //! | `deploy.rs` | run-time changes to what this node hosts (the operators' API): host, host exactly, undeploy here, instances made without a client |
+//! | `counters.rs` | what the components hosted here did (events, errors, handler latency) |
 //!
 //! Does not own the component registry's storage (see `crate::cluster`), the
 //! version resolver (see `crate::component::Catalog`) or the components
@@ -30,6 +31,7 @@
 
 mod channel;
 mod core;
+pub mod counters;
 mod deploy;
 mod logging;
 pub mod messages;
@@ -44,7 +46,7 @@ pub use crate::config::Routing;
 pub use deploy::{UNDEPLOYED_ERROR, UNDEPLOYED_EVENT};
 pub use messages::Routed;
 
-use crate::component::desired::{Desired, node_group};
+use crate::component::desired::Desired;
 use crate::component::{Catalog, ChannelName, Component};
 use crate::config::Settings;
 use crate::io::SocketIo;
@@ -112,7 +114,7 @@ impl Mothership {
         desired: &Desired,
     ) -> Mothership {
         let own: Vec<String> = components.iter().map(|c| c.descriptor().key()).collect();
-        let hosted = match desired.hosted_by(&settings.node_id, node_group(settings), &own) {
+        let hosted = match desired.hosted_by(&settings.node_id, &settings.node_group, &own) {
             None => components.clone(),
             Some(keys) => keys
                 .iter()
@@ -147,5 +149,28 @@ impl Mothership {
     /// The components this node hosts, as `id@version`.
     pub fn hosted(&self) -> Vec<String> {
         self.router.hosted_keys()
+    }
+
+    /// What the components hosted here did so far.
+    pub fn counters(&self) -> &counters::ComponentCounters {
+        &self.router.counters
+    }
+
+    /// Sockets on this node in component channels: `(id@version, namespace,
+    /// count)`, a namespace's component being the one its name resolves to
+    /// now. Logging channels are left out.
+    pub fn channel_sockets(&self) -> Vec<(String, String, usize)> {
+        let io = &self.router.io;
+        io.local_sockets_by_namespace()
+            .into_iter()
+            .filter_map(|(namespace, count)| {
+                let name = ChannelName::parse(&namespace).filter(|name| name.id != "core")?;
+                if name.channel == logging::LOGGING {
+                    return None;
+                }
+                let info = self.router.catalog.newest(name.id, name.version)?;
+                Some((info.descriptor.key(), namespace.clone(), count))
+            })
+            .collect()
     }
 }

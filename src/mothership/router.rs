@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::core::render;
+use super::counters::ComponentCounters;
 use super::logging;
 use super::messages::{Routed, TOPIC};
 use crate::app_session::AppSession;
@@ -64,6 +65,8 @@ pub(super) struct Router {
     pub(super) socket_max_in_flight: usize,
     /// Each logging socket's allowance of lines (`LOG_LINES_PER_MINUTE`).
     pub(super) log_rates: logging::LogRates,
+    /// What the components hosted here did (for the node's statistics).
+    pub(super) counters: ComponentCounters,
 }
 
 /// Holds one of the router's in-flight places until dropped.
@@ -139,6 +142,7 @@ impl Router {
             session_keys: SessionKeys::from_settings(settings),
             socket_max_in_flight: settings.socket_max_in_flight,
             log_rates: logging::LogRates::new(settings.log_lines_per_minute),
+            counters: ComponentCounters::default(),
         }
     }
 
@@ -247,6 +251,7 @@ impl Router {
             metrics::counter!("rain_routed_refused_total", "reason" => "overloaded").increment(1);
             return Answer::plain(Err(json!({ "error": "overloaded" })));
         };
+        let started = std::time::Instant::now();
         let id: u64 = rand::random();
         let (sender, receiver) = oneshot::channel();
         self.pending.lock().insert(id, sender);
@@ -289,6 +294,7 @@ impl Router {
         };
         let answer = tokio::time::timeout(self.timeout, receiver).await;
         self.pending.lock().remove(&id);
+        crate::metrics::TRAFFIC.routed(started.elapsed());
         match answer {
             Ok(Ok(answer)) => answer,
             _ => Answer::plain(Err(
@@ -366,7 +372,10 @@ impl Router {
                     emitter: self.emitter(),
                 });
                 let args: Vec<Value> = serde_json::from_str(&args_json).unwrap_or_default();
+                let started = std::time::Instant::now();
                 let outcome = handler.on_event(ctx.clone(), event, args).await;
+                self.counters
+                    .handled(&component, outcome.is_ok(), started.elapsed());
                 let outcome = match (outcome, created) {
                     (Ok(data), Some(instance)) => {
                         Ok(render::with_instance(data, &instance, &self.node_id))

@@ -16,6 +16,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::EngineError;
 use crate::engine::{Engine, SessionHandler};
+use crate::metrics::TRAFFIC;
 use crate::protocol::engineio::{self, Packet};
 use crate::session::{CloseReason, ConnectInfo, Session, TransportState};
 
@@ -36,6 +37,7 @@ pub fn open(engine: &Engine, info: ConnectInfo) -> Response {
     tokio::spawn(heartbeat(engine.clone(), session.clone(), Instant::now()));
     let mut body = Vec::new();
     engineio::encode_payload([&handshake.encode()], &mut body);
+    TRAFFIC.sent(body.len());
     ([(header::CONTENT_TYPE, TEXT_PLAIN)], body).into_response()
 }
 
@@ -79,6 +81,7 @@ pub async fn poll(engine: &Engine, session: &Arc<Session>) -> Response {
     } else {
         engineio::encode_payload(batch.iter(), &mut body);
     }
+    TRAFFIC.sent(body.len());
     ([(header::CONTENT_TYPE, TEXT_PLAIN)], body).into_response()
 }
 
@@ -136,6 +139,7 @@ pub async fn post(
                 .into_response();
         }
     };
+    TRAFFIC.received(bytes.len());
     let packets = match engineio::decode_payload(bytes) {
         Ok(packets) => packets,
         Err(error) => {

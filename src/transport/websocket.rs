@@ -18,6 +18,7 @@ use tokio::time::{Instant, sleep_until};
 use super::EngineError;
 use crate::engine::{Engine, SessionHandler};
 use crate::limits::AddressSlot;
+use crate::metrics::TRAFFIC;
 use crate::protocol::engineio::{self, Frame, Packet};
 use crate::session::{CloseReason, ConnectInfo, QueueWriter, Session, TransportState};
 
@@ -160,7 +161,10 @@ async fn probe(
             _ = session.closed() => return None,
         };
         let packet = match message {
-            Some(Ok(Message::Text(text))) => engineio::decode_text(text.into()).ok()?,
+            Some(Ok(Message::Text(text))) => {
+                TRAFFIC.received(text.len());
+                engineio::decode_text(text.into()).ok()?
+            }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             _ => return None,
         };
@@ -253,8 +257,14 @@ async fn run(
             }
             message = socket.next() => {
                 let packet = match message {
-                    Some(Ok(Message::Text(text))) => engineio::decode_text(text.into()),
-                    Some(Ok(Message::Binary(data))) => Ok(engineio::decode_binary(data)),
+                    Some(Ok(Message::Text(text))) => {
+                        TRAFFIC.received(text.len());
+                        engineio::decode_text(text.into())
+                    }
+                    Some(Ok(Message::Binary(data))) => {
+                        TRAFFIC.received(data.len());
+                        Ok(engineio::decode_binary(data))
+                    }
                     Some(Ok(Message::Ping(data))) if data.as_ref() == RELAY_DRAINING => {
                         settling = true;
                         settle.as_mut().reset(Instant::now());
@@ -315,6 +325,9 @@ async fn write_frames(
     frames: impl IntoIterator<Item = Frame>,
 ) -> Result<(), axum::Error> {
     for frame in frames {
+        TRAFFIC.sent(match &frame {
+            Frame::Text(bytes) | Frame::Binary(bytes) => bytes.len(),
+        });
         let message = match frame {
             // Frames are built from UTF-8 text by the codec; the check is a cheap scan.
             Frame::Text(text) => {

@@ -10,7 +10,9 @@
 //! The hub keeps no record per socket: where a socket is, and which sockets a
 //! namespace or room has, are answered by asking each node's [`LocalNode`],
 //! which for nodes in one process is the same answer Redis would give, and
-//! keeps an idle client as small as it is without a cluster. Does not own the
+//! keeps an idle client as small as it is without a cluster. The hub is also
+//! its own node registry: each node's record (group, state, address, its
+//! statistics source) is read live by [`Membership::nodes`]. Does not own the
 //! storage of sessions, lists and services (see [`store`]).
 
 mod store;
@@ -22,12 +24,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use super::{
     AckBroadcast, BroadcastMessage, Broker, ChannelGroups, ClusterError, Deployments,
-    InstanceRecord, ListStore, LocalNode, Membership, MessageHandler, RemoteOp, ServiceRegistry,
-    Services, SessionLimits, SessionStore, SessionWriteError, SocketRecord, SocketRegistry, Target,
+    InstanceRecord, ListStore, LocalNode, Membership, MessageHandler, NodeRecord, NodeState,
+    RemoteOp, ServiceRegistry, Services, SessionLimits, SessionStore, SessionWriteError,
+    SocketRecord, SocketRegistry, StatsSource, Target, now_millis,
 };
 use crate::config::Settings;
 use crate::protocol::engineio::Frame;
@@ -41,13 +44,62 @@ pub struct MemoryHub {
 }
 
 /// One node as the hub reaches it.
-#[derive(Default)]
 struct Endpoint {
     local: OnceLock<Weak<dyn LocalNode>>,
     topics: RwLock<HashMap<&'static str, Arc<dyn MessageHandler>>>,
+    /// What a record of the node holds (the hub is its own registry).
+    about: Mutex<About>,
+}
+
+/// A node's record in the hub, minus its id.
+struct About {
+    group: String,
+    address: String,
+    started_at: u64,
+    state: NodeState,
+    stats: Option<StatsSource>,
 }
 
 impl Endpoint {
+    fn new(group: &str) -> Endpoint {
+        Endpoint {
+            local: OnceLock::new(),
+            topics: RwLock::new(HashMap::new()),
+            about: Mutex::new(About {
+                group: group.to_string(),
+                address: String::new(),
+                started_at: now_millis(),
+                state: NodeState::Running,
+                stats: None,
+            }),
+        }
+    }
+
+    /// The node's record as of now (no beat: a node of the hub is live
+    /// while it is in it).
+    fn record(&self, id: &str) -> NodeRecord {
+        let (group, address, started_at, state, source) = {
+            let about = self.about.lock();
+            (
+                about.group.clone(),
+                about.address.clone(),
+                about.started_at,
+                about.state,
+                about.stats.clone(),
+            )
+        };
+        NodeRecord {
+            id: id.to_string(),
+            address,
+            group,
+            state: state.as_str().to_string(),
+            started_at,
+            heartbeat: now_millis(),
+            // Called outside the lock: the source may take its time.
+            stats: source.map(|source| source()),
+        }
+    }
+
     fn local(&self) -> Option<Arc<dyn LocalNode>> {
         self.local.get().and_then(Weak::upgrade)
     }
@@ -76,9 +128,14 @@ impl MemoryHub {
         })
     }
 
-    /// A new node on this hub.
+    /// A new node on this hub, in group `default`.
     pub fn join(self: &Arc<Self>, node_id: &str) -> MemoryCluster {
-        let endpoint = Arc::new(Endpoint::default());
+        self.join_group(node_id, "default")
+    }
+
+    /// A new node on this hub, in `group` (its `NODE_GROUP`).
+    pub fn join_group(self: &Arc<Self>, node_id: &str, group: &str) -> MemoryCluster {
+        let endpoint = Arc::new(Endpoint::new(group));
         self.nodes
             .write()
             .insert(node_id.to_string(), endpoint.clone());
@@ -119,7 +176,7 @@ impl MemoryCluster {
 
     /// A cluster of exactly the node the settings name.
     pub fn from_settings(settings: &Settings) -> Self {
-        MemoryHub::new(settings).join(&settings.node_id)
+        MemoryHub::new(settings).join_group(&settings.node_id, &settings.node_group)
     }
 }
 
@@ -140,8 +197,10 @@ impl Membership for MemoryCluster {
         let _ = self.endpoint.local.set(local);
     }
 
-    // One process keeps no node registry: nobody would read the address.
-    fn set_address(&self, _address: String) {}
+    // Never used to reach the node (see `node_address`); kept for its record.
+    fn set_address(&self, address: String) {
+        self.endpoint.about.lock().address = address;
+    }
 
     // Nodes of one hub share a process: a session is always asked of the node
     // that holds it, so no request is ever forwarded.
@@ -158,6 +217,7 @@ impl Membership for MemoryCluster {
         // Under the hub's service lock: a registration is either before (and
         // forgotten here) or after (and refused by the flag).
         self.hub.store.drain_host(&self.node_id);
+        self.set_state(NodeState::Draining);
         async { Ok(()) }.boxed()
     }
 
@@ -165,6 +225,30 @@ impl Membership for MemoryCluster {
         self.hub.nodes.write().remove(&self.node_id);
         self.hub.store.forget_host(&self.node_id);
         async {}.boxed()
+    }
+
+    fn set_state(&self, state: NodeState) {
+        self.endpoint.about.lock().state = state;
+    }
+
+    fn set_stats_source(&self, source: StatsSource) {
+        self.endpoint.about.lock().stats = Some(source);
+    }
+
+    fn nodes(&self) -> BoxFuture<'static, Result<Vec<NodeRecord>, ClusterError>> {
+        let endpoints: Vec<(String, Arc<Endpoint>)> = self
+            .hub
+            .nodes
+            .read()
+            .iter()
+            .map(|(id, endpoint)| (id.clone(), endpoint.clone()))
+            .collect();
+        let mut records: Vec<NodeRecord> = endpoints
+            .iter()
+            .map(|(id, endpoint)| endpoint.record(id))
+            .collect();
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        async move { Ok(records) }.boxed()
     }
 }
 
@@ -393,5 +477,35 @@ impl ListStore for MemoryCluster {
     fn list_read(&self, name: &str) -> BoxFuture<'static, Result<Vec<String>, ClusterError>> {
         let entries = self.hub.store.list_read(name);
         async move { Ok(entries) }.boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_hub_lists_its_nodes_with_state_group_and_stats() {
+        let hub = MemoryHub::new(&Settings::default());
+        let a = hub.join_group("a", "edge");
+        let b = hub.join("b");
+        a.set_address("http://a:3000".into());
+        a.set_stats_source(Arc::new(|| "{}".to_string()));
+        b.set_state(NodeState::Unregistered);
+        let records = b.nodes().await.unwrap();
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(
+            (records[0].group.as_str(), records[0].state.as_str()),
+            ("edge", "running")
+        );
+        assert_eq!(records[0].address, "http://a:3000");
+        assert_eq!(records[0].stats.as_deref(), Some("{}"));
+        assert_eq!(records[1].state, "unregistered");
+        assert_eq!(records[1].stats, None);
+        a.drain().await.unwrap();
+        assert_eq!(b.nodes().await.unwrap()[0].state, "draining");
+        a.shutdown().await;
+        assert_eq!(b.nodes().await.unwrap().len(), 1);
     }
 }

@@ -6,7 +6,9 @@
 //! task ([`run`]) that, every period or when woken, on a connection of its own
 //! (client traffic cannot delay it):
 //! - beats (`redis/beat.lua`): refreshes `node:{id}`, whose expiry on Redis's
-//!   clock is the node's liveness, so no node compares clocks with another;
+//!   clock is the node's liveness, so no node compares clocks with another,
+//!   and records in it the node's group, state and statistics (a state change
+//!   wakes the task, so it is recorded at once);
 //! - purges the state of an earlier incarnation of the same node id (a node
 //!   restarted within its TTL inherits none of its sockets) before this one
 //!   writes anything: the writer waits for the first beat;
@@ -37,7 +39,7 @@ use super::reaper::{purge, reap};
 use super::reconcile::reconcile;
 use super::{RedisNode, services};
 use crate::cluster::keys::SCHEMA;
-use crate::cluster::{ClusterError, now_millis};
+use crate::cluster::{ClusterError, NodeState, StatsSource, now_millis};
 use crate::config::Settings;
 
 const BEAT: &str = include_str!("../../../redis/beat.lua");
@@ -62,6 +64,12 @@ pub(super) struct Heartbeat {
     pub(super) epoch: String,
     /// The address this node serves on.
     address: Mutex<String>,
+    /// Its `NODE_GROUP`.
+    group: String,
+    /// Where the node is in its life.
+    state: Mutex<NodeState>,
+    /// What writes the record's `stats` field on each beat.
+    stats: Mutex<Option<StatsSource>>,
     /// Whether the last beat succeeded (and no write failed since).
     ok: AtomicBool,
     /// Reconcile passes still owed.
@@ -97,6 +105,9 @@ impl Heartbeat {
             started_at,
             epoch: format!("{started_at}-{:08x}", rand::random::<u32>()),
             address: Mutex::new(String::new()),
+            group: settings.node_group.clone(),
+            state: Mutex::new(NodeState::Running),
+            stats: Mutex::new(None),
             ok: AtomicBool::new(false),
             repairs: AtomicU32::new(0),
             registered: watch::Sender::new(false),
@@ -132,6 +143,16 @@ impl Heartbeat {
     pub(super) fn set_address(&self, address: String) {
         *self.address.lock() = address;
         self.wake();
+    }
+
+    /// The node's state changed: recorded at once.
+    pub(super) fn set_state(&self, state: NodeState) {
+        *self.state.lock() = state;
+        self.wake();
+    }
+
+    pub(super) fn set_stats_source(&self, source: StatsSource) {
+        *self.stats.lock() = Some(source);
     }
 
     /// Resolves once this incarnation is registered (at once after that).
@@ -243,11 +264,15 @@ async fn beat(node: &RedisNode) -> Result<Beat, ClusterError> {
     let services =
         serde_json::to_string(&node.services.announced_names()).unwrap_or_else(|_| "[]".into());
     let address = heartbeat.address.lock().clone();
+    let state = heartbeat.state.lock().as_str();
+    // Called outside the lock: a sample takes a little time.
+    let source = heartbeat.stats.lock().clone();
+    let stats = source.map(|source| source());
     let (status, value): (String, redis::Value) = node
         .beat_commands
         .run(async |connection| {
-            heartbeat
-                .beat
+            let mut invocation = heartbeat.beat.prepare_invoke();
+            invocation
                 .key(node.keys.node(&node.id))
                 .key(node.keys.nodes())
                 .key(node.keys.node_epochs())
@@ -263,8 +288,14 @@ async fn beat(node: &RedisNode) -> Result<Beat, ClusterError> {
                 .arg(sockets)
                 .arg("services")
                 .arg(services)
-                .invoke_async(connection)
-                .await
+                .arg("group")
+                .arg(&heartbeat.group)
+                .arg("state")
+                .arg(state);
+            if let Some(stats) = &stats {
+                invocation.arg("stats").arg(stats);
+            }
+            invocation.invoke_async(connection).await
         })
         .await?;
     if status == "replaced" {

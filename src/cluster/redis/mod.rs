@@ -24,7 +24,8 @@
 //! and the desired state (`deployments`), sessions
 //! and lists (`store`); the client all connections are made from (TLS, CA
 //! file, credentials) and the check at start (`connect`); other nodes'
-//! advertised addresses, cached (`addresses`). Every command goes through
+//! advertised addresses, cached (`addresses`); every live node's record
+//! read back (`nodes`). Every command goes through
 //! `commands::Commands::run`, on one of two multiplexed connections: one for
 //! traffic, one for the heartbeat.
 //!
@@ -41,6 +42,7 @@ mod deployments;
 mod director;
 mod heartbeat;
 mod inbox;
+mod nodes;
 mod reaper;
 mod reconcile;
 mod services;
@@ -59,7 +61,10 @@ use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
 
 use super::keys::Keys;
-use super::{ClusterError, LocalNode, Membership, MessageHandler, SessionLimits};
+use super::{
+    ClusterError, LocalNode, Membership, MessageHandler, NodeRecord, NodeState, SessionLimits,
+    StatsSource,
+};
 use crate::config::Settings;
 use acks::Acks;
 use addresses::Addresses;
@@ -208,11 +213,25 @@ impl Membership for RedisCluster {
     }
 
     fn drain(&self) -> BoxFuture<'static, Result<(), ClusterError>> {
+        self.node.heartbeat.set_state(NodeState::Draining);
         services::drain(self.node.clone()).boxed()
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         reaper::deregister(self.node.clone()).boxed()
+    }
+
+    fn set_state(&self, state: NodeState) {
+        self.node.heartbeat.set_state(state);
+    }
+
+    fn set_stats_source(&self, source: StatsSource) {
+        self.node.heartbeat.set_stats_source(source);
+    }
+
+    fn nodes(&self) -> BoxFuture<'static, Result<Vec<NodeRecord>, ClusterError>> {
+        let node = self.node.clone();
+        async move { nodes::read(&node).await }.boxed()
     }
 }
 
