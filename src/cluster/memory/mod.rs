@@ -25,7 +25,7 @@ use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
 
 use super::{
-    AckBroadcast, BroadcastMessage, Broker, ChannelGroups, ClusterError, ListStore, LocalNode,
+    AckBroadcast, BackendInfo, BroadcastMessage, Broker, ChannelGroups, ClusterError, ListStore, LocalNode,
     Membership, MessageHandler, RemoteOp, ServiceRegistry, Services, SessionLimits, SessionStore,
     SessionWriteError, SocketRecord, SocketRegistry, Target,
 };
@@ -159,6 +159,14 @@ impl Membership for MemoryCluster {
         // forgotten here) or after (and refused by the flag).
         self.hub.store.drain_host(&self.node_id);
         async { Ok(()) }.boxed()
+    }
+
+    // The hub is the backend: it knows what it holds, nothing else (no
+    // server, memory or traffic figures of its own).
+    fn backend_info(&self) -> BoxFuture<'static, Result<BackendInfo, ClusterError>> {
+        let mut info = BackendInfo::unknown(self.backend(), self.is_ready());
+        info.keys = Some(self.hub.store.entry_count() as u64);
+        async move { Ok(info) }.boxed()
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {

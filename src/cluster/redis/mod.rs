@@ -23,7 +23,8 @@
 //! socket records (`sockets`), the service registry (`services`), sessions
 //! and lists (`store`); the client all connections are made from (TLS, CA
 //! file, credentials) and the check at start (`connect`); other nodes'
-//! advertised addresses, cached (`addresses`). Every command goes through
+//! advertised addresses, cached (`addresses`); the deployment's summary from
+//! `INFO` and a bounded `SCAN` (`info`). Every command goes through
 //! `commands::Commands::run`, on one of two multiplexed connections: one for
 //! traffic, one for the heartbeat.
 //!
@@ -39,6 +40,7 @@ mod connect;
 mod director;
 mod heartbeat;
 mod inbox;
+mod info;
 mod reaper;
 mod reconcile;
 mod services;
@@ -57,7 +59,7 @@ use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
 
 use super::keys::Keys;
-use super::{ClusterError, LocalNode, Membership, MessageHandler, SessionLimits};
+use super::{BackendInfo, ClusterError, LocalNode, Membership, MessageHandler, SessionLimits};
 use crate::config::Settings;
 use acks::Acks;
 use addresses::Addresses;
@@ -207,6 +209,10 @@ impl Membership for RedisCluster {
 
     fn drain(&self) -> BoxFuture<'static, Result<(), ClusterError>> {
         services::drain(self.node.clone()).boxed()
+    }
+
+    fn backend_info(&self) -> BoxFuture<'static, Result<BackendInfo, ClusterError>> {
+        info::backend_info(self.node.clone()).boxed()
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {
