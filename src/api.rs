@@ -9,13 +9,16 @@
 //! | --- | --- | --- |
 //! | `POST /emit` | `emit` | push an event to sockets or rooms ([`emit`]) |
 //! | `GET /metrics` | `read` | Prometheus text |
+//! | `GET /mothership/all`, `GET /mothership/{id}` | `read` | the cluster's Redis deployment, id `default` ([`redis`]) |
+//! | `POST /mothership` | `admin` | refused (409): the deployment is fixed by `REDIS_SERVER` |
 //!
-//! `admin` implies both. Errors are `{"error": …}`. Owns the routes and their
+//! `admin` implies the others. Errors are `{"error": …}`. Owns the routes and their
 //! errors; the listener and the unauthenticated `/healthz` and `/readyz` are
 //! `crate::server`'s. The Cloud API (nodes, components, the map) will join here.
 
 pub mod auth;
 mod emit;
+pub mod redis;
 
 pub use emit::EmitRequest;
 
@@ -71,6 +74,7 @@ impl IntoResponse for ApiError {
 pub fn routes(settings: &Settings, io: SocketIo, engine: Engine) -> Router {
     let tokens = Arc::new(Tokens::new(settings.api_tokens.clone()));
     let cluster = io.cluster().clone();
+    let metrics_cluster = cluster.clone();
     Router::new()
         .route(
             "/emit",
@@ -80,10 +84,28 @@ pub fn routes(settings: &Settings, io: SocketIo, engine: Engine) -> Router {
         .route(
             "/metrics",
             get(move || {
-                let text = crate::metrics::render(engine.session_count(), cluster.is_ready());
+                let text =
+                    crate::metrics::render(engine.session_count(), metrics_cluster.is_ready());
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
             })
             .route_layer(from_fn_with_state(ApiScope::Read, auth::require)),
+        )
+        .merge(
+            Router::new()
+                .route(
+                    "/mothership/all",
+                    get(redis::all).route_layer(from_fn_with_state(ApiScope::Read, auth::require)),
+                )
+                .route(
+                    "/mothership/{id}",
+                    get(redis::one).route_layer(from_fn_with_state(ApiScope::Read, auth::require)),
+                )
+                .route(
+                    "/mothership",
+                    post(redis::create)
+                        .route_layer(from_fn_with_state(ApiScope::Admin, auth::require)),
+                )
+                .with_state(cluster.clone()),
         )
         .fallback(|| async { ApiError::NotFound })
         .layer(from_fn_with_state(tokens, auth::authenticate))

@@ -25,9 +25,9 @@ use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
 
 use super::{
-    AckBroadcast, BackendInfo, BroadcastMessage, Broker, ChannelGroups, ClusterError, ListStore, LocalNode,
-    Membership, MessageHandler, RemoteOp, ServiceRegistry, Services, SessionLimits, SessionStore,
-    SessionWriteError, SocketRecord, SocketRegistry, Target,
+    AckBroadcast, BackendInfo, BroadcastMessage, Broker, ChannelGroups, ClusterError, ListStore,
+    LocalNode, Membership, MessageHandler, RemoteOp, ServiceRegistry, Services, SessionLimits,
+    SessionStore, SessionWriteError, SocketRecord, SocketRegistry, Target,
 };
 use crate::config::Settings;
 use crate::protocol::engineio::Frame;

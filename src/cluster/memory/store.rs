@@ -289,7 +289,9 @@ mod tests {
     fn entries_are_counted_until_they_expire() {
         let store = Store::new(Duration::from_millis(30), Duration::from_secs(60));
         assert_eq!(store.entry_count(), 0);
-        store.session_store("s1", vec![("a".into(), "1".into())]).unwrap();
+        store
+            .session_store("s1", vec![("a".into(), "1".into())])
+            .unwrap();
         store.list_push("chat", "hi".into(), 10, Duration::from_secs(60));
         store.register_services("n1", vec![("svc".into(), "{}".into())]);
         assert_eq!(store.entry_count(), 3);

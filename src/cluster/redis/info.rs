@@ -68,7 +68,10 @@ fn refused(error: &ClusterError) -> bool {
 
 /// The `INFO` text of every section the user may read; what it may not is
 /// added to `not_permitted` (`INFO` when no section is allowed).
-async fn read_info(node: &RedisNode, not_permitted: &mut Vec<String>) -> Result<String, ClusterError> {
+async fn read_info(
+    node: &RedisNode,
+    not_permitted: &mut Vec<String>,
+) -> Result<String, ClusterError> {
     match info_command(node, None).await {
         Err(error) if refused(&error) => {}
         whole => return whole,
