@@ -78,7 +78,6 @@ pub async fn create() -> MothershipError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::SessionStore;
     use crate::cluster::memory::MemoryCluster;
 
     #[tokio::test]
