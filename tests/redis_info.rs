@@ -237,6 +237,19 @@ async fn an_acl_allowing_one_info_section_and_scan_gets_just_those() {
     assert_no_secret(&info, &redis);
 }
 
+/// Redis gone: an error within the operation timeout, not a hang nor a
+/// summary of stale figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_gone_the_summary_is_an_error_soon() {
+    let mut redis = RedisServer::start();
+    let cluster = cluster(&redis.url(), "ri6:").await;
+    redis.stop();
+    let started = std::time::Instant::now();
+    let error = cluster.backend_info().await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "{error}");
+    assert!(!error.to_string().contains("127.0.0.1"), "{error}");
+}
+
 async fn api(method: reqwest::Method, url: String, secret: &str) -> (u16, Value) {
     let response = reqwest::Client::new()
         .request(method, &url)
