@@ -11,6 +11,8 @@
 //! | `POST /emit` | `emit` | push an event to sockets or rooms ([`emit`]) |
 //! | `GET /metrics` | `read` | Prometheus text |
 //! | `GET /openapi.json` | `read` | the OpenAPI 3.1 document of these routes ([`openapi`]) |
+//! | `GET /mothership/all`, `GET /mothership/{id}` | `read` | the cluster's Redis deployment, id `default` ([`redis`]) |
+//! | `POST /mothership` | `admin` | refused (409): the deployment is fixed by `REDIS_SERVER` |
 //!
 //! `admin` implies every scope. Errors are `{"error": …}`; a JSON body that
 //! does not parse is a 400 naming the field ([`body::ApiJson`]). A path
@@ -38,6 +40,7 @@ pub mod control;
 mod emit;
 pub mod openapi;
 pub mod rainservers;
+pub mod redis;
 pub mod webcomponents;
 
 pub use cloud::Cloud;
@@ -159,6 +162,10 @@ fn table() -> OpenApiRouter<ApiState> {
         .routes(guarded(routes!(emit::emit), ApiScope::Emit))
         .routes(guarded(routes!(metrics), ApiScope::Read))
         .routes(guarded(routes!(openapi::openapi), ApiScope::Read))
+        .routes(guarded(routes!(redis::all), ApiScope::Read))
+        .routes(guarded(routes!(redis::one), ApiScope::Read))
+        .routes(guarded(routes!(redis::components), ApiScope::Read))
+        .routes(guarded(routes!(redis::create), ApiScope::Admin))
         .routes(guarded(routes!(rainservers::all), ApiScope::Read))
         .routes(guarded(routes!(rainservers::one), ApiScope::Read))
         .routes(guarded(routes!(rainservers::urls), ApiScope::Read))
@@ -465,8 +472,10 @@ mod tests {
             for status in wanted {
                 assert!(responses.contains_key(status), "{method} {path} {status}");
             }
+            // `POST /mothership` exists to say why it is always refused.
             assert!(
-                responses.keys().any(|s| s.starts_with('2')),
+                responses.keys().any(|s| s.starts_with('2'))
+                    || (method.as_str(), path.as_str()) == ("POST", "/mothership"),
                 "{method} {path}"
             );
             for (status, response) in responses {

@@ -178,6 +178,15 @@ pub async fn all(
     }))
 }
 
+/// Every component of the cluster as the API shows it, sorted by key.
+pub(super) async fn views(cloud: &Cloud) -> Result<Vec<ComponentView>, ApiError> {
+    let (infos, desired) = components(cloud).await?;
+    Ok(infos
+        .iter()
+        .map(|info| view(info, desired.descriptor(&info.descriptor.key()).is_some()))
+        .collect())
+}
+
 /// A component by `{id}/{version}` (the exact version), or 404.
 async fn component(cloud: &Cloud, id: &str, version: &str) -> Result<ComponentInfo, ApiError> {
     let key = key_of(id, version)?;

@@ -14,6 +14,7 @@
 //! (one PUBLISH per broadcast and room, no round trip per delivered message). Key and channel names live in [`keys`]; the messages nodes
 //! exchange in [`wire`].
 
+pub mod backend_info;
 pub mod keys;
 pub mod memory;
 pub mod redis;
@@ -31,6 +32,7 @@ use bytes::Bytes;
 use crate::config::Settings;
 use crate::protocol::engineio::Frame;
 use crate::protocol::payload::Payload;
+pub use backend_info::{BACKEND_ID, BackendInfo};
 pub use keys::ChannelGroups;
 
 /// A broadcast as it leaves this node: encoded once per namespace, with its
@@ -313,6 +315,11 @@ pub trait Membership: Send + Sync + 'static {
     /// routes to it). Resolves once that has taken effect, like
     /// [`Membership::flush`]. Cannot be undone: a drained node shuts down.
     fn drain(&self) -> BoxFuture<'static, Result<(), ClusterError>>;
+    /// A summary of the backend ([`BackendInfo`]): what it is, its figures,
+    /// and whether this node can use it now; never where it is. A figure the
+    /// Redis user may not read is `None`, not an error; an error only when
+    /// Redis failed or did not answer.
+    fn backend_info(&self) -> BoxFuture<'static, Result<BackendInfo, ClusterError>>;
     /// Deregisters this node (clean shutdown).
     fn shutdown(&self) -> BoxFuture<'static, ()>;
     /// Records where this node is in its life (`node:{id}` field `state`,

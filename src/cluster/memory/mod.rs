@@ -27,7 +27,7 @@ use futures_util::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 
 use super::{
-    AckBroadcast, BroadcastMessage, Broker, ChannelGroups, ClusterError, Deployments,
+    AckBroadcast, BackendInfo, BroadcastMessage, Broker, ChannelGroups, ClusterError, Deployments,
     InstanceRecord, ListStore, LocalNode, Membership, MessageHandler, NodeRecord, NodeState,
     RemoteOp, ServiceRegistry, Services, SessionLimits, SessionStore, SessionWriteError,
     SocketRecord, SocketRegistry, StatsSource, Target, now_millis,
@@ -219,6 +219,14 @@ impl Membership for MemoryCluster {
         self.hub.store.drain_host(&self.node_id);
         self.set_state(NodeState::Draining);
         async { Ok(()) }.boxed()
+    }
+
+    // The hub is the backend: it knows what it holds, nothing else (no
+    // server, memory or traffic figures of its own).
+    fn backend_info(&self) -> BoxFuture<'static, Result<BackendInfo, ClusterError>> {
+        let mut info = BackendInfo::unknown(self.backend(), self.is_ready());
+        info.keys = Some(self.hub.store.entry_count() as u64);
+        async move { Ok(info) }.boxed()
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {

@@ -68,6 +68,15 @@ impl<T: Default> Expiring<T> {
         &mut entry.0
     }
 
+    /// How many entries have not expired.
+    fn live_count(&self) -> usize {
+        let now = Instant::now();
+        self.entries
+            .values()
+            .filter(|(_, deadline)| *deadline > now)
+            .count()
+    }
+
     fn get(&self, key: &str) -> Option<&T> {
         self.entries
             .get(key)
@@ -111,6 +120,15 @@ impl Store {
             instances: Mutex::new(Expiring::new()),
             desired: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How many entries the store holds (sessions, lists, services and
+    /// instances that have not expired): what would be keys in Redis.
+    pub(super) fn entry_count(&self) -> usize {
+        self.sessions.lock().live_count()
+            + self.lists.lock().live_count()
+            + self.services.lock().services.len()
+            + self.instances.lock().live_count()
     }
 
     pub(super) fn session_load(&self, id: &str) -> HashMap<String, String> {
@@ -350,6 +368,20 @@ mod tests {
             store.pick_host("echo@1.0.0", |_| true).as_deref(),
             Some("b")
         );
+    }
+
+    #[test]
+    fn entries_are_counted_until_they_expire() {
+        let store = Store::new(Duration::from_millis(30), Duration::from_secs(60));
+        assert_eq!(store.entry_count(), 0);
+        store
+            .session_store("s1", vec![("a".into(), "1".into())])
+            .unwrap();
+        store.list_push("chat", "hi".into(), 10, Duration::from_secs(60));
+        store.register_services("n1", vec![("svc".into(), "{}".into())]);
+        assert_eq!(store.entry_count(), 3);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(store.entry_count(), 2, "the session expired");
     }
 
     #[test]

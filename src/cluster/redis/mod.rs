@@ -25,7 +25,8 @@
 //! and lists (`store`); the client all connections are made from (TLS, CA
 //! file, credentials) and the check at start (`connect`); other nodes'
 //! advertised addresses, cached (`addresses`); every live node's record
-//! read back (`nodes`). Every command goes through
+//! read back (`nodes`); the deployment's summary from `INFO` and a bounded
+//! `SCAN` (`info`). Every command goes through
 //! `commands::Commands::run`, on one of two multiplexed connections: one for
 //! traffic, one for the heartbeat.
 //!
@@ -42,6 +43,7 @@ mod deployments;
 mod director;
 mod heartbeat;
 mod inbox;
+mod info;
 mod nodes;
 mod reaper;
 mod reconcile;
@@ -62,8 +64,8 @@ use parking_lot::RwLock;
 
 use super::keys::Keys;
 use super::{
-    ClusterError, LocalNode, Membership, MessageHandler, NodeRecord, NodeState, SessionLimits,
-    StatsSource,
+    BackendInfo, ClusterError, LocalNode, Membership, MessageHandler, NodeRecord, NodeState,
+    SessionLimits, StatsSource,
 };
 use crate::config::Settings;
 use acks::Acks;
@@ -215,6 +217,10 @@ impl Membership for RedisCluster {
     fn drain(&self) -> BoxFuture<'static, Result<(), ClusterError>> {
         self.node.heartbeat.set_state(NodeState::Draining);
         services::drain(self.node.clone()).boxed()
+    }
+
+    fn backend_info(&self) -> BoxFuture<'static, Result<BackendInfo, ClusterError>> {
+        info::backend_info(self.node.clone()).boxed()
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {
