@@ -9,13 +9,17 @@
 //! | --- | --- | --- |
 //! | `POST /emit` | `emit` | push an event to sockets or rooms ([`emit`]) |
 //! | `GET /metrics` | `read` | Prometheus text |
+//! | `DELETE /rainservers/{id}` | `admin` | unregister this node ([`nodes`]) |
+//! | `POST /rainservers` | `admin` | register this node again, `{"node": id}` |
+//! | `PUT /rainservers/{id}` | `admin` | reset this node |
 //!
-//! `admin` implies both. Errors are `{"error": …}`. Owns the routes and their
+//! `admin` implies the others. Errors are `{"error": …}`. Owns the routes and their
 //! errors; the listener and the unauthenticated `/healthz` and `/readyz` are
 //! `crate::server`'s. The Cloud API (nodes, components, the map) will join here.
 
 pub mod auth;
 mod emit;
+mod nodes;
 
 pub use emit::EmitRequest;
 
@@ -26,13 +30,14 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde_json::json;
 use thiserror::Error;
 
 use crate::config::{ApiScope, Settings};
 use crate::engine::Engine;
 use crate::io::SocketIo;
+use crate::node_control::NodeControl;
 use auth::Tokens;
 
 /// Why the API refused a request; the `Display` text is the JSON body's
@@ -68,9 +73,37 @@ impl IntoResponse for ApiError {
 
 /// The API's routes, every one behind a token (an unknown path too, so the
 /// API's shape is not told to whoever has none).
-pub fn routes(settings: &Settings, io: SocketIo, engine: Engine) -> Router {
+pub fn routes(
+    settings: &Settings,
+    io: SocketIo,
+    engine: Engine,
+    node_control: NodeControl,
+) -> Router {
     let tokens = Arc::new(Tokens::new(settings.api_tokens.clone()));
     let cluster = io.cluster().clone();
+    let admin = || from_fn_with_state(ApiScope::Admin, auth::require);
+    let this_node = Router::new()
+        .route(
+            "/rainservers",
+            post(nodes::register).route_layer(admin()),
+        )
+        .route(
+            "/rainservers/",
+            post(nodes::register).route_layer(admin()),
+        )
+        .route(
+            "/rainservers/{id}",
+            delete(nodes::unregister)
+                .put(nodes::reset)
+                .route_layer(admin()),
+        )
+        .route(
+            "/rainservers/{id}/",
+            delete(nodes::unregister)
+                .put(nodes::reset)
+                .route_layer(admin()),
+        )
+        .with_state(node_control);
     Router::new()
         .route(
             "/emit",
@@ -85,6 +118,7 @@ pub fn routes(settings: &Settings, io: SocketIo, engine: Engine) -> Router {
             })
             .route_layer(from_fn_with_state(ApiScope::Read, auth::require)),
         )
+        .merge(this_node)
         .fallback(|| async { ApiError::NotFound })
         .layer(from_fn_with_state(tokens, auth::authenticate))
 }
@@ -102,16 +136,30 @@ mod tests {
     const EMIT: &str = "backend:emit:0123456789abcdef";
     const READ: &str = "prometheus:read:0123456789abcdeg";
 
+    const ADMIN: &str = "ops:admin:0123456789abcdeh";
+
     async fn serve() -> String {
         let settings = Settings {
-            api_tokens: vec![EMIT.parse().unwrap(), READ.parse().unwrap()],
+            api_tokens: vec![
+                EMIT.parse().unwrap(),
+                READ.parse().unwrap(),
+                ADMIN.parse().unwrap(),
+            ],
+            drain_delay_ms: 0,
             ..Settings::default()
         };
         let io = SocketIo::new(&settings, Arc::new(MemoryCluster::new("n".into())));
         let engine = Engine::new(EngineConfig::from(&settings), io.engine_handler());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let router = routes(&settings, io, engine);
+        let control = NodeControl::new(
+            engine.clone(),
+            io.cluster().clone(),
+            crate::drain::DrainState::new(),
+            crate::drain::DrainPlan::from(&settings),
+            settings.shutdown_timeout(),
+        );
+        let router = routes(&settings, io, engine, control);
         tokio::spawn(async move { axum::serve(listener, router).await });
         format!("http://{address}")
     }
@@ -206,5 +254,54 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(unknown.status(), 404);
+    }
+
+    #[tokio::test]
+    async fn this_node_is_unregistered_registered_and_reset_by_an_admin() {
+        let url = serve().await;
+        let client = reqwest::Client::new();
+        let call = |method: reqwest::Method, path: &str, secret: &str, body: Option<Value>| {
+            let mut request = client
+                .request(method, format!("{url}{path}"))
+                .bearer_auth(secret);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            async move {
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let admin = "0123456789abcdeh";
+        let (status, _) = call(reqwest::Method::DELETE, "/rainservers/n", "0123456789abcdef", None).await;
+        assert_eq!(status, 403, "an emit token");
+        let (status, body) = call(reqwest::Method::DELETE, "/rainservers/other", admin, None).await;
+        assert_eq!(status, 404, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("other"), "{body}");
+        for path in ["/rainservers/n", "/rainservers/n/"] {
+            let (status, body) = call(reqwest::Method::DELETE, path, admin, None).await;
+            assert_eq!((status, body), (200, json!({ "node": "n", "state": "unregistered" })));
+        }
+        let (status, body) = call(reqwest::Method::PUT, "/rainservers/n", admin, None).await;
+        assert_eq!((status, body), (200, json!({ "node": "n", "state": "unregistered" })));
+        for (body, reason) in [
+            (json!({}), "node"),
+            (json!({ "node": 3 }), "node"),
+            (json!({ "node": "n", "x": 1 }), "unknown field"),
+        ] {
+            let (status, answer) =
+                call(reqwest::Method::POST, "/rainservers", admin, Some(body.clone())).await;
+            assert_eq!(status, 400, "{body}: {answer}");
+            assert!(answer["error"].as_str().unwrap().contains(reason), "{answer}");
+        }
+        let (status, _) =
+            call(reqwest::Method::POST, "/rainservers", admin, Some(json!({ "node": "m" }))).await;
+        assert_eq!(status, 404);
+        for path in ["/rainservers", "/rainservers/"] {
+            let (status, body) =
+                call(reqwest::Method::POST, path, admin, Some(json!({ "node": "n" }))).await;
+            assert_eq!((status, body), (200, json!({ "node": "n", "state": "running" })));
+        }
     }
 }

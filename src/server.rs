@@ -8,9 +8,11 @@
 //! no CORS), the signal ([`shutdown_signal`], registered as soon as it is
 //! called), and the shutdown sequence: drain (see `crate::drain`), then stop
 //! accepting on both listeners, wait for the last connections and leave the
-//! cluster, all within `SHUTDOWN_TIMEOUT_MS`. Does not own the protocol (see
-//! `crate::transport`), the API's routes and tokens (see `crate::api`) or the
-//! drain's steps (see `crate::drain`).
+//! cluster, all within `SHUTDOWN_TIMEOUT_MS`; and the node's
+//! [`NodeControl`], shared by the API and the drain's state. Does not own the
+//! protocol (see `crate::transport`), the API's routes and tokens (see
+//! `crate::api`), the drain's steps (see `crate::drain`) or what unregistering
+//! does (see `crate::node_control`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +34,7 @@ use crate::config::Settings;
 use crate::drain::{self, Busy, DrainPlan, DrainState};
 use crate::engine::{Engine, EngineConfig, EngineHandler};
 use crate::io::SocketIo;
+use crate::node_control::NodeControl;
 use crate::session::CloseReason;
 use crate::transport;
 use crate::transport::forward::Forwarder;
@@ -64,6 +67,7 @@ pub struct Server {
     drain_plan: DrainPlan,
     /// Work outside the engine the drain waits for.
     busy: Vec<Busy>,
+    node_control: NodeControl,
 }
 
 impl Server {
@@ -88,8 +92,16 @@ impl Server {
             );
         }
         let drain_state = DrainState::new();
-        let api_router = crate::api::routes(settings, io.clone(), engine.clone())
-            .merge(health_routes(cluster.clone(), drain_state.clone()));
+        let node_control = NodeControl::new(
+            engine.clone(),
+            cluster.clone(),
+            drain_state.clone(),
+            DrainPlan::from(settings),
+            settings.shutdown_timeout(),
+        );
+        let api_router =
+            crate::api::routes(settings, io.clone(), engine.clone(), node_control.clone())
+                .merge(health_routes(cluster.clone(), drain_state.clone()));
         let router = router(
             settings,
             engine.clone(),
@@ -107,6 +119,7 @@ impl Server {
             drain_state,
             drain_plan: DrainPlan::from(settings),
             busy: Vec::new(),
+            node_control,
         })
     }
 
@@ -120,6 +133,12 @@ impl Server {
     /// Where the node is in its drain.
     pub fn drain_state(&self) -> &DrainState {
         &self.drain_state
+    }
+
+    /// Unregistering, registering and resetting this node while it runs
+    /// (the API's `/rainservers` routes have one).
+    pub fn node_control(&self) -> NodeControl {
+        self.node_control.clone()
     }
 
     /// The public listener's address (Socket.IO, health checks).

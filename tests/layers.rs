@@ -33,6 +33,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("api", 7),
     ("server", 7),
     ("drain", 7),
+    ("node_control", 7),
     ("healthcheck", 7),
 ];
 
