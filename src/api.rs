@@ -83,14 +83,8 @@ pub fn routes(
     let cluster = io.cluster().clone();
     let admin = || from_fn_with_state(ApiScope::Admin, auth::require);
     let this_node = Router::new()
-        .route(
-            "/rainservers",
-            post(nodes::register).route_layer(admin()),
-        )
-        .route(
-            "/rainservers/",
-            post(nodes::register).route_layer(admin()),
-        )
+        .route("/rainservers", post(nodes::register).route_layer(admin()))
+        .route("/rainservers/", post(nodes::register).route_layer(admin()))
         .route(
             "/rainservers/{id}",
             delete(nodes::unregister)
@@ -270,38 +264,74 @@ mod tests {
             async move {
                 let response = request.send().await.unwrap();
                 let status = response.status().as_u16();
-                (status, response.json::<Value>().await.unwrap_or(Value::Null))
+                (
+                    status,
+                    response.json::<Value>().await.unwrap_or(Value::Null),
+                )
             }
         };
         let admin = "0123456789abcdeh";
-        let (status, _) = call(reqwest::Method::DELETE, "/rainservers/n", "0123456789abcdef", None).await;
+        let (status, _) = call(
+            reqwest::Method::DELETE,
+            "/rainservers/n",
+            "0123456789abcdef",
+            None,
+        )
+        .await;
         assert_eq!(status, 403, "an emit token");
         let (status, body) = call(reqwest::Method::DELETE, "/rainservers/other", admin, None).await;
         assert_eq!(status, 404, "{body}");
         assert!(body["error"].as_str().unwrap().contains("other"), "{body}");
         for path in ["/rainservers/n", "/rainservers/n/"] {
             let (status, body) = call(reqwest::Method::DELETE, path, admin, None).await;
-            assert_eq!((status, body), (200, json!({ "node": "n", "state": "unregistered" })));
+            assert_eq!(
+                (status, body),
+                (200, json!({ "node": "n", "state": "unregistered" }))
+            );
         }
         let (status, body) = call(reqwest::Method::PUT, "/rainservers/n", admin, None).await;
-        assert_eq!((status, body), (200, json!({ "node": "n", "state": "unregistered" })));
+        assert_eq!(
+            (status, body),
+            (200, json!({ "node": "n", "state": "unregistered" }))
+        );
         for (body, reason) in [
             (json!({}), "node"),
             (json!({ "node": 3 }), "node"),
             (json!({ "node": "n", "x": 1 }), "unknown field"),
         ] {
-            let (status, answer) =
-                call(reqwest::Method::POST, "/rainservers", admin, Some(body.clone())).await;
+            let (status, answer) = call(
+                reqwest::Method::POST,
+                "/rainservers",
+                admin,
+                Some(body.clone()),
+            )
+            .await;
             assert_eq!(status, 400, "{body}: {answer}");
-            assert!(answer["error"].as_str().unwrap().contains(reason), "{answer}");
+            assert!(
+                answer["error"].as_str().unwrap().contains(reason),
+                "{answer}"
+            );
         }
-        let (status, _) =
-            call(reqwest::Method::POST, "/rainservers", admin, Some(json!({ "node": "m" }))).await;
+        let (status, _) = call(
+            reqwest::Method::POST,
+            "/rainservers",
+            admin,
+            Some(json!({ "node": "m" })),
+        )
+        .await;
         assert_eq!(status, 404);
         for path in ["/rainservers", "/rainservers/"] {
-            let (status, body) =
-                call(reqwest::Method::POST, path, admin, Some(json!({ "node": "n" }))).await;
-            assert_eq!((status, body), (200, json!({ "node": "n", "state": "running" })));
+            let (status, body) = call(
+                reqwest::Method::POST,
+                path,
+                admin,
+                Some(json!({ "node": "n" })),
+            )
+            .await;
+            assert_eq!(
+                (status, body),
+                (200, json!({ "node": "n", "state": "running" }))
+            );
         }
     }
 }

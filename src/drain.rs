@@ -13,8 +13,8 @@
 //!    requests of existing sessions are served as before), and the node
 //!    leaves every component host set for good
 //!    ([`Membership::drain`](crate::cluster::Membership::drain): no heartbeat,
-//!    reconcile or registration puts it back), so routed events go to the
-//!    other hosts;
+//!    reconcile or registration puts it back; only registering an
+//!    unregistered node does), so routed events go to the other hosts;
 //! 3. each client is closed with an Engine.IO close once it waits for no ack
 //!    (a client whose routed call is running gets its answer first), at most
 //!    `DRAIN_BATCH` at once with `DRAIN_BATCH_PAUSE_MS` between batches, so
