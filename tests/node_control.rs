@@ -59,6 +59,18 @@ async fn hosts(conn: &mut redis::aio::MultiplexedConnection, service: &str) -> B
         .expect("SMEMBERS")
 }
 
+/// The services whose host set (`service:*:nodes`) names `node`.
+async fn hosted_by(conn: &mut redis::aio::MultiplexedConnection, node: &str) -> Vec<String> {
+    let keys: Vec<String> = conn.keys("rain:service:*:nodes").await.expect("KEYS");
+    let mut hosting = Vec::new();
+    for key in keys {
+        if conn.sismember::<_, _, bool>(&key, node).await.unwrap() {
+            hosting.push(key);
+        }
+    }
+    hosting
+}
+
 fn set(ids: &[&str]) -> BTreeSet<String> {
     ids.iter().map(|id| id.to_string()).collect()
 }
@@ -177,6 +189,7 @@ async fn unregister_moves_clients_away_keeps_the_node_up_and_register_brings_it_
 
     // Out of every host set across heartbeats, with its record kept.
     for _ in 0..4 {
+        assert_eq!(hosted_by(&mut conn, "A").await, Vec::<String>::new());
         assert_eq!(hosts(&mut conn, "echo@1.0").await, set(&["B", "C"]));
         assert_eq!(hosts(&mut conn, "probe@1.0").await, set(&["B", "C"]));
         tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)).await;
@@ -196,7 +209,7 @@ async fn unregister_moves_clients_away_keeps_the_node_up_and_register_brings_it_
     )
     .await;
     tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)).await;
-    assert_eq!(hosts(&mut conn, "echo@1.0").await, set(&["B", "C"]));
+    assert_eq!(hosted_by(&mut conn, "A").await, Vec::<String>::new());
     assert_eq!(hosts(&mut conn, "probe@1.0").await, set(&["B", "C"]));
 
     // A polling session of B's that lands on A is forwarded.
@@ -247,6 +260,7 @@ async fn unregister_moves_clients_away_keeps_the_node_up_and_register_brings_it_
     assert_eq!(handshake_status(a).await, Some(200));
     assert_eq!(hosts(&mut conn, "echo@1.0").await, set(&["A", "B", "C"]));
     assert_eq!(hosts(&mut conn, "probe@1.0").await, set(&["A", "B", "C"]));
+    assert_eq!(hosted_by(&mut conn, "A").await.len(), 2);
     tokio::time::sleep(Duration::from_millis(2 * HEARTBEAT_MS)).await;
     assert_eq!(hosts(&mut conn, "echo@1.0").await, set(&["A", "B", "C"]));
     let services: String = conn.hget("rain:node:A", "services").await.unwrap();
