@@ -13,8 +13,8 @@
 //!    requests of existing sessions are served as before), and the node
 //!    leaves every component host set for good
 //!    ([`Membership::drain`](crate::cluster::Membership::drain): no heartbeat,
-//!    reconcile or registration puts it back), so routed events go to the
-//!    other hosts;
+//!    reconcile or registration puts it back; only registering an
+//!    unregistered node does), so routed events go to the other hosts;
 //! 3. each client is closed with an Engine.IO close once it waits for no ack
 //!    (a client whose routed call is running gets its answer first), at most
 //!    `DRAIN_BATCH` at once with `DRAIN_BATCH_PAUSE_MS` between batches, so
@@ -27,6 +27,13 @@
 //! Past the deadline every wait gives up: what is left is closed and the node
 //! exits anyway, with status 0 (a requested stop, done as well as time
 //! allowed), after a warning saying what was cut ([`Outcome`]).
+//!
+//! Steps 1 to 4 ([`leave`]) are also how a node is unregistered by an
+//! operator (see [`crate::node_control`]): it then stays up, out of rotation,
+//! and may be put back into service ([`DrainState::resume`]), which a node
+//! that was told to stop never is. A signal during or after an unregister
+//! drains and exits as usual (without waiting `DRAIN_DELAY_MS` again when
+//! handshakes are refused already: the balancer has noticed long ago).
 //!
 //! Does not own the signal ([`crate::server::shutdown_signal`]), stopping the
 //! listeners and deregistering (see [`crate::server`]), nor what a close
@@ -49,6 +56,10 @@ const POLL: Duration = Duration::from_millis(10);
 const SERVING: u8 = 0;
 const NOT_READY: u8 = 1;
 const REFUSING: u8 = 2;
+/// A flag beside the phase: the node was told to stop, so nothing puts it
+/// back into service. One atomic with the phase, so a resume and a signal
+/// cannot interleave.
+const EXITING: u8 = 0x80;
 
 /// Where a node is in its drain. Cheap to clone; every clone sees the same.
 #[derive(Clone)]
@@ -65,18 +76,46 @@ impl DrainState {
         DrainState(Arc::new(AtomicU8::new(SERVING)))
     }
 
+    fn phase(&self) -> u8 {
+        self.0.load(Ordering::Acquire) & !EXITING
+    }
+
     /// Whether the drain has begun: `/readyz` then answers 503.
     pub fn is_draining(&self) -> bool {
-        self.0.load(Ordering::Acquire) >= NOT_READY
+        self.phase() >= NOT_READY
     }
 
     /// Whether new Engine.IO handshakes are refused (503).
     pub fn refuses_handshakes(&self) -> bool {
-        self.0.load(Ordering::Acquire) >= REFUSING
+        self.phase() >= REFUSING
+    }
+
+    /// Whether the node was told to stop (its drain ends in an exit).
+    pub fn is_exiting(&self) -> bool {
+        self.0.load(Ordering::Acquire) & EXITING != 0
+    }
+
+    /// Back to serving after an unregister: ready, handshakes accepted.
+    /// Refused (false) once the node was told to stop.
+    pub fn resume(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |value| {
+                (value & EXITING == 0).then_some(SERVING)
+            })
+            .is_ok()
     }
 
     fn enter(&self, phase: u8) {
-        self.0.fetch_max(phase, Ordering::AcqRel);
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |value| {
+                Some((value & EXITING) | (value & !EXITING).max(phase))
+            });
+    }
+
+    /// Marks the node as stopping; whether it refused handshakes already.
+    fn begin_exit(&self) -> bool {
+        self.0.fetch_or(EXITING, Ordering::AcqRel) & !EXITING >= REFUSING
     }
 }
 
@@ -131,33 +170,19 @@ pub async fn run(
     busy: &[Busy],
     deadline: Instant,
 ) -> Outcome {
-    state.enter(NOT_READY);
-    tracing::info!(
-        sessions = engine.session_count(),
-        delay_ms = plan.delay.as_millis() as u64,
-        "draining: not ready; serving everything until the balancer has noticed"
-    );
-    tokio::time::sleep_until(deadline.min(Instant::now() + plan.delay)).await;
-
-    state.enter(REFUSING);
-    tracing::info!(
-        sessions = engine.session_count(),
-        "draining: refusing new handshakes, leaving the component host sets, closing clients"
-    );
-    match tokio::time::timeout_at(deadline, cluster.drain()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::warn!(
-            error = &error as &dyn std::error::Error,
-            "draining: leaving the host sets could not be confirmed"
-        ),
-        Err(_) => tracing::warn!("draining: leaving the host sets timed out"),
-    }
-
+    let plan = if state.begin_exit() {
+        // Unregistered already: out of rotation long ago.
+        DrainPlan {
+            delay: Duration::ZERO,
+            ..plan
+        }
+    } else {
+        plan
+    };
     let mut outcome = Outcome {
-        closed_owing_replies: close_clients(engine, plan, deadline).await,
+        closed_owing_replies: leave(state, plan, engine, cluster, deadline).await,
         ..Outcome::default()
     };
-    close_relays(engine, plan, deadline).await;
 
     let serving = || busy.iter().map(|count| count()).sum::<usize>();
     let finished = async {
@@ -185,6 +210,43 @@ pub async fn run(
         );
     }
     outcome
+}
+
+/// Steps 1 to 4 of the drain (see the module's doc), until `deadline`: the
+/// node is then out of rotation, out of every host set, and holds no client;
+/// how many clients were closed while still owed an ack.
+pub async fn leave(
+    state: &DrainState,
+    plan: DrainPlan,
+    engine: &Engine,
+    cluster: &Arc<dyn Cluster>,
+    deadline: Instant,
+) -> usize {
+    state.enter(NOT_READY);
+    tracing::info!(
+        sessions = engine.session_count(),
+        delay_ms = plan.delay.as_millis() as u64,
+        "draining: not ready; serving everything until the balancer has noticed"
+    );
+    tokio::time::sleep_until(deadline.min(Instant::now() + plan.delay)).await;
+
+    state.enter(REFUSING);
+    tracing::info!(
+        sessions = engine.session_count(),
+        "draining: refusing new handshakes, leaving the component host sets, closing clients"
+    );
+    match tokio::time::timeout_at(deadline, cluster.drain()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(
+            error = &error as &dyn std::error::Error,
+            "draining: leaving the host sets could not be confirmed"
+        ),
+        Err(_) => tracing::warn!("draining: leaving the host sets timed out"),
+    }
+
+    let owing = close_clients(engine, plan, deadline).await;
+    close_relays(engine, plan, deadline).await;
+    owing
 }
 
 /// Closes every session, in batches, each once it is owed no ack (or at the
@@ -265,4 +327,30 @@ async fn close_when_settled(session: Arc<Session>, deadline: Instant) -> bool {
     let owing = tokio::time::timeout_at(deadline, settled).await.is_err();
     session.close(CloseReason::Shutdown);
     owing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unregistered_node_resumes_but_a_stopping_one_never_does() {
+        let state = DrainState::new();
+        state.enter(REFUSING);
+        assert!(state.is_draining() && state.refuses_handshakes());
+        assert!(state.resume());
+        assert!(!state.is_draining() && !state.refuses_handshakes());
+
+        state.enter(REFUSING);
+        assert!(state.begin_exit(), "handshakes were refused already");
+        assert!(state.is_exiting());
+        assert!(!state.resume());
+        assert!(state.refuses_handshakes(), "still draining");
+
+        let stopping = DrainState::new();
+        assert!(!stopping.begin_exit());
+        stopping.enter(NOT_READY);
+        assert!(stopping.is_draining() && !stopping.refuses_handshakes());
+        assert!(stopping.is_exiting(), "entering a phase keeps the mark");
+    }
 }

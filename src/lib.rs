@@ -37,6 +37,7 @@
 //! | | [`server`] | binding both listeners, public routes (`/socket.io/`, `/healthz`, `/readyz`), CORS for `CORS_ORIGINS` only, shutdown of both |
 //! | | [`drain`] | a graceful stop: not ready at once, handshakes refused after `DRAIN_DELAY_MS`, out of the host sets, clients (and the websocket relays it carries) closed in batches once no ack is owed, routed requests finished, writes flushed, within `SHUTDOWN_TIMEOUT_MS` |
 //! | | [`stats`] | the node's live statistics (`NodeStats`, the JSON of its record's `stats` field): rates between two samples of ever-growing counters, per-component figures |
+//! | | [`node_control`] | an operator's unregister (the drain's steps, staying up), register again and reset of this node, one at a time, never undoing a signal's drain |
 //! | | [`healthcheck`] | `rain-node healthcheck`: GET `/healthz` of the node the settings describe, exit 0 or 1 (the image's `HEALTHCHECK`) |
 //!
 //! A minimal embedding:
@@ -87,6 +88,7 @@ pub mod logs;
 pub mod metrics;
 pub mod mothership;
 pub mod namespace;
+pub mod node_control;
 pub mod protocol;
 pub mod server;
 pub mod session;

@@ -9,9 +9,11 @@
 //! `crate::stats`), the signal ([`shutdown_signal`], registered as soon as it is
 //! called), and the shutdown sequence: drain (see `crate::drain`), then stop
 //! accepting on both listeners, wait for the last connections and leave the
-//! cluster, all within `SHUTDOWN_TIMEOUT_MS`. Does not own the protocol (see
-//! `crate::transport`), the API's routes and tokens (see `crate::api`) or the
-//! drain's steps (see `crate::drain`).
+//! cluster, all within `SHUTDOWN_TIMEOUT_MS`; and the node's
+//! [`NodeControl`], shared by the API and the drain's state. Does not own the
+//! protocol (see `crate::transport`), the API's routes and tokens (see
+//! `crate::api`), the drain's steps (see `crate::drain`) or what unregistering
+//! does (see `crate::node_control`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +37,7 @@ use crate::drain::{self, Busy, DrainPlan, DrainState};
 use crate::engine::{Engine, EngineConfig, EngineHandler};
 use crate::io::SocketIo;
 use crate::mothership::Mothership;
+use crate::node_control::NodeControl;
 use crate::session::CloseReason;
 use crate::stats::Sampler;
 use crate::transport;
@@ -74,6 +77,7 @@ pub struct Server {
     busy: Vec<Busy>,
     /// What the node's record says of it, each heartbeat.
     stats: Sampler,
+    node_control: NodeControl,
 }
 
 impl Server {
@@ -100,6 +104,13 @@ impl Server {
         let stats = Sampler::new(engine.clone(), io.clone());
         cluster.set_stats_source(stats.source());
         let drain_state = DrainState::new();
+        let node_control = NodeControl::new(
+            engine.clone(),
+            cluster.clone(),
+            drain_state.clone(),
+            DrainPlan::from(settings),
+            settings.shutdown_timeout(),
+        );
         let router = router(
             settings,
             engine.clone(),
@@ -120,6 +131,7 @@ impl Server {
             drain_plan: DrainPlan::from(settings),
             busy: Vec::new(),
             stats,
+            node_control,
         })
     }
 
@@ -148,6 +160,12 @@ impl Server {
     /// Where the node is in its drain.
     pub fn drain_state(&self) -> &DrainState {
         &self.drain_state
+    }
+
+    /// Unregistering, registering and resetting this node while it runs
+    /// (the API's `/rainservers` routes have one).
+    pub fn node_control(&self) -> NodeControl {
+        self.node_control.clone()
     }
 
     /// The public listener's address (Socket.IO, health checks).
@@ -209,7 +227,8 @@ impl Server {
         let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stop.wait_for(|stop| *stop).await;
         };
-        let cloud = Cloud::new(self.io.clone(), &self.api_settings, self.mothership.clone());
+        let cloud = Cloud::new(self.io.clone(), &self.api_settings, self.mothership.clone())
+            .with_node_control(self.node_control.clone());
         let api_router = crate::api::routes(&self.api_settings, cloud, self.engine.clone()).merge(
             health_routes(self.cluster.clone(), self.drain_state.clone()),
         );

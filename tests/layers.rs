@@ -34,6 +34,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("server", 7),
     ("drain", 7),
     ("stats", 7),
+    ("node_control", 7),
     ("healthcheck", 7),
 ];
 

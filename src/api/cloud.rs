@@ -23,6 +23,7 @@ use crate::component::desired::Desired;
 use crate::config::Settings;
 use crate::io::SocketIo;
 use crate::mothership::Mothership;
+use crate::node_control::{NodeControl, NodeControlError};
 
 /// What the Cloud API's routes share. Cheap to clone.
 #[derive(Clone)]
@@ -32,6 +33,9 @@ pub struct Cloud {
     pub(super) mothership: Option<Mothership>,
     pub(super) settings: Arc<Settings>,
     pub(super) control: Arc<Control>,
+    /// Unregister, register again, reset (absent in an embedding that
+    /// builds its API without a server).
+    pub(super) node_control: Option<NodeControl>,
 }
 
 /// A live node as the API shows it.
@@ -59,6 +63,33 @@ impl Cloud {
             cluster,
             mothership,
             settings: Arc::new(settings.clone()),
+            node_control: None,
+        }
+    }
+
+    /// Carries out unregister, register and reset with `node_control`.
+    pub fn with_node_control(mut self, node_control: NodeControl) -> Cloud {
+        self.node_control = Some(node_control);
+        self
+    }
+
+    /// Unregisters, registers again or resets this node.
+    async fn control_node(&self, op: Op) -> Result<Value, ApiError> {
+        let control = self.node_control.as_ref().ok_or_else(|| {
+            ApiError::Conflict("this node cannot be unregistered or reset".into())
+        })?;
+        let done = match op {
+            Op::Unregister => control.unregister().await,
+            Op::Register => control.register().await,
+            _ => control.reset().await,
+        };
+        match done {
+            Ok(()) => Ok(json!({ "node": self.node_id(), "state": control.state() })),
+            Err(NodeControlError::ShuttingDown) => Err(ApiError::Conflict(format!(
+                "node {} is shutting down",
+                self.node_id()
+            ))),
+            Err(NodeControlError::Cluster(error)) => Err(error.into()),
         }
     }
 
@@ -210,10 +241,7 @@ impl Cloud {
                 self.cluster.flush().await?;
                 Ok(json!({ "node": self.node_id(), "component": key }))
             }
-            // MERGE: the node-control helper's operations.
-            Op::Unregister | Op::Register | Op::Reset => {
-                Err(ApiError::Conflict("not available on this node".into()))
-            }
+            Op::Unregister | Op::Register | Op::Reset => self.control_node(op).await,
         }
     }
 }

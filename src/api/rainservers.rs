@@ -229,14 +229,27 @@ pub async fn wire(
     }
     let mut confirmed = Vec::new();
     for node in members {
-        if matches!(target, Target::Node(_)) && node.state == "unregistered" {
-            cloud.control.run(&node.id, Op::Register).await?;
-        }
-        if wiring.components.is_some() {
-            confirmed.push(cloud.control.run(&node.id, Op::Adopt).await?);
-        } else {
-            confirmed.push(serde_json::json!({ "node": node.id }));
-        }
+        // A node named itself is registered again if it was unregistered
+        // (a no-op otherwise); a group's nodes are left as they are.
+        let registered = match target {
+            Target::Node(_) => Some(cloud.control.run(&node.id, Op::Register).await?),
+            Target::Group(_) => None,
+        };
+        let answer = match (&wiring.components, registered) {
+            (Some(_), registered) => {
+                let mut adopted = cloud.control.run(&node.id, Op::Adopt).await?;
+                if let (Some(state), Some(object)) = (
+                    registered.as_ref().and_then(|r| r.get("state")).cloned(),
+                    adopted.as_object_mut(),
+                ) {
+                    object.insert("state".into(), state);
+                }
+                adopted
+            }
+            (None, Some(registered)) => registered,
+            (None, None) => serde_json::json!({ "node": node.id }),
+        };
+        confirmed.push(answer);
     }
     let target_name = match &target {
         Target::Node(id) => format!("node:{id}"),

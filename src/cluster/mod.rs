@@ -313,13 +313,28 @@ pub trait Membership: Send + Sync + 'static {
     /// hosts, and no heartbeat, reconcile or later registration puts it back
     /// (the services still run here for the node's own clients; nobody else
     /// routes to it). Resolves once that has taken effect, like
-    /// [`Membership::flush`]. Cannot be undone: a drained node shuts down.
+    /// [`Membership::flush`]. Undone only by [`Membership::rejoin`] (a node
+    /// an operator unregistered and registers again); a node that was told
+    /// to stop shuts down drained.
     fn drain(&self) -> BoxFuture<'static, Result<(), ClusterError>>;
     /// A summary of the backend ([`BackendInfo`]): what it is, its figures,
     /// and whether this node can use it now; never where it is. A figure the
     /// Redis user may not read is `None`, not an error; an error only when
     /// Redis failed or did not answer.
     fn backend_info(&self) -> BoxFuture<'static, Result<BackendInfo, ClusterError>>;
+    /// Undoes [`Membership::drain`]: the services this node hosts are
+    /// announced again (host sets, its record), and the heartbeat and
+    /// reconciles keep them announced. Resolves once that has taken effect,
+    /// like [`Membership::flush`].
+    fn rejoin(&self) -> BoxFuture<'static, Result<(), ClusterError>>;
+    /// Rebuilds what this node holds of the cluster from its own state: drops
+    /// its caches (other nodes' addresses, socket owners, the services view)
+    /// and reads them again, subscribes to every channel anew, and writes its
+    /// sockets, rooms and announced services again (a drained node still
+    /// announces none). Resolves once all of that has taken effect, like
+    /// [`Membership::flush`]. Broadcasts published while the subscriptions
+    /// are made again may be missed, as on a reconnect to Redis.
+    fn reset(&self) -> BoxFuture<'static, Result<(), ClusterError>>;
     /// Deregisters this node (clean shutdown).
     fn shutdown(&self) -> BoxFuture<'static, ()>;
     /// Records where this node is in its life (`node:{id}` field `state`,

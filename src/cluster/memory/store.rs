@@ -92,6 +92,8 @@ struct ServiceTable {
     cursors: HashMap<String, usize>,
     /// Nodes that drain: they register in no host set any more.
     draining: HashSet<String>,
+    /// host → the names of the services it registered, announced or not.
+    hosted: HashMap<String, BTreeSet<String>>,
 }
 
 impl Store {
@@ -188,6 +190,11 @@ impl Store {
     pub(super) fn register_services(&self, host: &str, services: Vec<(String, String)>) {
         let mut table = self.services.lock();
         let announced = !table.draining.contains(host);
+        table
+            .hosted
+            .entry(host.to_string())
+            .or_default()
+            .extend(services.iter().map(|(name, _)| name.clone()));
         for (name, spec) in services {
             let entry = table
                 .services
@@ -211,9 +218,28 @@ impl Store {
         self.rebuild_view(&table);
     }
 
+    /// A node is back in its host sets: `rejoin` ends its drain; without,
+    /// a draining node stays out.
+    pub(super) fn announce_host(&self, host: &str, rejoin: bool) {
+        let mut table = self.services.lock();
+        if rejoin {
+            table.draining.remove(host);
+        } else if table.draining.contains(host) {
+            return;
+        }
+        let names = table.hosted.get(host).cloned().unwrap_or_default();
+        for name in names {
+            if let Some((_, hosts)) = table.services.get_mut(&name) {
+                hosts.insert(host.to_string());
+            }
+        }
+        self.rebuild_view(&table);
+    }
+
     /// A node left: it hosts nothing any more.
     pub(super) fn forget_host(&self, host: &str) {
         let mut table = self.services.lock();
+        table.hosted.remove(host);
         for (_, hosts) in table.services.values_mut() {
             hosts.remove(host);
         }
@@ -347,6 +373,22 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rejoined_host_is_back_in_its_host_sets_and_a_reset_keeps_a_drained_one_out() {
+        let store = Store::new(Duration::from_secs(60), Duration::from_secs(60));
+        let spec = || vec![("echo@1.0.0".to_string(), "{}".to_string())];
+        store.register_services("a", spec());
+        store.register_services("b", spec());
+        let hosts = |store: &Store| store.services()[0].hosts.clone();
+        store.drain_host("a");
+        store.announce_host("a", false);
+        assert_eq!(hosts(&store), ["b"], "a reset does not undo a drain");
+        store.announce_host("a", true);
+        assert_eq!(hosts(&store), ["a", "b"]);
+        store.register_services("a", vec![("more@1".to_string(), "{}".to_string())]);
+        assert_eq!(store.services()[1].hosts, ["a"], "announced again");
+    }
 
     #[test]
     fn a_draining_host_leaves_every_host_set_and_joins_none_again() {

@@ -40,6 +40,11 @@ impl Addresses {
         (at.elapsed() < fresh).then(|| address.clone())
     }
 
+    /// Forgets every address (a reset of the node): each is asked again.
+    pub(super) fn forget_all(&self) {
+        self.known.lock().clear();
+    }
+
     fn remember(&self, node_id: &str, address: Option<String>) {
         let mut known = self.known.lock();
         if known.len() >= MAX_ENTRIES {

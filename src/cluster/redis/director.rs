@@ -97,6 +97,11 @@ impl Director {
         self.owners.lock().remove(sid);
     }
 
+    /// Forgets every owner (a reset of the node): each is asked again.
+    pub(super) fn forget_all(&self) {
+        self.owners.lock().clear();
+    }
+
     /// A node died: none of its sockets is there any more.
     pub(super) fn forget_node(&self, node: &str) {
         self.owners.lock().retain(|_, owner| *owner != node);

@@ -134,6 +134,11 @@ impl Heartbeat {
         self.repairs.store(REPAIR_PASSES, Ordering::Release);
     }
 
+    /// Reconciles are owed until one is quiet (the node stays ready).
+    pub(super) fn owe_repairs(&self) {
+        self.repairs.fetch_max(REPAIR_PASSES, Ordering::AcqRel);
+    }
+
     /// Beats now rather than after the period.
     pub(super) fn wake(&self) {
         self.wake.notify_one();

@@ -63,6 +63,7 @@ use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
 
 use super::keys::Keys;
+use super::wire;
 use super::{
     BackendInfo, ClusterError, LocalNode, Membership, MessageHandler, NodeRecord, NodeState,
     SessionLimits, StatsSource,
@@ -223,6 +224,14 @@ impl Membership for RedisCluster {
         info::backend_info(self.node.clone()).boxed()
     }
 
+    fn rejoin(&self) -> BoxFuture<'static, Result<(), ClusterError>> {
+        services::rejoin(self.node.clone()).boxed()
+    }
+
+    fn reset(&self) -> BoxFuture<'static, Result<(), ClusterError>> {
+        reset(self.node.clone()).boxed()
+    }
+
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         reaper::deregister(self.node.clone()).boxed()
     }
@@ -259,6 +268,48 @@ async fn flush(node: Arc<RedisNode>) -> Result<(), ClusterError> {
         Ok(_) => Err(ClusterError::Lost),
         Err(_) => Err(ClusterError::Timeout),
     }
+}
+
+/// Reconciles a reset may try before it gives up on a quiet one (local
+/// changes racing with each).
+const RESET_RECONCILES: usize = 3;
+
+/// Rebuilds what this node holds of the cluster from its own state (see
+/// [`Membership::reset`]): caches dropped and read again, every channel
+/// subscribed anew, its sockets, rooms and services written again.
+async fn reset(node: Arc<RedisNode>) -> Result<(), ClusterError> {
+    tracing::info!("reset: dropping caches and subscriptions, writing this node's state again");
+    node.addresses.forget_all();
+    node.director.forget_all();
+    node.services.forget_view(&node.id);
+    let resubscribed = node.subscriptions.resubscribe();
+    match tokio::time::timeout(OP_TIMEOUT, resubscribed).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(ClusterError::Lost),
+        Err(_) => return Err(ClusterError::Timeout),
+    }
+    let mut quiet = false;
+    for _ in 0..RESET_RECONCILES {
+        if reconcile::reconcile(&node).await? {
+            quiet = true;
+            break;
+        }
+    }
+    if !quiet {
+        // The next beats reconcile until one is quiet.
+        node.heartbeat.owe_repairs();
+    }
+    services::refresh(&node).await?;
+    // The others read the registry again too: this node's services are in it.
+    let changed = wire::Message::ServicesChanged {
+        node: node.id.clone(),
+    };
+    node.writer
+        .publish(node.keys.control_channel(), &changed, "node");
+    node.heartbeat.wake();
+    flush(node).await?;
+    tracing::info!("reset done");
+    Ok(())
 }
 
 /// `SADD` or `SREM` of one member.

@@ -7,6 +7,9 @@
 //! [`ServiceState::with_announced`], which gives nothing once draining, under
 //! the same lock that starts the drain, so none of them can put it back.
 //!
+//! A drain is undone by [`rejoin`] (an operator registers an unregistered
+//! node again), under the same lock.
+//!
 //! Owns [`ServiceState`] (hosted services and the cached view, which always
 //! includes this node's own services), the commands that announce hosted
 //! services ([`service_commands`]: `services`, `service:{name}`,
@@ -83,6 +86,24 @@ impl ServiceState {
         self.draining.store(true, Ordering::Release);
         f(&hosted);
     }
+
+    /// Stops draining: runs `f` with the services hosted here (to queue
+    /// their announcement) under the lock, after which they are announced
+    /// again.
+    fn rejoin(&self, f: impl FnOnce(&[(String, String)])) {
+        let hosted = self.hosted.lock();
+        self.draining.store(false, Ordering::Release);
+        f(&hosted);
+    }
+
+    /// Forgets the cluster's registry as last read: the view is this node's
+    /// own services until the next read.
+    pub(super) fn forget_view(&self, node_id: &str) {
+        let mut view = Vec::new();
+        include_hosted(&mut view, &self.hosted(), node_id);
+        view.sort_by(|a, b| a.name.cmp(&b.name));
+        *self.view.write() = Arc::new(view);
+    }
 }
 
 /// Commands that take `node_id` out of the host sets of `services`.
@@ -115,6 +136,23 @@ pub(super) async fn drain(node: Arc<RedisNode>) -> Result<(), ClusterError> {
     };
     node.writer
         .publish(node.keys.control_channel(), &changed, "node");
+    super::flush(node).await
+}
+
+/// Announces this node's services again after a drain; resolves once Redis
+/// has them. The other nodes are told to read the registry again.
+pub(super) async fn rejoin(node: Arc<RedisNode>) -> Result<(), ClusterError> {
+    node.services.rejoin(|hosted| {
+        node.writer
+            .commands_now(service_commands(&node.keys, &node.id, hosted));
+    });
+    let changed = Message::ServicesChanged {
+        node: node.id.clone(),
+    };
+    node.writer
+        .publish(node.keys.control_channel(), &changed, "node");
+    // Its record lists them again at once, not a period later.
+    node.heartbeat.wake();
     super::flush(node).await
 }
 
@@ -376,6 +414,23 @@ mod tests {
         assert!(state.with_announced(|announced| announced.is_empty()));
         assert!(state.announced_names().is_empty());
         assert_eq!(state.hosted().len(), 1, "still served to its own clients");
+
+        let mut queued = Vec::new();
+        state.rejoin(|hosted| queued = service_commands(&keys, "n1", hosted));
+        assert_eq!(queued.len(), 4, "announced again");
+        assert_eq!(state.announced_names(), ["chat@1.0.0"]);
+    }
+
+    #[test]
+    fn a_forgotten_view_holds_only_this_node_s_services() {
+        let state = ServiceState::new();
+        state.hosted.lock().push(("chat@1.0.0".into(), "{}".into()));
+        *state.view.write() = Arc::new(vec![record("other@1", &["n2"])]);
+        state.forget_view("n1");
+        let view = state.view.read().clone();
+        assert_eq!(view.len(), 1);
+        assert_eq!(view[0].name, "chat@1.0.0");
+        assert_eq!(view[0].hosts, ["n1"]);
     }
 
     fn record(name: &str, hosts: &[&str]) -> ServiceRecord {

@@ -8,7 +8,9 @@
 //! `control` and every channel of interest, applies changes as they come
 //! (`PubSub::split`, so subscriptions change while messages stream), and on a
 //! lost connection reconnects with backoff and resubscribes from the interest
-//! map. Does not own what a message does (see `super::inbox`).
+//! map; asked to ([`Subscriptions::resubscribe`], a reset of the node), it
+//! does the same at once without counting it a failure. Does not own what a
+//! message does (see `super::inbox`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +41,18 @@ struct SubscriptionWork {
     /// Channels whose subscription may need to change.
     pending: HashSet<String>,
     barriers: Vec<oneshot::Sender<()>>,
+    /// Asked to drop the connection and subscribe to everything anew; told
+    /// once the new connection is subscribed.
+    resubscribe: Vec<oneshot::Sender<()>>,
+}
+
+/// Why [`serve`] returned, with whoever waits for a connection subscribed
+/// anew.
+enum Ended {
+    /// The connection failed.
+    Lost(Vec<oneshot::Sender<()>>),
+    /// A fresh connection was asked for ([`Subscriptions::resubscribe`]).
+    Resubscribe(Vec<oneshot::Sender<()>>),
 }
 
 impl Subscriptions {
@@ -83,6 +97,16 @@ impl Subscriptions {
         self.interest.lock().contains_key(channel)
     }
 
+    /// Drops the pub/sub connection and subscribes anew, on a new one, to the
+    /// node's channels and every channel of interest; resolves once that is
+    /// done (an error when the task is gone).
+    pub(super) fn resubscribe(&self) -> oneshot::Receiver<()> {
+        let (done, subscribed) = oneshot::channel();
+        self.work.lock().resubscribe.push(done);
+        self.wake.notify_one();
+        subscribed
+    }
+
     /// Resolves once every subscription change asked for so far is made.
     pub(super) fn barrier(&self) -> oneshot::Receiver<()> {
         let (done, subscribed) = oneshot::channel();
@@ -95,6 +119,8 @@ impl Subscriptions {
 /// Keeps one pub/sub connection subscribed to what the node wants to hear.
 pub(super) async fn run(weak: Weak<RedisNode>) {
     let mut backoff = Duration::from_millis(100);
+    // Told once a connection is subscribed again (see `resubscribe`).
+    let mut resubscribed: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
         let Some(node) = weak.upgrade() else { return };
         let subscriptions = &node.subscriptions;
@@ -102,8 +128,18 @@ pub(super) async fn run(weak: Weak<RedisNode>) {
             tokio::time::timeout(OP_TIMEOUT, subscriptions.client.get_async_pubsub()).await;
         if let Ok(Ok(pubsub)) = connected {
             backoff = Duration::from_millis(100);
-            serve(&node, pubsub).await;
-            tracing::warn!("Redis pub/sub connection lost; reconnecting");
+            match serve(&node, pubsub, std::mem::take(&mut resubscribed)).await {
+                Ended::Resubscribe(waiting) => {
+                    // Asked for, not a failure: at once, and still ready.
+                    tracing::info!("Redis pub/sub: subscribing anew");
+                    resubscribed = waiting;
+                    continue;
+                }
+                Ended::Lost(waiting) => {
+                    resubscribed = waiting;
+                    tracing::warn!("Redis pub/sub connection lost; reconnecting");
+                }
+            }
         }
         subscriptions.up.store(false, Ordering::Release);
         drop(node);
@@ -114,7 +150,11 @@ pub(super) async fn run(weak: Weak<RedisNode>) {
 
 /// Subscribes, then hands over messages and applies subscription changes until
 /// the connection fails.
-async fn serve(node: &Arc<RedisNode>, pubsub: redis::aio::PubSub) {
+async fn serve(
+    node: &Arc<RedisNode>,
+    pubsub: redis::aio::PubSub,
+    resubscribed: Vec<oneshot::Sender<()>>,
+) -> Ended {
     let subscriptions = &node.subscriptions;
     let (mut sink, mut stream) = pubsub.split();
     let mut subscribed: HashSet<String> = HashSet::new();
@@ -125,21 +165,34 @@ async fn serve(node: &Arc<RedisNode>, pubsub: redis::aio::PubSub) {
     wanted.extend(subscriptions.interest.lock().keys().cloned());
     for channel in wanted {
         if sink.subscribe(&channel).await.is_err() {
-            return;
+            // Whoever waits is told when a later connection is subscribed.
+            return Ended::Lost(resubscribed);
         }
         subscribed.insert(channel);
     }
     metrics::gauge!("rain_cluster_subscriptions").set(subscribed.len() as f64);
     subscriptions.up.store(true, Ordering::Release);
     tracing::info!(channels = subscribed.len(), "subscribed to Redis pub/sub");
+    for done in resubscribed {
+        let _ = done.send(());
+    }
     loop {
         tokio::select! {
             message = stream.next() => {
-                let Some(message) = message else { return };
+                let Some(message) = message else { return Ended::Lost(Vec::new()) };
                 inbox::receive(node, message.get_channel_name(), message.get_payload_bytes());
             }
             _ = subscriptions.wake.notified() => {
-                let work = std::mem::take(&mut *subscriptions.work.lock());
+                let mut work = std::mem::take(&mut *subscriptions.work.lock());
+                if !work.resubscribe.is_empty() {
+                    // The new connection subscribes to every channel of
+                    // interest: the pending changes are in it; the barriers
+                    // are answered by its first round of work.
+                    let mut kept = subscriptions.work.lock();
+                    kept.barriers.append(&mut work.barriers);
+                    subscriptions.wake.notify_one();
+                    return Ended::Resubscribe(work.resubscribe);
+                }
                 for channel in work.pending {
                     let want = subscriptions.wants(&channel);
                     let have = subscribed.contains(&channel);
@@ -154,7 +207,7 @@ async fn serve(node: &Arc<RedisNode>, pubsub: redis::aio::PubSub) {
                     };
                     if result.is_err() {
                         // Resubscribed from the interest map on reconnect.
-                        return;
+                        return Ended::Lost(Vec::new());
                     }
                 }
                 metrics::gauge!("rain_cluster_subscriptions").set(subscribed.len() as f64);
