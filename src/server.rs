@@ -4,7 +4,8 @@
 //! Owns binding (port 0 → a free port) of the public listener
 //! (`SERVER_HOST`:`SERVER_PORT`: `{socketio_path}`, `/healthz`, `/readyz`, CORS
 //! for `CORS_ORIGINS` only) and of the API listener (`ADMIN_HOST`:`ADMIN_PORT`:
-//! `crate::api`'s routes behind their tokens, `/healthz` and `/readyz` without,
+//! `crate::api`'s routes behind their tokens, `/healthz`, `/readyz` and the
+//! `/admin` page without,
 //! no CORS), the signal ([`shutdown_signal`], registered as soon as it is
 //! called), and the shutdown sequence: drain (see `crate::drain`), then stop
 //! accepting on both listeners, wait for the last connections and leave the
@@ -89,7 +90,8 @@ impl Server {
         }
         let drain_state = DrainState::new();
         let api_router = crate::api::routes(settings, io.clone(), engine.clone())
-            .merge(health_routes(cluster.clone(), drain_state.clone()));
+            .merge(health_routes(cluster.clone(), drain_state.clone()))
+            .merge(crate::api::admin::routes());
         let router = router(
             settings,
             engine.clone(),
