@@ -9,13 +9,18 @@
 //! | --- | --- | --- |
 //! | `POST /emit` | `emit` | push an event to sockets or rooms ([`emit`]) |
 //! | `GET /metrics` | `read` | Prometheus text |
+//! | `GET /map` | `read` | the cluster as a graph ([`map`]) |
 //!
-//! `admin` implies both. Errors are `{"error": …}`. Owns the routes and their
+//! `admin` implies both. Errors are `{"error": …}`. `GET /admin` ([`admin`]),
+//! the page that draws the map, is the one route without a token: it holds no
+//! data and asks for a token to read `/map` with. Owns the routes and their
 //! errors; the listener and the unauthenticated `/healthz` and `/readyz` are
-//! `crate::server`'s. The Cloud API (nodes, components, the map) will join here.
+//! `crate::server`'s. The Cloud API (nodes, components) will join here.
 
+pub mod admin;
 pub mod auth;
 mod emit;
+pub mod map;
 
 pub use emit::EmitRequest;
 
@@ -71,6 +76,14 @@ impl IntoResponse for ApiError {
 pub fn routes(settings: &Settings, io: SocketIo, engine: Engine) -> Router {
     let tokens = Arc::new(Tokens::new(settings.api_tokens.clone()));
     let cluster = io.cluster().clone();
+    let map_source = map::MapSource {
+        cluster: cluster.clone(),
+        catalog: crate::component::Catalog::new(cluster.clone()),
+        fallback_address: settings
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}:{}", settings.server_host, settings.server_port)),
+    };
     Router::new()
         .route(
             "/emit",
@@ -84,6 +97,12 @@ pub fn routes(settings: &Settings, io: SocketIo, engine: Engine) -> Router {
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
             })
             .route_layer(from_fn_with_state(ApiScope::Read, auth::require)),
+        )
+        .route(
+            "/map",
+            get(map::map)
+                .with_state(map_source)
+                .route_layer(from_fn_with_state(ApiScope::Read, auth::require)),
         )
         .fallback(|| async { ApiError::NotFound })
         .layer(from_fn_with_state(tokens, auth::authenticate))

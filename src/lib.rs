@@ -33,7 +33,7 @@
 //! | | [`broadcast`] | audiences (rooms, except) and encode-once broadcasts |
 //! | components | [`component`] | the `Component` trait and its `Context`, descriptors and versions, the catalog (the one version resolver), HTTP backends, demos |
 //! | Mothership | [`mothership`] | its messages, the router (call, serve, reply; bounded in flight), component channels, `/core` commands one file each, logging |
-//! | edge | [`api`] | the HTTP API for operators and backends, on its own listener: bearer tokens and scopes, `POST /emit` (its body's pure parser is fuzzed), `GET /metrics` |
+//! | edge | [`api`] | the HTTP API for operators and backends, on its own listener: bearer tokens and scopes, `POST /emit` (its body's pure parser is fuzzed), `GET /metrics`, `GET /map` (the cluster as a graph) and the `/admin` page drawing it (embedded, inline SVG) |
 //! | | [`server`] | binding both listeners, public routes (`/socket.io/`, `/healthz`, `/readyz`), CORS for `CORS_ORIGINS` only, shutdown of both |
 //! | | [`drain`] | a graceful stop: not ready at once, handshakes refused after `DRAIN_DELAY_MS`, out of the host sets, clients (and the websocket relays it carries) closed in batches once no ack is owed, routed requests finished, writes flushed, within `SHUTDOWN_TIMEOUT_MS` |
 //! | | [`healthcheck`] | `rain-node healthcheck`: GET `/healthz` of the node the settings describe, exit 0 or 1 (the image's `HEALTHCHECK`) |
