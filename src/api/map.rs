@@ -193,10 +193,15 @@ pub fn build(inputs: MapInputs) -> Map {
 
     let mut backends: BTreeMap<String, MapBackend> = BTreeMap::new();
     for backend in inputs.backends {
+        // A whole summary may be given (`BackendInfo` as JSON): its own id
+        // and kind would be written twice.
+        let mut summary = backend.summary;
+        summary.remove("id");
+        summary.remove("kind");
         backends.entry(backend.id.clone()).or_insert(MapBackend {
             id: backend.id,
             kind: backend.kind,
-            summary: backend.summary,
+            summary,
         });
     }
 
@@ -310,7 +315,10 @@ impl MapSource {
     /// statistics — `Membership::nodes()`) are stood in for by this node and
     /// every live host of a component, with state `unknown`; the Redis summary
     /// (`Membership::backend_info()`) by the backend's kind alone; instances
-    /// by none.
+    /// by none. Once they exist: each `NodeRecord` becomes a [`NodeInput`]
+    /// field for field (`started_at`/`heartbeat` in `Some`), and the
+    /// `BackendInfo` a [`BackendInput`] of its id, kind and
+    /// `serde_json::to_value(&info)` as the summary.
     pub async fn inputs(&self) -> MapInputs {
         let me = self.cluster.node_id().to_string();
         let components: Vec<ComponentInput> = self
@@ -404,7 +412,7 @@ mod tests {
             backends: vec![BackendInput {
                 id: "default".into(),
                 kind: "redis".into(),
-                summary: serde_json::json!({"version": "7.2"})
+                summary: serde_json::json!({"id": "default", "kind": "redis", "version": "7.2"})
                     .as_object()
                     .unwrap()
                     .clone(),
@@ -456,6 +464,8 @@ mod tests {
             ]
         );
         let json = serde_json::to_value(&map).unwrap();
+        let text = serde_json::to_string(&map.backends[0]).unwrap();
+        assert_eq!(text.matches("\"kind\"").count(), 1, "{text}");
         assert_eq!(json["edges"][0]["kind"], "node-backend");
         assert_eq!(json["backends"][0]["version"], "7.2");
         assert_eq!(json["backends"][0]["kind"], "redis");
