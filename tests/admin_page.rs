@@ -159,7 +159,8 @@ impl Browser {
         )
     }
 
-    /// The page's visible state: url, formVisible, error, status, shapes.
+    /// The page's visible state: url, formVisible, error, status, shapes, nodes
+    /// (id → its `data-state` and text lines).
     fn state(&mut self) -> Value {
         self.ask(json!({ "op": "state" }), "state", Duration::from_secs(20))["state"].clone()
     }
@@ -281,6 +282,32 @@ fn the_map_draws_three_nodes_and_their_components_and_drops_a_killed_node() {
         "{state}"
     );
     assert_eq!(state["formVisible"], false, "{state}");
+    // Each node with its status and figures, from its record in the cluster
+    // (`Membership::nodes()`: state and statistics published with the
+    // heartbeat; a beat or two after the start).
+    let shown = |state: &Value, id: &str| -> Result<(), String> {
+        let node = &state["nodes"][id];
+        let text = node["text"].to_string();
+        if node["state"] != "running" {
+            return Err(format!("{id} is not drawn running: {node}"));
+        }
+        if !text.contains("CPU ") || text.contains("CPU –") || !text.contains("MiB") {
+            return Err(format!("{id} shows no figures: {text}"));
+        }
+        Ok(())
+    };
+    let started = Instant::now();
+    loop {
+        let state = browser.state();
+        let all = ["alpha", "bravo", "charlie"]
+            .iter()
+            .try_for_each(|id| shown(&state, id));
+        match all {
+            Ok(()) => break,
+            Err(why) if started.elapsed() > Duration::from_secs(5) => panic!("{why}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
     let picture = target_dir().join("admin-map.png");
     browser.screenshot(&picture);
     assert!(

@@ -10,7 +10,8 @@
 //   {"op":"wait","present":[[kind,id]…],"absent":[[kind,id]…],"timeout":MS}
 //                                             → {"waited":bool,"ms":N,"shapes":[[kind,id]…]}
 //     (shapes are the page's elements with data-kind and data-id)
-//   {"op":"state"}                            → {"state":{url,formVisible,error,status,shapes}}
+//   {"op":"state"}                            → {"state":{url,formVisible,error,status,shapes,nodes}}
+//     (nodes: each node shape's id → {state: its data-state, text: what it reads})
 //   {"op":"submit","token":T}                 → {"submitted":true}
 //   {"op":"screenshot","path":P}              → {"screenshot":P}
 //   {"op":"quit"}                             → exits
@@ -83,6 +84,12 @@ try {
               formVisible: !document.getElementById("token-form").hidden,
               error: document.getElementById("error").hidden ? null : document.getElementById("error").textContent,
               status: document.getElementById("status").textContent,
+              nodes: Object.fromEntries(
+                [...document.querySelectorAll('[data-kind="node"]')].map((e) => [
+                  e.dataset.id,
+                  { state: e.dataset.state ?? null, text: [...e.querySelectorAll("text")].map((t) => t.textContent) },
+                ]),
+              ),
             }))),
             shapes: await shapes(),
           },
