@@ -11,7 +11,7 @@
 //! | `GET /metrics` | `read` | Prometheus text |
 //! | `GET /map` | `read` | the cluster as a graph ([`map`]) |
 //!
-//! `admin` implies both. Errors are `{"error": …}`. `GET /admin` ([`admin`]),
+//! `admin` implies every scope. Errors are `{"error": …}`. `GET /admin` ([`admin`]),
 //! the page that draws the map, is the one route without a token: it holds no
 //! data and asks for a token to read `/map` with. Owns the routes and their
 //! errors; the listener and the unauthenticated `/healthz` and `/readyz` are
