@@ -13,6 +13,9 @@
 //! | `GET /openapi.json` | `read` | the OpenAPI 3.1 document of these routes ([`openapi`]) |
 //! | `GET /mothership/all`, `GET /mothership/{id}` | `read` | the cluster's Redis deployment, id `default` ([`redis`]) |
 //! | `POST /mothership` | `admin` | refused (409): the deployment is fixed by `REDIS_SERVER` |
+//! | `/rainservers…` | `read` / `admin` | the nodes and the operations on one ([`rainservers`]) |
+//! | `/webcomponent…` | `read` / `admin` | components, instances, run-time deploys ([`webcomponents`]) |
+//! | `GET /map` | `read` | the cluster as a graph ([`map`]) |
 //!
 //! `admin` implies every scope. Errors are `{"error": …}`; a JSON body that
 //! does not parse is a 400 naming the field ([`body::ApiJson`]). A path
@@ -30,14 +33,21 @@
 //! `rain_api_request_duration_seconds{route}`; `route` is the matched route's
 //! template, so clients cannot grow the label set).
 //!
+//! `GET /admin` ([`admin`]), the page that draws the map, is the one route
+//! without a token: it holds no data and asks for a token to read `/map`
+//! with; like `/healthz` and `/readyz` it is mounted by `crate::server`,
+//! outside the document.
+//!
 //! Owns the routes and their errors; the listener and the unauthenticated
 //! `/healthz` and `/readyz` are `crate::server`'s.
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cloud;
 pub mod control;
 mod emit;
+pub mod map;
 pub mod openapi;
 pub mod rainservers;
 pub mod redis;
@@ -162,6 +172,7 @@ fn table() -> OpenApiRouter<ApiState> {
         .routes(guarded(routes!(emit::emit), ApiScope::Emit))
         .routes(guarded(routes!(metrics), ApiScope::Read))
         .routes(guarded(routes!(openapi::openapi), ApiScope::Read))
+        .routes(guarded(routes!(map::map), ApiScope::Read))
         .routes(guarded(routes!(redis::all), ApiScope::Read))
         .routes(guarded(routes!(redis::one), ApiScope::Read))
         .routes(guarded(routes!(redis::components), ApiScope::Read))

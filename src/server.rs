@@ -4,9 +4,9 @@
 //! Owns binding (port 0 → a free port) of the public listener
 //! (`SERVER_HOST`:`SERVER_PORT`: `{socketio_path}`, `/healthz`, `/readyz`, CORS
 //! for `CORS_ORIGINS` only) and of the API listener (`ADMIN_HOST`:`ADMIN_PORT`:
-//! `crate::api`'s routes behind their tokens, `/healthz` and `/readyz` without,
-//! no CORS), handing the cluster the source of the node's statistics (see
-//! `crate::stats`), the signal ([`shutdown_signal`], registered as soon as it is
+//! `crate::api`'s routes behind their tokens, `/healthz`, `/readyz` and the
+//! `/admin` page without, no CORS), handing the cluster the source of the
+//! node's statistics (see `crate::stats`), the signal ([`shutdown_signal`], registered as soon as it is
 //! called), and the shutdown sequence: drain (see `crate::drain`), then stop
 //! accepting on both listeners, wait for the last connections and leave the
 //! cluster, all within `SHUTDOWN_TIMEOUT_MS`; and the node's
@@ -230,7 +230,8 @@ impl Server {
         let cloud = Cloud::new(self.io.clone(), &self.api_settings, self.mothership.clone())
             .with_node_control(self.node_control.clone());
         let api_router = crate::api::routes(&self.api_settings, cloud, self.engine.clone()).merge(
-            health_routes(self.cluster.clone(), self.drain_state.clone()),
+            health_routes(self.cluster.clone(), self.drain_state.clone())
+                .route("/admin", get(crate::api::admin::page)),
         );
         let api = axum::serve(self.api_listener, crate::api::service(api_router))
             .with_graceful_shutdown(stopped(stop_rx.clone()));
