@@ -468,7 +468,10 @@ fn without_a_token_the_page_asks_for_one_and_a_wrong_one_is_told() {
     };
     let error = state["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("401"), "{state}");
-    assert!(error.contains("unknown token"), "the node's reason: {state}");
+    assert!(
+        error.contains("unknown token"),
+        "the node's reason: {state}"
+    );
     assert_eq!(state["formVisible"], true, "asked again: {state}");
     assert_eq!(browser.statuses("/map"), [401]);
 
