@@ -1696,6 +1696,7 @@ impl Settings {
                     && url.username().is_empty()
                     && url.password().is_none()
                     && url.path().ends_with('/')
+                    && prefix.ends_with('/')
                     && url.query().is_none()
             });
             if !fine {
@@ -2475,9 +2476,32 @@ mod tests {
         for good in ["a", "stack-7", "eu.west_1", &"g".repeat(64)] {
             assert_eq!(load(&[], &[("NODE_GROUP", good)]).unwrap().node_group, good);
         }
-        for bad in ["", "a b", "a/b", "a:b", "é", &"g".repeat(65)] {
+        for bad in ["", "all", "a b", "a/b", "a:b", "é", &"g".repeat(65)] {
             let e = err(&[], &[("NODE_GROUP", bad)]);
             assert!(e.starts_with("invalid setting NODE_GROUP="), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn backend_urls_are_plain_http_prefixes_ending_in_a_slash() {
+        assert!(load(&[], &[]).unwrap().backend_urls.is_empty());
+        let good = "http://127.0.0.1:9/,http://backends.internal/quiz/";
+        assert_eq!(
+            load(&[], &[("BACKEND_URLS", good)]).unwrap().backend_urls,
+            ["http://127.0.0.1:9/", "http://backends.internal/quiz/"]
+        );
+        for bad in [
+            "http://backends.internal",
+            "http://backends.internal/quiz",
+            "https://backends.internal/",
+            "http://user:pw@backends.internal/",
+            "http://backends.internal/?a=1",
+            "file:///etc/",
+            "backends.internal/",
+        ] {
+            let e = err(&[], &[("BACKEND_URLS", bad)]);
+            assert!(e.starts_with("invalid setting BACKEND_URLS="), "{bad}: {e}");
+            assert!(!e.contains("pw"), "the password is not shown: {e}");
         }
     }
 
