@@ -145,9 +145,7 @@ impl Cloud {
         let desired = self.desired().await?;
         let installed = mothership.installed();
         let own: Vec<String> = installed.iter().map(|c| c.descriptor().key()).collect();
-        let keys = desired
-            .hosted_by(self.node_id(), &self.settings.node_group, &own)
-            .unwrap_or(own);
+        let keys = desired.hosted_by(self.node_id(), &self.settings.node_group, &own);
         let mut components = Vec::new();
         let mut refused = Vec::new();
         for key in &keys {

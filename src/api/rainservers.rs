@@ -222,6 +222,25 @@ pub async fn wire(
     }
     if let Some(keys) = &wiring.components {
         let desired = cloud.desired().await?;
+        // Only what some node can make is stored: a built-in, a run-time
+        // descriptor, or a component a node hosts now (its COMPONENTS_DIR).
+        let known = |key: &String| {
+            crate::component::demo::builtin(key, &cloud.settings)
+                .is_some_and(|component| component.descriptor().key() == *key)
+                || desired.descriptor(key).is_some()
+                || cloud.mothership.as_ref().is_some_and(|mothership| {
+                    mothership
+                        .catalog()
+                        .components()
+                        .iter()
+                        .any(|info| info.descriptor.key() == *key)
+                })
+        };
+        if let Some(unknown) = keys.iter().find(|key| !known(key)) {
+            return Err(conflict(&format!(
+                "components: no component {unknown} is known to the cluster"
+            )));
+        }
         cloud
             .cluster
             .set_desired(desired.set_wiring(&target, keys))

@@ -80,23 +80,21 @@ impl Desired {
             .collect()
     }
 
-    /// What a node of `group` should host, by key, when the desired state
-    /// says (`None`: its settings decide, and nothing was deployed to it).
-    /// `own` are the keys its settings give it.
-    pub fn hosted_by(&self, node: &str, group: &str, own: &[String]) -> Option<Vec<String>> {
+    /// What a node of `group` should host, by key: its own wiring, else its
+    /// group's, else `own` (the keys its settings give it), with what was
+    /// deployed to it at run time added and what was undeployed left out.
+    pub fn hosted_by(&self, node: &str, group: &str, own: &[String]) -> Vec<String> {
         let node_target = Target::Node(node.to_string());
         let group_target = Target::Group(group.to_string());
-        let wiring = self
+        let mut keys = self
             .wiring_of(&node_target)
-            .or_else(|| self.wiring_of(&group_target));
-        let mut deployed = self.deployed_to(&node_target);
-        deployed.extend(self.deployed_to(&group_target));
-        if wiring.is_none() && deployed.is_empty() {
-            return None;
-        }
-        let mut keys = wiring.unwrap_or_else(|| own.iter().cloned().collect());
-        keys.extend(deployed);
-        Some(keys.into_iter().collect())
+            .or_else(|| self.wiring_of(&group_target))
+            .unwrap_or_else(|| own.iter().cloned().collect());
+        keys.extend(self.deployed_to(&node_target));
+        keys.extend(self.deployed_to(&group_target));
+        let undeployed = self.undeployed();
+        keys.retain(|key| !undeployed.iter().any(|(gone, _)| gone == key));
+        keys.into_iter().collect()
     }
 
     /// A run-time component's descriptor.
@@ -237,30 +235,30 @@ mod tests {
     fn settings_decide_until_a_wiring_or_a_deploy_says_otherwise() {
         let mut desired = Desired::default();
         let own = keys(&["echo@1.0"]);
-        assert_eq!(desired.hosted_by("a", "default", &own), None);
+        assert_eq!(desired.hosted_by("a", "default", &own), own);
         apply(
             &mut desired,
             deploy(&descriptor("quiz"), &[Target::Group("default".into())]),
         );
         assert_eq!(
             desired.hosted_by("a", "default", &own),
-            Some(keys(&["echo@1.0", "quiz@1.0"]))
+            keys(&["echo@1.0", "quiz@1.0"])
         );
-        assert_eq!(desired.hosted_by("b", "other", &own), None);
+        assert_eq!(desired.hosted_by("b", "other", &own), own);
         let wiring = desired.set_wiring(&Target::Group("default".into()), &keys(&["chat@1.0"]));
         apply(&mut desired, wiring);
         assert_eq!(
             desired.hosted_by("a", "default", &own),
-            Some(keys(&["chat@1.0"])),
+            keys(&["chat@1.0"]),
             "the wiring says all the group hosts: the deploy was folded in"
         );
         let wiring = desired.set_wiring(&Target::Node("a".into()), &[]);
         apply(&mut desired, wiring);
-        assert_eq!(desired.hosted_by("a", "default", &own), Some(vec![]));
         assert_eq!(
-            desired.hosted_by("b", "default", &own),
-            Some(keys(&["chat@1.0"]))
+            desired.hosted_by("a", "default", &own),
+            Vec::<String>::new()
         );
+        assert_eq!(desired.hosted_by("b", "default", &own), keys(&["chat@1.0"]));
     }
 
     #[test]
@@ -283,7 +281,12 @@ mod tests {
             desired.undeployed(),
             vec![("quiz@1.0".to_string(), "retired".to_string())]
         );
-        assert_eq!(desired.hosted_by("x", "g", &[]), Some(keys(&["echo@1.0"])));
+        assert_eq!(desired.hosted_by("x", "g", &[]), keys(&["echo@1.0"]));
+        assert_eq!(
+            desired.hosted_by("y", "other", &keys(&["quiz@1.0", "echo@1.0"])),
+            keys(&["echo@1.0"]),
+            "an undeployed component is not hosted, whatever the settings say"
+        );
         apply(
             &mut desired,
             deploy(&descriptor("quiz"), &[Target::Node("a".into())]),

@@ -103,10 +103,9 @@ impl Mothership {
     }
 
     /// [`Mothership::install`], hosting what the operators' desired state
-    /// says for this node (its wiring, what was deployed to it at run time)
-    /// when it says anything, else `components`; components it says were
-    /// undeployed are refused. A key this node cannot make is left out with
-    /// a warning.
+    /// says for this node: its wiring (else `components`), what was deployed
+    /// to it at run time, never what was undeployed (connects to those are
+    /// refused). A key this node cannot make is left out with a warning.
     pub fn install_as_desired(
         io: &SocketIo,
         settings: &Settings,
@@ -114,19 +113,17 @@ impl Mothership {
         desired: &Desired,
     ) -> Mothership {
         let own: Vec<String> = components.iter().map(|c| c.descriptor().key()).collect();
-        let hosted = match desired.hosted_by(&settings.node_id, &settings.node_group, &own) {
-            None => components.clone(),
-            Some(keys) => keys
-                .iter()
-                .filter_map(|key| match desired.build(key, &components, settings) {
-                    Ok(component) => Some(component),
-                    Err(error) => {
-                        tracing::warn!(%error, "a component of this node's wiring is left out");
-                        None
-                    }
-                })
-                .collect(),
-        };
+        let hosted = desired
+            .hosted_by(&settings.node_id, &settings.node_group, &own)
+            .iter()
+            .filter_map(|key| match desired.build(key, &components, settings) {
+                Ok(component) => Some(component),
+                Err(error) => {
+                    tracing::warn!(%error, "a component of this node's wiring is left out");
+                    None
+                }
+            })
+            .collect();
         let mut mothership = Mothership::install(io, settings, hosted);
         mothership.installed = Arc::new(components);
         for (key, reason) in desired.undeployed() {
