@@ -38,6 +38,12 @@ pub struct Cloud {
     pub(super) node_control: Option<NodeControl>,
 }
 
+/// An answer the API passes on as the nodes that carried an operation out
+/// gave it (a JSON object).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(value_type = Object)]
+pub struct Answer(pub Value);
+
 /// A live node as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NodeSummary {

@@ -14,17 +14,12 @@ use utoipa::ToSchema;
 
 use super::ApiError;
 use super::body::ApiJson;
-use super::cloud::{Cloud, NodeSummary};
+use super::cloud::{Answer, Cloud, NodeSummary};
 use super::control::Op;
 use super::openapi::ErrorBody;
 use crate::component::ChannelName;
 use crate::component::desired::Target;
 use crate::config::valid_node_id;
-
-/// The answer of an operation a node carried out: what it confirmed.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(value_type = Object)]
-pub struct Confirmed(pub Value);
 
 /// Every live node, sorted by id.
 #[utoipa::path(get, path = "/rainservers/all", tag = "nodes",
@@ -285,7 +280,7 @@ pub async fn wire(
 /// from its own state.
 #[utoipa::path(put, path = "/rainservers/{id}", tag = "nodes",
     params(("id" = String, Path, description = "A node id")),
-    responses((status = 200, description = "Done, as the node confirmed", body = Confirmed),
+    responses((status = 200, description = "Done, as the node confirmed", body = Answer),
         (status = 404, description = "No live node has this id", body = ErrorBody),
         (status = 409, description = "The node cannot do it", body = ErrorBody),
         (status = 503, description = "Redis unreachable", body = ErrorBody),
@@ -293,17 +288,17 @@ pub async fn wire(
 pub async fn reset(
     State(cloud): State<Cloud>,
     Path(id): Path<String>,
-) -> Result<Json<Confirmed>, ApiError> {
+) -> Result<Json<Answer>, ApiError> {
     let node = cloud.node(&id).await?;
     let confirmed = cloud.control.run(&node.id, Op::Reset).await?;
-    Ok(Json(Confirmed(confirmed)))
+    Ok(Json(Answer(confirmed)))
 }
 
 /// Unregisters a node: it drains as on SIGTERM (its clients move to other
 /// nodes) but stays up, unregistered, for inspection.
 #[utoipa::path(delete, path = "/rainservers/{id}", tag = "nodes",
     params(("id" = String, Path, description = "A node id")),
-    responses((status = 200, description = "Unregistered, as the node confirmed", body = Confirmed),
+    responses((status = 200, description = "Unregistered, as the node confirmed", body = Answer),
         (status = 404, description = "No live node has this id", body = ErrorBody),
         (status = 409, description = "The node cannot do it", body = ErrorBody),
         (status = 503, description = "Redis unreachable", body = ErrorBody),
@@ -311,10 +306,10 @@ pub async fn reset(
 pub async fn unregister(
     State(cloud): State<Cloud>,
     Path(id): Path<String>,
-) -> Result<Json<Confirmed>, ApiError> {
+) -> Result<Json<Answer>, ApiError> {
     let node = cloud.node(&id).await?;
     let confirmed = cloud.control.run(&node.id, Op::Unregister).await?;
-    Ok(Json(Confirmed(confirmed)))
+    Ok(Json(Answer(confirmed)))
 }
 
 fn conflict(message: &str) -> ApiError {

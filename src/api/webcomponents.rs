@@ -22,18 +22,13 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::ApiError;
 use super::body::ApiJson;
-use super::cloud::Cloud;
+use super::cloud::{Answer, Cloud};
 use super::control::Op;
 use super::openapi::ErrorBody;
 use crate::cluster::InstanceRecord;
 use crate::component::desired::{self, Target};
 use crate::component::{ComponentInfo, Descriptor, HandlerSpec, Version};
 use crate::config::{redact_url, valid_node_id};
-
-/// An answer the API passes on as the nodes gave it (a JSON object).
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(value_type = Object)]
-pub struct Answer(pub Value);
 
 /// The most items a page, a list of nodes or of components in a body may
 /// hold.
