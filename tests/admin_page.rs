@@ -19,39 +19,15 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use support::cluster::{HEARTBEAT_MS, NODE_TTL_MS, Node, RedisServer, spawn_binary_nodes};
-use support::{TEST_API_SECRET, crate_dir, spawn_program};
+use support::{TEST_API_SECRET, chromium, crate_dir, js_dir, spawn_program};
 
 const RAIN_NODE: &str = env!("CARGO_BIN_EXE_rain-node");
-
-fn js_dir() -> PathBuf {
-    crate_dir().join("tests").join("js")
-}
 
 /// Where the test's pictures go: `target/` (or `CARGO_TARGET_DIR`).
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| crate_dir().join("target"))
-}
-
-/// Chromium, or a failure that says how to install it.
-fn chromium() -> PathBuf {
-    let path = std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        path.is_file(),
-        "Chromium is not installed ({} is missing): `apt-get install --no-install-recommends \
-         chromium` (.ci/run does), or set CHROMIUM to a Chromium binary",
-        path.display()
-    );
-    let playwright = js_dir().join("node_modules/playwright-core/package.json");
-    assert!(
-        playwright.is_file(),
-        "playwright-core is not installed ({} is missing): run `scripts/test` once (npm ci in tests/js)",
-        playwright.display()
-    );
-    path
 }
 
 /// One Chromium page, driven a command at a time (see admin_map.mjs).

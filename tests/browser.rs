@@ -12,43 +12,19 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use support::{Testbed, crate_dir, run_to_success, spawn_program};
+use support::{Testbed, chromium, crate_dir, js_dir, run_to_success, spawn_program};
 
 const CDN_SCRIPT: &str = r#"<script src="https://cdn.socket.io/4.8.1/socket.io.min.js"></script>"#;
 const LOCAL_SCRIPT: &str = r#"<script src="/socket.io.min.js"></script>"#;
 /// The node's address in the tutorial.
 const TUTORIAL_NODE: &str = "http://127.0.0.1:3000";
-
-fn js_dir() -> PathBuf {
-    crate_dir().join("tests").join("js")
-}
-
-/// Chromium, or a failure that says how to install it.
-fn chromium() -> PathBuf {
-    let path = std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        path.is_file(),
-        "Chromium is not installed ({} is missing): `apt-get install --no-install-recommends \
-         chromium` (.ci/run does), or set CHROMIUM to a Chromium binary",
-        path.display()
-    );
-    let playwright = js_dir().join("node_modules/playwright-core/package.json");
-    assert!(
-        playwright.is_file(),
-        "playwright-core is not installed ({} is missing): run `scripts/test` once (npm ci in tests/js)",
-        playwright.display()
-    );
-    path
-}
 
 /// The tutorial's page for a node at `node_url`, and the README's text.
 fn tutorial_page(node_url: &str) -> (String, String) {

@@ -14,33 +14,13 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
-use support::TEST_API_SECRET;
 use support::cluster::{Node, RedisServer, spawn_binary_node, spawn_binary_nodes};
 use support::mothership::{Backend, Clients, wait_hosts};
 
 const RAIN_NODE: &str = env!("CARGO_BIN_EXE_rain-node");
 
-/// `(status, JSON body)` of an API call with the admin token.
-async fn api(
-    node: &Node,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{}{path}", node.api_url()))
-        .bearer_auth(TEST_API_SECRET)
-        .timeout(Duration::from_secs(15));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("API request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn get(node: &Node, path: &str) -> (u16, Value) {
-    api(node, reqwest::Method::GET, path, None).await
+    node.api(reqwest::Method::GET, path, None).await
 }
 
 /// The node env: every node accepts run-time components under the test
@@ -124,36 +104,36 @@ async fn components_are_listed_deployed_instantiated_and_undeployed_through_the_
     // A deploy outside BACKEND_URLS is refused, and nothing is stored.
     let mut outside = quiz(&backend);
     outside["handler"]["url"] = json!("http://127.0.0.1:9/quiz");
-    let (status, answer) = api(
-        &nodes[0],
-        reqwest::Method::POST,
-        "/webcomponent",
-        Some(json!({ "descriptor": outside, "nodes": ["B"] })),
-    )
-    .await;
+    let (status, answer) = nodes[0]
+        .api(
+            reqwest::Method::POST,
+            "/webcomponent",
+            Some(json!({ "descriptor": outside, "nodes": ["B"] })),
+        )
+        .await;
     assert_eq!(status, 409, "{answer}");
     assert!(
         answer["error"].as_str().unwrap().contains("BACKEND_URLS"),
         "{answer}"
     );
-    let (status, answer) = api(
-        &nodes[0],
-        reqwest::Method::POST,
-        "/webcomponent",
-        Some(json!({ "descriptor": quiz(&backend), "nodes": ["B"], "group": "default" })),
-    )
-    .await;
+    let (status, answer) = nodes[0]
+        .api(
+            reqwest::Method::POST,
+            "/webcomponent",
+            Some(json!({ "descriptor": quiz(&backend), "nodes": ["B"], "group": "default" })),
+        )
+        .await;
     assert_eq!(status, 400, "nodes and group: {answer}");
 
     // Deployed at run time to A and B (asked of C): routable within a second.
     let mut clients = Clients::start().await;
-    let (status, answer) = api(
-        &nodes[2],
-        reqwest::Method::POST,
-        "/webcomponent",
-        Some(json!({ "descriptor": quiz(&backend), "nodes": ["A", "B"] })),
-    )
-    .await;
+    let (status, answer) = nodes[2]
+        .api(
+            reqwest::Method::POST,
+            "/webcomponent",
+            Some(json!({ "descriptor": quiz(&backend), "nodes": ["A", "B"] })),
+        )
+        .await;
     let deployed = Instant::now();
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["hosts"], json!(["A", "B"]), "{answer}");
@@ -222,13 +202,9 @@ async fn components_are_listed_deployed_instantiated_and_undeployed_through_the_
     );
 
     // Instances: made on a host, clustered on the other, refreshed, stopped.
-    let (status, made) = api(
-        &nodes[2],
-        reqwest::Method::POST,
-        "/webcomponent/quiz/1.0",
-        None,
-    )
-    .await;
+    let (status, made) = nodes[2]
+        .api(reqwest::Method::POST, "/webcomponent/quiz/1.0", None)
+        .await;
     assert_eq!(status, 200, "{made}");
     let owner = made["node"].as_str().unwrap().to_string();
     let instance = made["instance"].as_str().unwrap().to_string();
@@ -239,63 +215,55 @@ async fn components_are_listed_deployed_instantiated_and_undeployed_through_the_
         (200, json!("quiz@1.0"), json!(owner)),
         "{view}"
     );
-    let (status, clustered) = api(
-        &nodes[0],
-        reqwest::Method::POST,
-        &format!("/webcomponent/{instance}"),
-        Some(json!({})),
-    )
-    .await;
+    let (status, clustered) = nodes[0]
+        .api(
+            reqwest::Method::POST,
+            &format!("/webcomponent/{instance}"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(status, 200, "{clustered}");
     let other = if owner == "A" { "B" } else { "A" };
     assert_eq!(clustered["node"], other, "{clustered}");
     let (_, view) = get(&nodes[1], &format!("/webcomponent/{instance}")).await;
     assert_eq!(view["nodes"], json!([other]), "{view}");
-    let (status, answer) = api(
-        &nodes[0],
-        reqwest::Method::POST,
-        &format!("/webcomponent/{instance}"),
-        Some(json!({ "node": "C" })),
-    )
-    .await;
+    let (status, answer) = nodes[0]
+        .api(
+            reqwest::Method::POST,
+            &format!("/webcomponent/{instance}"),
+            Some(json!({ "node": "C" })),
+        )
+        .await;
     assert_eq!(status, 409, "C does not host quiz: {answer}");
-    let (status, _) = api(
-        &nodes[1],
-        reqwest::Method::PUT,
-        &format!("/webcomponent/{instance}"),
-        None,
-    )
-    .await;
+    let (status, _) = nodes[1]
+        .api(
+            reqwest::Method::PUT,
+            &format!("/webcomponent/{instance}"),
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
-    let (status, _) = api(
-        &nodes[1],
-        reqwest::Method::DELETE,
-        &format!("/webcomponent/{instance}"),
-        None,
-    )
-    .await;
+    let (status, _) = nodes[1]
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/webcomponent/{instance}"),
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
     for method in [
         reqwest::Method::GET,
         reqwest::Method::PUT,
         reqwest::Method::DELETE,
     ] {
-        let (status, answer) = api(
-            &nodes[2],
-            method.clone(),
-            &format!("/webcomponent/{instance}"),
-            None,
-        )
-        .await;
+        let (status, answer) = nodes[2]
+            .api(method.clone(), &format!("/webcomponent/{instance}"), None)
+            .await;
         assert_eq!(status, 404, "{method} a stopped instance: {answer}");
     }
-    let (status, answer) = api(
-        &nodes[2],
-        reqwest::Method::PUT,
-        "/webcomponent/quiz/1.0",
-        None,
-    )
-    .await;
+    let (status, answer) = nodes[2]
+        .api(reqwest::Method::PUT, "/webcomponent/quiz/1.0", None)
+        .await;
     assert_eq!(status, 200, "refresh: {answer}");
 
     // Persisted: B restarted hosts quiz again, read from the desired state.
@@ -315,13 +283,13 @@ async fn components_are_listed_deployed_instantiated_and_undeployed_through_the_
     clients
         .connect("bob", nodes[0].url(), "/quiz/1.0/main", json!({}))
         .await;
-    let (status, answer) = api(
-        &nodes[0],
-        reqwest::Method::DELETE,
-        "/webcomponent/quiz/1.0?reason=retired",
-        None,
-    )
-    .await;
+    let (status, answer) = nodes[0]
+        .api(
+            reqwest::Method::DELETE,
+            "/webcomponent/quiz/1.0?reason=retired",
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["disconnected"], 2, "{answer}");
     for name in ["ann", "bob"] {
@@ -360,24 +328,20 @@ async fn components_are_listed_deployed_instantiated_and_undeployed_through_the_
     assert_eq!(mark.as_deref(), Some("retired"));
     let (status, _) = get(&nodes[2], "/webcomponent/quiz/1.0").await;
     assert_eq!(status, 404);
-    let (status, _) = api(
-        &nodes[2],
-        reqwest::Method::DELETE,
-        "/webcomponent/quiz/1.0",
-        None,
-    )
-    .await;
+    let (status, _) = nodes[2]
+        .api(reqwest::Method::DELETE, "/webcomponent/quiz/1.0", None)
+        .await;
     assert_eq!(status, 404, "undeployed twice");
 
     // Deployed again, to the default group: every node hosts it and connects
     // are accepted again everywhere.
-    let (status, answer) = api(
-        &nodes[1],
-        reqwest::Method::POST,
-        "/webcomponent",
-        Some(json!({ "descriptor": quiz(&backend), "group": "default" })),
-    )
-    .await;
+    let (status, answer) = nodes[1]
+        .api(
+            reqwest::Method::POST,
+            "/webcomponent",
+            Some(json!({ "descriptor": quiz(&backend), "group": "default" })),
+        )
+        .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["hosts"], json!(["A", "B", "C"]), "{answer}");
     clients

@@ -35,22 +35,13 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
-/// A call to a node's API with the admin token: status and JSON body.
 async fn api(
     node: &Node,
     method: reqwest::Method,
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = http()
-        .request(method, format!("{}{path}", node.api_url()))
-        .bearer_auth(TEST_API_SECRET);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("API call");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    node.api(method, path, body).await
 }
 
 async fn hosts(conn: &mut redis::aio::MultiplexedConnection, service: &str) -> BTreeSet<String> {

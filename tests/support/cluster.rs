@@ -478,6 +478,26 @@ impl Node {
         Metrics::parse(&response.text().await.expect("metrics body"))
     }
 
+    /// A call to the node's API with the admin token: status and JSON body
+    /// (`null` when the body is not JSON).
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.api_url()))
+            .bearer_auth(super::TEST_API_SECRET)
+            .timeout(Duration::from_secs(15));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("API call");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// The status code of `GET {node}{path}`, or `None` when it cannot be fetched.
     pub async fn status_of(&self, path: &str) -> Option<u16> {
         http_status(&format!("{}{path}", self.url())).await

@@ -47,6 +47,31 @@ pub fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `tests/js`: the official JavaScript client and playwright-core.
+pub fn js_dir() -> PathBuf {
+    crate_dir().join("tests").join("js")
+}
+
+/// Chromium, or a failure that says how to install it.
+pub fn chromium() -> PathBuf {
+    let path = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        path.is_file(),
+        "Chromium is not installed ({} is missing): `apt-get install --no-install-recommends \
+         chromium` (.ci/run does), or set CHROMIUM to a Chromium binary",
+        path.display()
+    );
+    let playwright = js_dir().join("node_modules/playwright-core/package.json");
+    assert!(
+        playwright.is_file(),
+        "playwright-core is not installed ({} is missing): run `scripts/test` once (npm ci in tests/js)",
+        playwright.display()
+    );
+    path
+}
+
 /// `target/<profile>/examples/testbed`, next to the `deps` directory this test
 /// binary lives in.
 pub fn testbed_path() -> PathBuf {

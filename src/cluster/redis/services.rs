@@ -213,6 +213,19 @@ pub(super) async fn refresh(node: &RedisNode) -> Result<(), ClusterError> {
     Ok(())
 }
 
+/// Changes this node's view of the registry at once (without waiting for
+/// the next read) and tells the other nodes to read it again.
+fn change_view(node: &RedisNode, change: impl FnOnce(&mut Vec<ServiceRecord>)) {
+    let mut view = node.services.view.read().as_ref().clone();
+    change(&mut view);
+    *node.services.view.write() = Arc::new(view);
+    let changed = Message::ServicesChanged {
+        node: node.id.clone(),
+    };
+    node.writer
+        .publish(node.keys.control_channel(), &changed, "node");
+}
+
 /// This node's own services belong in its view even before Redis has them.
 fn include_hosted(registry: &mut Vec<ServiceRecord>, hosted: &[(String, String)], node_id: &str) {
     for (name, spec) in hosted {
@@ -244,15 +257,10 @@ impl ServiceRegistry for RedisCluster {
             }
             hosted.extend(services);
         }
-        let mut view = node.services.view.read().as_ref().clone();
-        include_hosted(&mut view, &node.services.hosted(), &node.id);
-        view.sort_by(|a, b| a.name.cmp(&b.name));
-        *node.services.view.write() = Arc::new(view);
-        let changed = Message::ServicesChanged {
-            node: node.id.clone(),
-        };
-        node.writer
-            .publish(node.keys.control_channel(), &changed, "node");
+        change_view(node, |view| {
+            include_hosted(view, &node.services.hosted(), &node.id);
+            view.sort_by(|a, b| a.name.cmp(&b.name));
+        });
     }
 
     fn services(&self) -> Services {
@@ -276,16 +284,11 @@ impl ServiceRegistry for RedisCluster {
                     .command(set_command("SREM", node.keys.node_services(&node.id), name));
             }
         }
-        let mut view = node.services.view.read().as_ref().clone();
-        for record in view.iter_mut().filter(|r| names.contains(&r.name)) {
-            record.hosts.retain(|host| *host != node.id);
-        }
-        *node.services.view.write() = Arc::new(view);
-        let changed = Message::ServicesChanged {
-            node: node.id.clone(),
-        };
-        node.writer
-            .publish(node.keys.control_channel(), &changed, "node");
+        change_view(node, |view| {
+            for record in view.iter_mut().filter(|r| names.contains(&r.name)) {
+                record.hosts.retain(|host| *host != node.id);
+            }
+        });
     }
 
     fn forget_service(&self, name: &str) -> BoxFuture<'static, Result<(), ClusterError>> {
@@ -304,14 +307,7 @@ impl ServiceRegistry for RedisCluster {
                         .await
                 })
                 .await?;
-            let mut view = node.services.view.read().as_ref().clone();
-            view.retain(|record| record.name != name);
-            *node.services.view.write() = Arc::new(view);
-            let changed = Message::ServicesChanged {
-                node: node.id.clone(),
-            };
-            node.writer
-                .publish(node.keys.control_channel(), &changed, "node");
+            change_view(&node, |view| view.retain(|record| record.name != name));
             Ok(())
         }
         .boxed()
