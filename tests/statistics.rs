@@ -219,7 +219,10 @@ async fn node_records_read_back_with_state_and_group() {
         assert!(a.started_at > 0 && a.heartbeat >= a.started_at, "{a:?}");
         let stats = a.stats.as_deref().ok_or("A has no stats yet")?;
         NodeStats::parse(stats).map_err(|e| format!("{e}: {stats}"))?;
-        assert_eq!(records[2].stats.as_deref(), Some(r#"{"probe":1}"#));
+        // Its first beat may have gone out before the source was set.
+        if records[2].stats.as_deref() != Some(r#"{"probe":1}"#) {
+            return Err(format!("observer: {:?}", records[2].stats));
+        }
         assert_eq!(records[2].group, "ops");
         Ok(())
     })

@@ -30,6 +30,10 @@ pub enum DescriptorError {
         "no component {0} can be made here (not a built-in, not in COMPONENTS_DIR, never deployed)"
     )]
     UnknownComponent(String),
+    #[error("a component has at most {max} {what}")]
+    TooMany { what: &'static str, max: usize },
+    #[error("timeout_ms {0} is not 1 to 600000")]
+    Timeout(u64),
     #[error("component {0} is hosted twice")]
     Duplicate(String),
 }
@@ -134,6 +138,12 @@ pub fn canonical_version(text: &str) -> bool {
         })
 }
 
+/// The most channels a component may have.
+pub const MAX_CHANNELS: usize = 64;
+
+/// The longest an HTTP backend may be given to answer, in ms.
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+
 /// The longest component id or channel name.
 pub const MAX_NAME: usize = 64;
 
@@ -162,10 +172,27 @@ pub enum HandlerSpec {
     /// Each event is POSTed as JSON to `url`; the JSON answer is the ack.
     Http {
         url: String,
-        #[serde(default = "default_timeout_ms")]
+        #[serde(default = "default_timeout_ms", deserialize_with = "whole_number")]
         #[schema(minimum = 1, maximum = 600_000)]
         timeout_ms: u64,
     },
+}
+
+/// A count of milliseconds as JSON may write it: `1500` or `1500.0` (JSON
+/// Schema counts both as an integer); a fraction or a negative is refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(whole) = number.as_u64() {
+        return Ok(whole);
+    }
+    match number.as_f64() {
+        Some(float) if float >= 0.0 && float.fract() == 0.0 && float <= u64::MAX as f64 => {
+            Ok(float as u64)
+        }
+        _ => Err(serde::de::Error::custom(format!(
+            "expected a whole number of milliseconds, found {number}"
+        ))),
+    }
 }
 
 fn default_timeout_ms() -> u64 {
@@ -221,6 +248,17 @@ impl Descriptor {
         if let Some(bad) = self.channels.iter().find(|c| !name_ok(c)) {
             return Err(DescriptorError::Channel(bad.clone()));
         }
+        if self.channels.len() > MAX_CHANNELS {
+            return Err(DescriptorError::TooMany {
+                what: "channels",
+                max: MAX_CHANNELS,
+            });
+        }
+        if let Some(HandlerSpec::Http { timeout_ms, .. }) = &self.handler
+            && !(1..=MAX_TIMEOUT_MS).contains(timeout_ms)
+        {
+            return Err(DescriptorError::Timeout(*timeout_ms));
+        }
         Ok(())
     }
 
@@ -270,6 +308,49 @@ impl<'a> ChannelName<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backend_timeout_is_a_whole_number_within_bounds() {
+        let with = |timeout: serde_json::Value| {
+            serde_json::from_value::<Descriptor>(serde_json::json!({
+                "id": "quiz", "version": "1.0", "channels": ["main"],
+                "handler": {"kind": "http", "url": "http://b/", "timeout_ms": timeout},
+            }))
+            .map_err(|e| e.to_string())
+            .and_then(|d| d.validate().map(|()| d).map_err(|e| e.to_string()))
+        };
+        for (written, read) in [
+            (serde_json::json!(1500), 1500),
+            (serde_json::json!(1500.0), 1500),
+        ] {
+            let descriptor = with(written).unwrap();
+            assert_eq!(
+                descriptor.handler,
+                Some(HandlerSpec::Http {
+                    url: "http://b/".into(),
+                    timeout_ms: read
+                })
+            );
+        }
+        for refused in [
+            serde_json::json!(1.5),
+            serde_json::json!(-1),
+            serde_json::json!(0),
+            serde_json::json!(600_001),
+            serde_json::json!("1000"),
+        ] {
+            assert!(with(refused.clone()).is_err(), "{refused}");
+        }
+        let many: Vec<String> = (0..=MAX_CHANNELS).map(|i| format!("c{i}")).collect();
+        let descriptor: Descriptor = serde_json::from_value(serde_json::json!({
+            "id": "quiz", "version": "1.0", "channels": many,
+        }))
+        .unwrap();
+        assert!(matches!(
+            descriptor.validate(),
+            Err(DescriptorError::TooMany { .. })
+        ));
+    }
 
     fn v(text: &str) -> Version {
         text.parse().unwrap()
