@@ -18,7 +18,7 @@ use redis::AsyncCommands;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use support::cluster::{Node, RedisServer, spawn_binary_node, spawn_binary_nodes};
+use support::cluster::{HEARTBEAT_MS, Node, RedisServer, spawn_binary_node, spawn_binary_nodes};
 use support::mothership::{Clients, wait_hosts};
 use support::{TEST_API_TOKENS, eventually, one_at_a_time};
 
@@ -69,6 +69,29 @@ fn states(all: &Value) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// Waits until node `id`'s record in Redis has `state`. The node writes it
+/// with the beat that its operation wakes, which may land a moment after the
+/// API's answer: allowed up to one `HEARTBEAT_MS` and a margin.
+async fn record_state(conn: &mut redis::aio::MultiplexedConnection, id: &str, state: &str) {
+    let waited = Instant::now();
+    eventually(
+        Duration::from_millis(HEARTBEAT_MS + 500),
+        &format!("rain:node:{id} state {state}"),
+        async || {
+            let got: Option<String> = conn.hget(format!("rain:node:{id}"), "state").await.unwrap();
+            match got.as_deref() {
+                Some(got) if got == state => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "rain:node:{id} said {state} {:?} after the answer",
+        waited.elapsed()
+    );
 }
 
 fn pair(id: &str, state: &str) -> (String, String) {
@@ -173,8 +196,7 @@ async fn rainservers_read_unregister_register_reset_timeout_and_group_wiring() {
         a.stderr_tail(20)
     );
     assert_eq!(a.status_of("/readyz").await, Some(503));
-    let state: String = conn.hget("rain:node:A", "state").await.unwrap();
-    assert_eq!(state, "unregistered");
+    record_state(&mut conn, "A", "unregistered").await;
     let (_, all) = b.api(Method::GET, "/rainservers/all", None).await;
     assert_eq!(
         states(&all),
@@ -200,8 +222,7 @@ async fn rainservers_read_unregister_register_reset_timeout_and_group_wiring() {
         )
     );
     assert_eq!(a.status_of("/readyz").await, Some(200));
-    let state: String = conn.hget("rain:node:A", "state").await.unwrap();
-    assert_eq!(state, "running");
+    record_state(&mut conn, "A", "running").await;
     assert_eq!(hosts(&mut conn, "echo@1.0").await, set(&["A", "B", "C"]));
 
     // 3. Reset B through A: B's client keeps being served.
