@@ -37,15 +37,7 @@ fn env(tokens: &str) -> Vec<(&str, &str)> {
 
 /// A call with the `read` token: status and JSON body.
 async fn read_call(node: &Node, method: Method, path: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .request(method, format!("{}{path}", node.api_url()))
-        .bearer_auth(READ_SECRET)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .expect("API call");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    node.api_as(READ_SECRET, method, path, None).await
 }
 
 async fn hosts(conn: &mut redis::aio::MultiplexedConnection, service: &str) -> BTreeSet<String> {

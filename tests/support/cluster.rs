@@ -486,9 +486,21 @@ impl Node {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.api_as(super::TEST_API_SECRET, method, path, body)
+            .await
+    }
+
+    /// A call to the node's API with the token whose secret is `secret`.
+    pub async fn api_as(
+        &self,
+        secret: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut request = reqwest::Client::new()
             .request(method, format!("{}{path}", self.api_url()))
-            .bearer_auth(super::TEST_API_SECRET)
+            .bearer_auth(secret)
             .timeout(Duration::from_secs(15));
         if let Some(body) = body {
             request = request.json(&body);
