@@ -117,6 +117,7 @@ impl NodeControl {
         .await;
         // Its record says so from the next beat on (woken now), not draining.
         inner.cluster.set_state(NodeState::Unregistered);
+        inner.cluster.confirm_state().await?;
         if owing > 0 {
             tracing::warn!(
                 closed_owing_replies = owing,
@@ -152,6 +153,12 @@ impl NodeControl {
             return Err(NodeControlError::ShuttingDown);
         }
         inner.cluster.set_state(NodeState::Running);
+        if let Err(error) = inner.cluster.confirm_state().await {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "registered again, but the record says so only from the next beat"
+            );
+        }
         tracing::info!("registered again: ready, in the host sets");
         rejoined.map_err(NodeControlError::from)
     }

@@ -18,7 +18,7 @@ use redis::AsyncCommands;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use support::cluster::{HEARTBEAT_MS, Node, RedisServer, spawn_binary_node, spawn_binary_nodes};
+use support::cluster::{Node, RedisServer, spawn_binary_node, spawn_binary_nodes};
 use support::mothership::{Clients, wait_hosts};
 use support::{TEST_API_TOKENS, eventually, one_at_a_time};
 
@@ -63,27 +63,11 @@ fn states(all: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Waits until node `id`'s record in Redis has `state`. The node writes it
-/// with the beat that its operation wakes, which may land a moment after the
-/// API's answer: allowed up to one `HEARTBEAT_MS` and a margin.
+/// Node `id`'s record in Redis has `state` as soon as the API answered:
+/// the node writes it before it confirms.
 async fn record_state(conn: &mut redis::aio::MultiplexedConnection, id: &str, state: &str) {
-    let waited = Instant::now();
-    eventually(
-        Duration::from_millis(HEARTBEAT_MS + 500),
-        &format!("rain:node:{id} state {state}"),
-        async || {
-            let got: Option<String> = conn.hget(format!("rain:node:{id}"), "state").await.unwrap();
-            match got.as_deref() {
-                Some(got) if got == state => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
-    eprintln!(
-        "rain:node:{id} said {state} {:?} after the answer",
-        waited.elapsed()
-    );
+    let got: Option<String> = conn.hget(format!("rain:node:{id}"), "state").await.unwrap();
+    assert_eq!(got.as_deref(), Some(state), "rain:node:{id} state");
 }
 
 fn pair(id: &str, state: &str) -> (String, String) {

@@ -341,6 +341,11 @@ pub trait Membership: Send + Sync + 'static {
     /// written at once and on every beat). [`Membership::drain`] sets
     /// [`NodeState::Draining`] itself.
     fn set_state(&self, state: NodeState);
+    /// Writes the state set last into this node's record now, rather than
+    /// with the next beat (woken, but not awaited), so whoever reads the
+    /// record after this resolves sees it. Nothing is written when the
+    /// record is gone (an expired node is not brought back without its TTL).
+    fn confirm_state(&self) -> BoxFuture<'static, Result<(), ClusterError>>;
     /// What writes this node's `stats` field: called on every beat, its text
     /// recorded as is.
     fn set_stats_source(&self, source: StatsSource);

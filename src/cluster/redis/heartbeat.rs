@@ -156,6 +156,11 @@ impl Heartbeat {
         self.wake();
     }
 
+    /// The state set last.
+    pub(super) fn state(&self) -> NodeState {
+        *self.state.lock()
+    }
+
     pub(super) fn set_stats_source(&self, source: StatsSource) {
         *self.stats.lock() = Some(source);
     }

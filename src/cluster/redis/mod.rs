@@ -240,6 +240,23 @@ impl Membership for RedisCluster {
         self.node.heartbeat.set_state(state);
     }
 
+    fn confirm_state(&self) -> BoxFuture<'static, Result<(), ClusterError>> {
+        let node = self.node.clone();
+        async move {
+            let state = node.heartbeat.state();
+            let script = redis::Script::new(
+                "if redis.call('EXISTS', KEYS[1]) == 1 then \
+                 redis.call('HSET', KEYS[1], 'state', ARGV[1]) end return 0",
+            );
+            let mut invocation = script.key(node.keys.node(&node.id));
+            invocation.arg(state.as_str());
+            node.commands
+                .run(async |connection| invocation.invoke_async::<()>(connection).await)
+                .await
+        }
+        .boxed()
+    }
+
     fn set_stats_source(&self, source: StatsSource) {
         self.node.heartbeat.set_stats_source(source);
     }
