@@ -16,26 +16,11 @@
 //   {"op":"screenshot","path":P}              → {"screenshot":P}
 //   {"op":"quit"}                             → exits
 import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const print = (event) => console.log(JSON.stringify(event));
 
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  // The machine's network is closed: Chromium's own background traffic would
-  // only fail, slowly.
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launchChromium();
 const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
 page.on("console", (message) => {
   if (message.type() === "error" || message.type() === "warning") {

@@ -7,10 +7,9 @@
 // Exits 0 either way: the Rust test (tests/browser.rs) judges what it saw.
 //
 //   node browser.mjs URL TIMEOUT_MS NEEDLE...
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [url, timeoutMs, ...needles] = process.argv.slice(2);
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
 const started = Date.now();
 const seen = [];
@@ -23,21 +22,7 @@ const print = (event) => {
   if (needles.every((needle) => seen.some((l) => l.includes(needle)))) resolveAll(true);
 };
 
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  // The machine's network is closed: Chromium's own background traffic would
-  // only fail, slowly.
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launchChromium();
 console.log(JSON.stringify({ launched: Date.now() - started }));
 try {
   const page = await browser.newPage();

@@ -131,11 +131,7 @@ pub(super) async fn drain(node: Arc<RedisNode>) -> Result<(), ClusterError> {
         node.writer
             .commands_now(leave_commands(&node.keys, &node.id, hosted));
     });
-    let changed = Message::ServicesChanged {
-        node: node.id.clone(),
-    };
-    node.writer
-        .publish(node.keys.control_channel(), &changed, "node");
+    announce_change(&node);
     super::flush(node).await
 }
 
@@ -146,11 +142,7 @@ pub(super) async fn rejoin(node: Arc<RedisNode>) -> Result<(), ClusterError> {
         node.writer
             .commands_now(service_commands(&node.keys, &node.id, hosted));
     });
-    let changed = Message::ServicesChanged {
-        node: node.id.clone(),
-    };
-    node.writer
-        .publish(node.keys.control_channel(), &changed, "node");
+    announce_change(&node);
     // Its record lists them again at once, not a period later.
     node.heartbeat.wake();
     super::flush(node).await
@@ -213,17 +205,22 @@ pub(super) async fn refresh(node: &RedisNode) -> Result<(), ClusterError> {
     Ok(())
 }
 
+/// Tells the other nodes to read the registry again.
+fn announce_change(node: &RedisNode) {
+    let changed = Message::ServicesChanged {
+        node: node.id.clone(),
+    };
+    node.writer
+        .publish(node.keys.control_channel(), &changed, "node");
+}
+
 /// Changes this node's view of the registry at once (without waiting for
 /// the next read) and tells the other nodes to read it again.
 fn change_view(node: &RedisNode, change: impl FnOnce(&mut Vec<ServiceRecord>)) {
     let mut view = node.services.view.read().as_ref().clone();
     change(&mut view);
     *node.services.view.write() = Arc::new(view);
-    let changed = Message::ServicesChanged {
-        node: node.id.clone(),
-    };
-    node.writer
-        .publish(node.keys.control_channel(), &changed, "node");
+    announce_change(node);
 }
 
 /// This node's own services belong in its view even before Redis has them.
