@@ -19,7 +19,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use support::cluster::{Node, RedisServer, spawn_binary_node, spawn_binary_nodes};
-use support::mothership::{Clients, wait_hosts};
+use support::mothership::{Clients, service_hosts, wait_hosts};
 use support::{TEST_API_TOKENS, eventually, one_at_a_time};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rain-node");
@@ -38,12 +38,6 @@ fn env(tokens: &str) -> Vec<(&str, &str)> {
 /// A call with the `read` token: status and JSON body.
 async fn read_call(node: &Node, method: Method, path: &str) -> (u16, Value) {
     node.api_as(READ_SECRET, method, path, None).await
-}
-
-async fn hosts(conn: &mut redis::aio::MultiplexedConnection, service: &str) -> BTreeSet<String> {
-    conn.smembers(format!("rain:service:{service}:nodes"))
-        .await
-        .expect("SMEMBERS")
 }
 
 fn set(ids: &[&str]) -> BTreeSet<String> {
@@ -182,7 +176,7 @@ async fn rainservers_read_unregister_register_reset_timeout_and_group_wiring() {
             pair("C", "running")
         ]
     );
-    assert_eq!(hosts(&mut conn, "echo@1.0").await, set(&["B", "C"]));
+    assert_eq!(service_hosts(&mut conn, "echo@1.0").await, set(&["B", "C"]));
     let (status, body) = c
         .api(Method::POST, "/rainservers", Some(json!({ "node": "A" })))
         .await;
@@ -199,7 +193,10 @@ async fn rainservers_read_unregister_register_reset_timeout_and_group_wiring() {
     );
     assert_eq!(a.status_of("/readyz").await, Some(200));
     record_state(&mut conn, "A", "running").await;
-    assert_eq!(hosts(&mut conn, "echo@1.0").await, set(&["A", "B", "C"]));
+    assert_eq!(
+        service_hosts(&mut conn, "echo@1.0").await,
+        set(&["A", "B", "C"])
+    );
 
     // 3. Reset B through A: B's client keeps being served.
     let mut js = Clients::start().await;
@@ -281,8 +278,11 @@ async fn rainservers_read_unregister_register_reset_timeout_and_group_wiring() {
         .map(|n| n["node"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(confirmed, set(&["A", "B", "C"]), "{body}");
-    assert_eq!(hosts(&mut conn, "chat@1.0").await, set(&["A", "B", "C"]));
-    assert_eq!(hosts(&mut conn, "echo@1.0").await, set(&[]));
+    assert_eq!(
+        service_hosts(&mut conn, "chat@1.0").await,
+        set(&["A", "B", "C"])
+    );
+    assert_eq!(service_hosts(&mut conn, "echo@1.0").await, set(&[]));
     wait_hosts(&redis, "chat", "1.0", &["A", "B", "C"]).await;
     for node in [&nodes[0], &nodes[1], &nodes[2]] {
         let name = format!("chat-{}", node.id);
@@ -309,7 +309,7 @@ async fn rainservers_read_unregister_register_reset_timeout_and_group_wiring() {
     eventually(
         Duration::from_secs(3),
         "A out of chat's hosts",
-        async || match hosts(&mut conn, "chat@1.0").await {
+        async || match service_hosts(&mut conn, "chat@1.0").await {
             got if got == set(&["B", "C"]) => Ok(()),
             got => Err(format!("{got:?}")),
         },
@@ -319,7 +319,7 @@ async fn rainservers_read_unregister_register_reset_timeout_and_group_wiring() {
     let a = tokio::task::block_in_place(|| spawn_binary_node(BIN, &url, "A", &node_env));
     a.wait_ready().await;
     wait_hosts(&redis, "chat", "1.0", &["A", "B", "C"]).await;
-    assert_eq!(hosts(&mut conn, "echo@1.0").await, set(&[]));
+    assert_eq!(service_hosts(&mut conn, "echo@1.0").await, set(&[]));
     let (status, urls) = nodes[0].api(Method::GET, "/rainservers/A/urls", None).await;
     assert_eq!(status, 200, "{urls}");
     let components: BTreeSet<String> = urls["channels"]

@@ -20,7 +20,7 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use support::cluster::{HEARTBEAT_MS, Node, RedisServer, http_status, spawn_binary_nodes};
-use support::mothership::{Clients, probe_component, wait_hosts};
+use support::mothership::{Clients, probe_component, service_hosts, wait_hosts};
 use support::{TEST_API_SECRET, eventually, one_at_a_time};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rain-node");
@@ -42,12 +42,6 @@ async fn api(
     body: Option<Value>,
 ) -> (u16, Value) {
     node.api(method, path, body).await
-}
-
-async fn hosts(conn: &mut redis::aio::MultiplexedConnection, service: &str) -> BTreeSet<String> {
-    conn.smembers(format!("rain:service:{service}:nodes"))
-        .await
-        .expect("SMEMBERS")
 }
 
 /// The services whose host set (`service:*:nodes`) names `node`.
@@ -181,8 +175,11 @@ async fn unregister_moves_clients_away_keeps_the_node_up_and_register_brings_it_
     // Out of every host set across heartbeats, with its record kept.
     for _ in 0..4 {
         assert_eq!(hosted_by(&mut conn, "A").await, Vec::<String>::new());
-        assert_eq!(hosts(&mut conn, "echo@1.0").await, set(&["B", "C"]));
-        assert_eq!(hosts(&mut conn, "probe@1.0").await, set(&["B", "C"]));
+        assert_eq!(service_hosts(&mut conn, "echo@1.0").await, set(&["B", "C"]));
+        assert_eq!(
+            service_hosts(&mut conn, "probe@1.0").await,
+            set(&["B", "C"])
+        );
         tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)).await;
     }
     let services: String = conn.hget("rain:node:A", "services").await.unwrap();
@@ -201,7 +198,10 @@ async fn unregister_moves_clients_away_keeps_the_node_up_and_register_brings_it_
     .await;
     tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)).await;
     assert_eq!(hosted_by(&mut conn, "A").await, Vec::<String>::new());
-    assert_eq!(hosts(&mut conn, "probe@1.0").await, set(&["B", "C"]));
+    assert_eq!(
+        service_hosts(&mut conn, "probe@1.0").await,
+        set(&["B", "C"])
+    );
 
     // A polling session of B's that lands on A is forwarded.
     let sid = polling_session(b).await;
@@ -256,11 +256,20 @@ async fn unregister_moves_clients_away_keeps_the_node_up_and_register_brings_it_
     );
     assert_eq!(a.status_of("/readyz").await, Some(200));
     assert_eq!(handshake_status(a).await, Some(200));
-    assert_eq!(hosts(&mut conn, "echo@1.0").await, set(&["A", "B", "C"]));
-    assert_eq!(hosts(&mut conn, "probe@1.0").await, set(&["A", "B", "C"]));
+    assert_eq!(
+        service_hosts(&mut conn, "echo@1.0").await,
+        set(&["A", "B", "C"])
+    );
+    assert_eq!(
+        service_hosts(&mut conn, "probe@1.0").await,
+        set(&["A", "B", "C"])
+    );
     assert_eq!(hosted_by(&mut conn, "A").await.len(), 2);
     tokio::time::sleep(Duration::from_millis(2 * HEARTBEAT_MS)).await;
-    assert_eq!(hosts(&mut conn, "echo@1.0").await, set(&["A", "B", "C"]));
+    assert_eq!(
+        service_hosts(&mut conn, "echo@1.0").await,
+        set(&["A", "B", "C"])
+    );
     let services: String = conn.hget("rain:node:A", "services").await.unwrap();
     assert!(services.contains("echo@1.0"), "{services}");
     js.connect("back", a.url(), probe, json!({})).await;
@@ -376,7 +385,7 @@ async fn reset_rebuilds_the_node_s_state_and_keeps_its_sockets_and_rooms() {
         );
     }
     assert_eq!(a.status_of("/readyz").await, Some(200));
-    assert_eq!(hosts(&mut conn, "chat@1.0").await, set(&["C"]));
+    assert_eq!(service_hosts(&mut conn, "chat@1.0").await, set(&["C"]));
 
     // A broadcast to the room from C reaches ann on A; ann's calls are routed.
     js.ok("bob", "say", json!({ "room": "lobby", "text": "after" }))

@@ -49,6 +49,16 @@ pub async fn wait_hosts(redis: &RedisServer, id: &str, version: &str, hosts: &[&
     tokio::time::sleep(Duration::from_millis(2 * HEARTBEAT_MS + 200)).await;
 }
 
+/// The hosts Redis lists for a service (`id@version`) now.
+pub async fn service_hosts(
+    conn: &mut redis::aio::MultiplexedConnection,
+    service: &str,
+) -> BTreeSet<String> {
+    conn.smembers(format!("rain:service:{service}:nodes"))
+        .await
+        .expect("SMEMBERS")
+}
+
 // ---------------------------------------------------------------------------
 // the socket.io-client bridge
 // ---------------------------------------------------------------------------
