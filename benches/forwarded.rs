@@ -33,8 +33,6 @@ use std::time::{Duration, Instant};
 use support::cluster::RedisServer;
 use support::{Testbed, spawn_program};
 
-const PATH: &str = "/socket.io/?EIO=4&transport=polling";
-
 fn start_node(redis: &str, id: &str) -> Testbed {
     let envs = [
         ("REDIS_SERVER", redis),
@@ -71,16 +69,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let open = client
-        .get(format!("{}{PATH}", a.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let open: serde_json::Value = serde_json::from_str(&open[1..]).expect("open packet");
-    let sid = open["sid"].as_str().unwrap().to_string();
+    let sid = support::open_polling_session(&client, a.url()).await;
 
     round_trips(&client, a.url(), &sid, 100).await;
     round_trips(&client, b.url(), &sid, 100).await;
@@ -170,7 +159,7 @@ async fn round_trips(
     sid: &str,
     count: usize,
 ) -> Vec<Duration> {
-    let target = format!("{url}{PATH}&sid={sid}");
+    let target = format!("{url}{}&sid={sid}", support::POLLING_PATH);
     let mut times = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();

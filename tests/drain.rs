@@ -138,24 +138,7 @@ async fn sigterm_drains_a_node_without_losing_a_client_or_a_call() {
     let slow_ns = "/slow/1.0/main";
 
     // Six idle clients on A, each with a session holding a language.
-    let mut tokens = Vec::new();
-    for i in 0..6 {
-        let token = js.session_token(&format!("core{i}"), &a).await;
-        js.ok(
-            &format!("core{i}"),
-            "change_language",
-            json!({ "language": format!("l{i}") }),
-        )
-        .await;
-        js.connect(
-            &format!("x{i}"),
-            &a,
-            "/echo/1.0/main",
-            json!({ "sessionId": token }),
-        )
-        .await;
-        tokens.push(token);
-    }
+    let tokens = js.with_sessions(6, &a, "/echo/1.0/main").await;
     // Slow calls in flight when the signal comes: one from a client of A,
     // two from clients of B (round-robin: one of them is served by A).
     js.connect("a-slow", &a, slow_ns, json!({})).await;

@@ -367,11 +367,8 @@ async fn sigterm_closes_every_client_so_it_reconnects_and_exits_zero() {
 
 /// Opens a polling session; its sid and the session's URL.
 async fn polling_session(http: &reqwest::Client, testbed: &Testbed) -> (String, String) {
-    let base = format!("{}/socket.io/?EIO=4&transport=polling", testbed.url());
-    let open = http.get(&base).send().await.unwrap().text().await.unwrap();
-    let handshake: serde_json::Value = serde_json::from_str(&open[1..]).unwrap();
-    let sid = handshake["sid"].as_str().unwrap().to_string();
-    let url = format!("{base}&sid={sid}");
+    let sid = support::open_polling_session(http, testbed.url()).await;
+    let url = format!("{}{}&sid={sid}", testbed.url(), support::POLLING_PATH);
     (sid, url)
 }
 

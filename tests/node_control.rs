@@ -21,12 +21,11 @@ use serde_json::{Value, json};
 
 use support::cluster::{HEARTBEAT_MS, Node, RedisServer, http_status, spawn_binary_nodes};
 use support::mothership::{Clients, probe_component, service_hosts, wait_hosts};
-use support::{TEST_API_SECRET, eventually, one_at_a_time};
+use support::{POLLING_PATH, TEST_API_SECRET, eventually, one_at_a_time};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rain-node");
 const DRAIN_DELAY_MS: &str = "300";
 const SHUTDOWN_TIMEOUT_MS: u64 = 5000;
-const POLLING: &str = "/socket.io/?EIO=4&transport=polling";
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -62,21 +61,7 @@ fn set(ids: &[&str]) -> BTreeSet<String> {
 
 /// A new Engine.IO handshake over polling, by plain HTTP: its status.
 async fn handshake_status(node: &Node) -> Option<u16> {
-    http_status(&format!("{}{POLLING}", node.url())).await
-}
-
-/// A polling session opened on `node`: its sid.
-async fn polling_session(node: &Node) -> String {
-    let body = http()
-        .get(format!("{}{POLLING}", node.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let open: Value = serde_json::from_str(body.strip_prefix('0').expect("open packet")).unwrap();
-    open["sid"].as_str().unwrap().to_string()
+    http_status(&format!("{}{POLLING_PATH}", node.url())).await
 }
 
 fn start(nodes: &[(&str, Vec<(&str, &str)>)]) -> (RedisServer, Vec<Node>) {
@@ -114,24 +99,7 @@ async fn unregister_moves_clients_away_keeps_the_node_up_and_register_brings_it_
     let probe = "/probe/1.0/main";
 
     // Four clients on A, each with a session holding a language.
-    let mut tokens = Vec::new();
-    for i in 0..4 {
-        let token = js.session_token(&format!("core{i}"), a.url()).await;
-        js.ok(
-            &format!("core{i}"),
-            "change_language",
-            json!({ "language": format!("l{i}") }),
-        )
-        .await;
-        js.connect(
-            &format!("x{i}"),
-            a.url(),
-            probe,
-            json!({ "sessionId": token }),
-        )
-        .await;
-        tokens.push(token);
-    }
+    let tokens = js.with_sessions(4, a.url(), probe).await;
 
     let asked = Instant::now();
     let (status, body) = api(a, reqwest::Method::DELETE, "/rainservers/A", None).await;
@@ -204,9 +172,9 @@ async fn unregister_moves_clients_away_keeps_the_node_up_and_register_brings_it_
     );
 
     // A polling session of B's that lands on A is forwarded.
-    let sid = polling_session(b).await;
+    let sid = support::open_polling_session(&http(), b.url()).await;
     let posted = http()
-        .post(format!("{}{POLLING}&sid={sid}", a.url()))
+        .post(format!("{}{POLLING_PATH}&sid={sid}", a.url()))
         .header("content-type", "text/plain;charset=UTF-8")
         .body("40/core,")
         .send()
@@ -214,7 +182,7 @@ async fn unregister_moves_clients_away_keeps_the_node_up_and_register_brings_it_
         .unwrap();
     assert_eq!(posted.status().as_u16(), 200);
     let polled = http()
-        .get(format!("{}{POLLING}&sid={sid}", a.url()))
+        .get(format!("{}{POLLING_PATH}&sid={sid}", a.url()))
         .send()
         .await
         .unwrap();

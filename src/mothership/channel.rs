@@ -58,24 +58,20 @@ impl ComponentChannel {
         })
     }
 
-    /// Whether the socket's namespace names a component undeployed through
-    /// the API: the one it resolves to now, or, when it resolves to none, one
-    /// of the undeployed whose version the fragment matches.
-    fn undeployed(&self, socket: &Socket) -> bool {
+    /// Whether a namespace that resolves to no component names one that was
+    /// undeployed through the API (its version fragment matches one).
+    fn names_undeployed(&self, socket: &Socket) -> bool {
         let Some(name) = ChannelName::parse(socket.namespace().name()) else {
             return false;
         };
-        match self.0.catalog.newest(name.id, name.version) {
-            Some(info) => self.0.undeployed(&info.descriptor.key()).is_some(),
-            None => self.0.undeployed_keys().iter().any(|key| {
-                key.split_once('@').is_some_and(|(id, version)| {
-                    id == name.id
-                        && version.parse().is_ok_and(|v| {
-                            crate::component::descriptor::version_matches(name.version, &v)
-                        })
-                })
-            }),
-        }
+        self.0.undeployed_keys().iter().any(|key| {
+            key.split_once('@').is_some_and(|(id, version)| {
+                id == name.id
+                    && version.parse().is_ok_and(|v| {
+                        crate::component::descriptor::version_matches(name.version, &v)
+                    })
+            })
+        })
     }
 
     /// Tells a host of the component that a client came or went, when the
@@ -102,15 +98,18 @@ impl ComponentChannel {
 impl NamespaceHandler for ComponentChannel {
     fn authorize(&self, socket: &Arc<Socket>, _auth: &Value) -> Result<(), String> {
         let namespace = socket.namespace().name();
-        if self.undeployed(socket) {
-            return Err(super::UNDEPLOYED_ERROR.to_string());
-        }
         match self.resolve(socket) {
+            // Refused even while the registry still lists it (the undeploy
+            // removes its record last).
+            Some(resolved) if self.0.undeployed(&resolved.key).is_some() => {
+                Err(super::UNDEPLOYED_ERROR.to_string())
+            }
             Some(resolved) if resolved.channel == LOGGING || resolved.served => Ok(()),
             Some(resolved) => Err(format!(
                 "component {} has no channel {:?} (namespace {namespace})",
                 resolved.key, resolved.channel
             )),
+            None if self.names_undeployed(socket) => Err(super::UNDEPLOYED_ERROR.to_string()),
             None => Err(format!("unknown component channel {namespace}")),
         }
     }

@@ -47,6 +47,25 @@ pub fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The Engine.IO polling path every test node serves.
+pub const POLLING_PATH: &str = "/socket.io/?EIO=4&transport=polling";
+
+/// Opens an Engine.IO polling session on the node at `url` (a handshake by
+/// plain HTTP): its sid.
+pub async fn open_polling_session(http: &reqwest::Client, url: &str) -> String {
+    let open = http
+        .get(format!("{url}{POLLING_PATH}"))
+        .send()
+        .await
+        .expect("polling handshake")
+        .text()
+        .await
+        .expect("the open packet");
+    let handshake: serde_json::Value =
+        serde_json::from_str(open.strip_prefix('0').expect("an open packet")).expect("its JSON");
+    handshake["sid"].as_str().expect("a sid").to_string()
+}
+
 /// `tests/js`: the official JavaScript client and playwright-core.
 pub fn js_dir() -> PathBuf {
     crate_dir().join("tests").join("js")

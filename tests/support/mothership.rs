@@ -227,6 +227,26 @@ impl Clients {
             .to_string()
     }
 
+    /// `count` clients `x0`, `x1`, … on `url` + `ns`, each with a session of
+    /// its own holding the language `l0`, `l1`, … (set through `/core` by
+    /// clients `core0`, …); the session tokens, in order.
+    pub async fn with_sessions(&mut self, count: usize, url: &str, ns: &str) -> Vec<String> {
+        let mut tokens = Vec::new();
+        for i in 0..count {
+            let token = self.session_token(&format!("core{i}"), url).await;
+            self.ok(
+                &format!("core{i}"),
+                "change_language",
+                json!({ "language": format!("l{i}") }),
+            )
+            .await;
+            self.connect(&format!("x{i}"), url, ns, json!({ "sessionId": token }))
+                .await;
+            tokens.push(token);
+        }
+        tokens
+    }
+
     /// Emits `event(args…)` with an ack callback; every ack argument, or `Err`
     /// when none came within `timeout_ms`.
     pub async fn try_emit(

@@ -147,14 +147,19 @@ async fn instances(
         .commands
         .run(async |connection| connection.zrange(node.keys.nodes(), 0, -1).await)
         .await?;
-    let mut ids: Vec<String> = Vec::new();
-    for owner in &nodes {
-        let owned: Vec<String> = node
-            .commands
-            .run(async |connection| connection.smembers(node.keys.node_instances(owner)).await)
-            .await?;
-        ids.extend(owned);
+    if nodes.is_empty() {
+        return Ok((Vec::new(), 0));
     }
+    // One round trip for every node's set.
+    let mut pipe = redis::pipe();
+    for owner in &nodes {
+        pipe.smembers(node.keys.node_instances(owner));
+    }
+    let owned: Vec<Vec<String>> = node
+        .commands
+        .run(async |connection| pipe.query_async(connection).await)
+        .await?;
+    let mut ids: Vec<String> = owned.into_iter().flatten().collect();
     ids.sort();
     ids.dedup();
     let mut found = Vec::new();
